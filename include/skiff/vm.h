@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+// The embeddable VM: build one from a VmSpec, start it, wait for it to stop.
+//
+//   auto spec = skiff::load_spec_file("vm.json");
+//   auto vm = skiff::Vm::create(*spec);
+//   if (!vm) { fmt::print(stderr, "{}\n", vm.error().message()); return 1; }
+//   (*vm)->start();
+//   skiff::VmExit exit = (*vm)->wait();
+//
+// Several Vm objects can live in one process; there is no global state besides the
+// process-wide handler of the vCPU kick signal (SIGRTMIN).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "skiff/error.h"
+#include "skiff/exit.h"
+#include "skiff/spec.h"
+
+namespace skiff {
+
+struct VmOptions {
+  // Receives the guest's serial output instead of the spec's serial sink when set.
+  std::function<void(std::span<const uint8_t>)> console_output;
+  // Path of the KVM device.
+  std::string kvm_path = "/dev/kvm";
+};
+
+// Timestamps of a VM's life, for boot-time reports.
+struct VmTimings {
+  std::chrono::steady_clock::time_point created;
+  std::optional<std::chrono::steady_clock::time_point> started;
+  std::optional<std::chrono::steady_clock::time_point> first_console_output;
+  std::optional<std::chrono::steady_clock::time_point> stopped;
+};
+
+class Vm {
+ public:
+  // Builds the whole machine: KVM VM, guest memory, devices, firmware tables, the loaded
+  // kernel and vCPUs. Nothing runs until start(). Errors say which spec field or host
+  // resource is at fault.
+  static Result<std::unique_ptr<Vm>> create(const VmSpec& spec, VmOptions options = {});
+
+  ~Vm();  // stops the VM if it still runs and joins every thread
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  // Starts the vCPU threads (and console input when the spec asks for it).
+  Result<void> start();
+  // Blocks until the VM stops, then joins its threads; returns why it stopped. Safe to
+  // call more than once (returns the same answer).
+  VmExit wait();
+  // Like wait(), but returns nullopt when the VM is still running after `timeout`.
+  std::optional<VmExit> wait_for(std::chrono::milliseconds timeout);
+  // Asks the VM to stop with the given reason; returns at once. The first request wins.
+  void request_stop(VmExit reason);
+
+  const VmSpec& spec() const;
+  VmTimings timings() const;
+  // Guest RAM actually mapped, in bytes.
+  uint64_t guest_memory_bytes() const;
+
+  class Impl;
+
+ private:
+  explicit Vm(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Maps an Error to the process exit code `skiff run` uses for it.
+int exit_code_for(const Error& error);
+
+}  // namespace skiff

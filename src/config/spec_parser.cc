@@ -1,0 +1,594 @@
+// SPDX-License-Identifier: Apache-2.0
+// JSON -> VmSpec. Every object is checked for unknown keys before its fields are read,
+// every value for its exact JSON type, and every error names the JSON pointer (RFC 6901)
+// of the offending field. Field reference: docs/config.md.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "config/spec_rules.h"
+#include "skiff/spec.h"
+
+namespace skiff {
+
+namespace {
+
+// ordered_json keeps keys in document order: errors come in the order the user wrote the
+// keys, and spec_to_json writes them in the documented order.
+using json = nlohmann::ordered_json;
+using config::escape_pointer_token;
+
+// A spec is a few KiB; anything this large is the wrong file (or /dev/zero).
+constexpr size_t kMaxSpecFileBytes = 16 * 1024 * 1024;
+
+constexpr std::array<std::string_view, 8> kTopKeys = {"name",  "machine", "boot",    "serial",
+                                                      "disks", "nets",    "balloon", "api"};
+constexpr std::array<std::string_view, 8> kMachineKeys = {
+    "vcpus",         "memory_mib",    "hugepages", "prefault", "lock_memory",
+    "shared_memory", "vcpu_affinity", "numa_node"};
+constexpr std::array<std::string_view, 3> kBootKeys = {"kernel", "initrd", "cmdline"};
+constexpr std::array<std::string_view, 3> kSerialKeys = {"mode", "path", "input"};
+
+// What a JSON value is, in the words an error message uses.
+std::string describe(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return fmt::format("boolean {}", value.get<bool>());
+    case json::value_t::number_integer:
+      return fmt::format("negative integer {}", value.get<int64_t>());
+    case json::value_t::number_unsigned:
+      return fmt::format("integer {}", value.get<uint64_t>());
+    case json::value_t::number_float:
+      return fmt::format("number {}", value.dump());
+    case json::value_t::string:
+      return "string";
+    case json::value_t::array:
+      return "array";
+    case json::value_t::object:
+      return "object";
+    default:
+      return value.type_name();
+  }
+}
+
+std::unexpected<Error> type_error(const std::string& pointer, std::string_view expected,
+                                  const json& value) {
+  return config_error(fmt::format("{}: expected {}, got {}", pointer, expected, describe(value)));
+}
+
+std::string child_pointer(const std::string& parent, std::string_view key) {
+  return parent + "/" + escape_pointer_token(key);
+}
+
+// The fields of one JSON object, read with the object's pointer at hand.
+class ObjectReader {
+ public:
+  ObjectReader(const json& object, std::string pointer)
+      : object_(object), pointer_(std::move(pointer)) {}
+
+  // Rejects keys that are not in `allowed`, proposing the closest allowed one.
+  Result<void> reject_unknown_keys(std::span<const std::string_view> allowed) const {
+    for (const auto& [key, value] : object_.items()) {
+      if (std::ranges::find(allowed, key) != allowed.end()) continue;
+      std::string message = fmt::format("{}: unknown key", child_pointer(pointer_, key));
+      if (auto suggestion = config::closest_key(key, allowed)) {
+        message += fmt::format(" (did you mean \"{}\"?)", *suggestion);
+      } else {
+        std::string keys;
+        for (std::string_view name : allowed) {
+          keys += keys.empty() ? "" : ", ";
+          keys += name;
+        }
+        message += fmt::format(" (known keys: {})", keys);
+      }
+      return config_error(std::move(message));
+    }
+    return {};
+  }
+
+  // The value at `key`, or nullptr when the key is absent.
+  const json* find(std::string_view key) const {
+    auto it = object_.find(key);
+    return it == object_.end() ? nullptr : &*it;
+  }
+  std::string pointer(std::string_view key) const { return child_pointer(pointer_, key); }
+
+  // Each reader leaves `out` untouched when the key is absent.
+  Result<void> read_bool(std::string_view key, bool& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    if (!value->is_boolean()) return type_error(pointer(key), "a boolean", *value);
+    out = value->get<bool>();
+    return {};
+  }
+
+  Result<void> read_string(std::string_view key, std::string& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    if (!value->is_string()) return type_error(pointer(key), "a string", *value);
+    out = value->get<std::string>();
+    return {};
+  }
+
+  Result<void> read_u64(std::string_view key, uint64_t& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    return unsigned_value(*value, pointer(key), out);
+  }
+
+  Result<void> read_u32(std::string_view key, uint32_t& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    return u32_value(*value, pointer(key), out);
+  }
+
+  static Result<void> unsigned_value(const json& value, const std::string& pointer,
+                                     uint64_t& out) {
+    if (!value.is_number_unsigned()) return type_error(pointer, "an unsigned integer", value);
+    out = value.get<uint64_t>();
+    return {};
+  }
+
+  static Result<void> u32_value(const json& value, const std::string& pointer, uint32_t& out) {
+    uint64_t wide = 0;
+    if (auto result = unsigned_value(value, pointer, wide); !result) return result;
+    if (wide > std::numeric_limits<uint32_t>::max()) {
+      return config_error(fmt::format("{}: {} is out of range: must be at most {}", pointer, wide,
+                                      std::numeric_limits<uint32_t>::max()));
+    }
+    out = static_cast<uint32_t>(wide);
+    return {};
+  }
+
+  // A path: relative ones resolve against `base_dir`. JSON null means "not set".
+  Result<void> read_path(std::string_view key, const std::filesystem::path& base_dir,
+                         std::filesystem::path& out) const {
+    const json* value = find(key);
+    if (value == nullptr || value->is_null()) return {};
+    if (!value->is_string()) return type_error(pointer(key), "a string or null", *value);
+    const auto& text = value->get_ref<const std::string&>();
+    if (text.empty()) {
+      return config_error(fmt::format(
+          "{}: is an empty string; give a path, or leave the key out (or null) for none",
+          pointer(key)));
+    }
+    if (text.find('\0') != std::string::npos) {
+      return config_error(fmt::format("{}: the path contains a NUL character", pointer(key)));
+    }
+    std::filesystem::path path(text);
+    out = path.is_relative() && !base_dir.empty() ? base_dir / path : path;
+    return {};
+  }
+
+ private:
+  const json& object_;
+  std::string pointer_;
+};
+
+// An optional JSON object: nullptr when the key is absent, an error when it is not an object.
+Result<const json*> optional_object(const ObjectReader& parent, std::string_view key) {
+  const json* value = parent.find(key);
+  if (value == nullptr) return nullptr;
+  if (!value->is_object()) return type_error(parent.pointer(key), "an object", *value);
+  return value;
+}
+
+Result<HugePages> parse_hugepages(const json& value, const std::string& pointer) {
+  if (!value.is_string()) return type_error(pointer, "a string", value);
+  const auto& text = value.get_ref<const std::string&>();
+  for (HugePages mode : {HugePages::kNone, HugePages::kTransparent, HugePages::k2M,
+                         HugePages::k1G}) {
+    if (text == to_string(mode)) return mode;
+  }
+  return config_error(fmt::format(
+      "{}: unknown value \"{}\": use \"none\", \"thp\", \"2M\" or \"1G\"", pointer, text));
+}
+
+Result<SerialMode> parse_serial_mode(const json& value, const std::string& pointer) {
+  if (!value.is_string()) return type_error(pointer, "a string", value);
+  const auto& text = value.get_ref<const std::string&>();
+  for (SerialMode mode : {SerialMode::kStdout, SerialMode::kFile, SerialMode::kNone}) {
+    if (text == to_string(mode)) return mode;
+  }
+  return config_error(
+      fmt::format("{}: unknown value \"{}\": use \"stdout\", \"file\" or \"none\"", pointer, text));
+}
+
+Result<std::vector<std::vector<uint32_t>>> parse_affinity(const json& value,
+                                                          const std::string& pointer) {
+  if (!value.is_array()) return type_error(pointer, "an array of arrays of host CPU numbers", value);
+  std::vector<std::vector<uint32_t>> affinity;
+  affinity.reserve(value.size());
+  for (size_t vcpu = 0; vcpu < value.size(); ++vcpu) {
+    const json& list = value[vcpu];
+    std::string list_pointer = fmt::format("{}/{}", pointer, vcpu);
+    if (!list.is_array()) return type_error(list_pointer, "an array of host CPU numbers", list);
+    std::vector<uint32_t> cpus;
+    cpus.reserve(list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      uint32_t cpu = 0;
+      if (auto result = ObjectReader::u32_value(list[i], fmt::format("{}/{}", list_pointer, i), cpu);
+          !result) {
+        return std::unexpected(result.error());
+      }
+      cpus.push_back(cpu);
+    }
+    affinity.push_back(std::move(cpus));
+  }
+  return affinity;
+}
+
+Result<void> parse_machine(const json& object, MachineSpec& machine) {
+  ObjectReader reader(object, "/machine");
+  if (auto result = reader.reject_unknown_keys(kMachineKeys); !result) return result;
+  if (auto result = reader.read_u32("vcpus", machine.vcpus); !result) return result;
+  if (auto result = reader.read_u64("memory_mib", machine.memory_mib); !result) return result;
+  if (const json* value = reader.find("hugepages")) {
+    auto hugepages = parse_hugepages(*value, reader.pointer("hugepages"));
+    if (!hugepages) return std::unexpected(hugepages.error());
+    machine.hugepages = *hugepages;
+  }
+  if (auto result = reader.read_bool("prefault", machine.prefault); !result) return result;
+  if (auto result = reader.read_bool("lock_memory", machine.lock_memory); !result) return result;
+  if (auto result = reader.read_bool("shared_memory", machine.shared_memory); !result) {
+    return result;
+  }
+  if (const json* value = reader.find("vcpu_affinity")) {
+    auto affinity = parse_affinity(*value, reader.pointer("vcpu_affinity"));
+    if (!affinity) return std::unexpected(affinity.error());
+    machine.vcpu_affinity = std::move(*affinity);
+  }
+  if (const json* value = reader.find("numa_node"); value != nullptr && !value->is_null()) {
+    uint32_t node = 0;
+    if (!value->is_number_unsigned()) {
+      return type_error(reader.pointer("numa_node"), "an unsigned integer or null", *value);
+    }
+    if (auto result = reader.read_u32("numa_node", node); !result) return result;
+    machine.numa_node = node;
+  }
+  return {};
+}
+
+Result<void> parse_boot(const json& object, const std::filesystem::path& base_dir,
+                        BootSpec& boot) {
+  ObjectReader reader(object, "/boot");
+  if (auto result = reader.reject_unknown_keys(kBootKeys); !result) return result;
+  const json* kernel = reader.find("kernel");
+  bool kernel_empty = kernel != nullptr && kernel->is_string() && kernel->get_ref<const std::string&>().empty();
+  if (kernel == nullptr || kernel->is_null() || kernel_empty) {
+    return config_error(
+        "/boot/kernel: is required: set it to the path of a bzImage or ELF vmlinux");
+  }
+  if (!kernel->is_string()) return type_error("/boot/kernel", "a string", *kernel);
+  if (auto result = reader.read_path("kernel", base_dir, boot.kernel); !result) return result;
+  if (auto result = reader.read_path("initrd", base_dir, boot.initrd); !result) return result;
+  return reader.read_string("cmdline", boot.cmdline);
+}
+
+Result<void> parse_serial(const json& object, const std::filesystem::path& base_dir,
+                          SerialSpec& serial) {
+  ObjectReader reader(object, "/serial");
+  if (auto result = reader.reject_unknown_keys(kSerialKeys); !result) return result;
+  if (const json* value = reader.find("mode")) {
+    auto mode = parse_serial_mode(*value, reader.pointer("mode"));
+    if (!mode) return std::unexpected(mode.error());
+    serial.mode = *mode;
+  }
+  if (auto result = reader.read_path("path", base_dir, serial.path); !result) return result;
+  if (auto result = reader.read_bool("input", serial.input); !result) return result;
+  // Input is forwarded only from an interactive stdout console; accepting `true` with
+  // another mode would suggest the guest can be typed into when it cannot.
+  if (reader.find("input") != nullptr && serial.input && serial.mode != SerialMode::kStdout) {
+    return config_error(fmt::format(
+        "/serial/input: true has no effect with serial.mode \"{}\": guest input is only read "
+        "from stdin with mode \"stdout\"; remove the key or set it to false",
+        to_string(serial.mode)));
+  }
+  return {};
+}
+
+// Keys for devices that later versions will attach. Refusing them (rather than ignoring
+// them) keeps anyone from believing a disk or NIC was attached when it was not.
+Result<void> check_reserved(const ObjectReader& top) {
+  struct Reserved {
+    std::string_view key;
+    bool is_list;
+    std::string_view what;
+  };
+  constexpr std::array<Reserved, 4> kReserved = {{
+      {"disks", true, "virtio-blk disks are"},
+      {"nets", true, "virtio-net interfaces are"},
+      {"balloon", false, "the virtio-balloon device is"},
+      {"api", false, "the API socket is"},
+  }};
+  for (const Reserved& reserved : kReserved) {
+    const json* value = top.find(reserved.key);
+    if (value == nullptr || value->is_null()) continue;
+    std::string pointer = top.pointer(reserved.key);
+    if (reserved.is_list) {
+      if (!value->is_array()) return type_error(pointer, "an array", *value);
+      if (value->empty()) continue;
+    }
+    return config_error(fmt::format("{}: {} not supported by this version of skiff yet; remove "
+                                    "the \"{}\" key",
+                                    pointer, reserved.what, reserved.key));
+  }
+  return {};
+}
+
+// Tracks where the parser is, to name duplicate keys: nlohmann::json keeps the last of
+// two equal keys silently, and a spec with two "memory_mib" is a mistake worth reporting.
+class DuplicateKeyFinder {
+ public:
+  bool on_event(json::parse_event_t event, const json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        frames_.push_back(Frame{event == json::parse_event_t::array_start, segment(), {}, {}, 0});
+        break;
+      case json::parse_event_t::key: {
+        Frame& frame = frames_.back();
+        frame.key = parsed.get<std::string>();
+        if (!frame.keys.insert(frame.key).second && !error_) {
+          error_ = fmt::format("{}: duplicate key; each key may appear only once per object",
+                               pointer());
+        }
+        break;
+      }
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        frames_.pop_back();
+        element_done();
+        break;
+      case json::parse_event_t::value:
+        element_done();
+        break;
+    }
+    return true;
+  }
+  const std::optional<std::string>& error() const { return error_; }
+
+ private:
+  struct Frame {
+    bool is_array;
+    std::string pointer;  // of this container
+    std::set<std::string> keys;
+    std::string key;  // current key, in objects
+    size_t index;     // current element, in arrays
+  };
+
+  // The pointer segment of the value that starts now, relative to the innermost frame.
+  std::string segment() const {
+    if (frames_.empty()) return "";
+    const Frame& frame = frames_.back();
+    return frame.is_array ? fmt::format("{}/{}", frame.pointer, frame.index)
+                          : child_pointer(frame.pointer, frame.key);
+  }
+  std::string pointer() const { return segment(); }
+  void element_done() {
+    if (!frames_.empty() && frames_.back().is_array) ++frames_.back().index;
+  }
+
+  std::vector<Frame> frames_;
+  std::optional<std::string> error_;
+};
+
+// nlohmann reports the 1-based byte offset of the character that stopped the parser.
+std::pair<size_t, size_t> line_and_column(std::string_view text, size_t byte) {
+  size_t end = std::min(byte == 0 ? 0 : byte - 1, text.size());
+  size_t line = 1;
+  size_t line_start = 0;
+  for (size_t i = 0; i < end; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  }
+  return {line, end - line_start + 1};
+}
+
+// nlohmann's message minus its "[json.exception...] parse error at line L, column C: "
+// prefix, with control bytes (which "last read" may quote) made printable.
+std::string parser_reason(std::string_view what) {
+  size_t at = what.find("parse error");
+  if (at != std::string_view::npos) {
+    size_t colon = what.find(": ", at);
+    if (colon != std::string_view::npos) what.remove_prefix(colon + 2);
+  } else if (size_t bracket = what.find("] "); what.starts_with("[") && bracket != what.npos) {
+    what.remove_prefix(bracket + 2);
+  }
+  std::string reason(what);
+  for (char& c : reason) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return reason;
+}
+
+Result<json> parse_json(std::string_view text) {
+  DuplicateKeyFinder duplicates;
+  json document;
+  try {
+    document = json::parse(
+        text.begin(), text.end(),
+        [&duplicates](int /*depth*/, json::parse_event_t event, json& parsed) {
+          return duplicates.on_event(event, parsed);
+        });
+  } catch (const json::parse_error& error) {
+    auto [line, column] = line_and_column(text, error.byte);
+    return config_error(fmt::format("invalid JSON at line {}, column {}: {}", line, column,
+                                    parser_reason(error.what())));
+  } catch (const json::exception& error) {
+    // E.g. out_of_range.406, a number too large for a double; nlohmann gives no position.
+    return config_error(fmt::format("invalid JSON: {}", parser_reason(error.what())));
+  }
+  if (duplicates.error()) return config_error(*duplicates.error());
+  return document;
+}
+
+}  // namespace
+
+Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::path& base_dir) {
+  auto document = parse_json(json_text);
+  if (!document) return std::unexpected(document.error());
+  if (!document->is_object()) return type_error("/", "a JSON object", *document);
+
+  VmSpec spec;
+  ObjectReader top(*document, "");
+  if (auto result = top.reject_unknown_keys(kTopKeys); !result) {
+    return std::unexpected(result.error());
+  }
+  if (auto result = top.read_string("name", spec.name); !result) {
+    return std::unexpected(result.error());
+  }
+
+  auto machine = optional_object(top, "machine");
+  if (!machine) return std::unexpected(machine.error());
+  if (*machine != nullptr) {
+    if (auto result = parse_machine(**machine, spec.machine); !result) {
+      return std::unexpected(result.error());
+    }
+  }
+
+  auto boot = optional_object(top, "boot");
+  if (!boot) return std::unexpected(boot.error());
+  if (*boot == nullptr) {
+    return config_error("/boot: is required: it names at least the kernel, e.g. "
+                        "\"boot\": {\"kernel\": \"vmlinuz\"}");
+  }
+  if (auto result = parse_boot(**boot, base_dir, spec.boot); !result) {
+    return std::unexpected(result.error());
+  }
+
+  auto serial = optional_object(top, "serial");
+  if (!serial) return std::unexpected(serial.error());
+  if (*serial != nullptr) {
+    if (auto result = parse_serial(**serial, base_dir, spec.serial); !result) {
+      return std::unexpected(result.error());
+    }
+  }
+
+  if (auto result = check_reserved(top); !result) return std::unexpected(result.error());
+  if (auto result = config::check_spec_rules(spec); !result) {
+    return std::unexpected(result.error());
+  }
+  return spec;
+}
+
+Result<VmSpec> load_spec_file(const std::filesystem::path& path) {
+  std::string context = fmt::format("spec file \"{}\"", path.string());
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return config_error(fmt::format("{}: {}", context, std::strerror(errno)));
+  }
+  std::string text;
+  std::array<char, 64 * 1024> buffer;
+  int read_errno = 0;
+  while (true) {
+    ssize_t count = ::read(fd, buffer.data(), buffer.size());
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      read_errno = errno;
+      break;
+    }
+    if (count == 0) break;
+    text.append(buffer.data(), static_cast<size_t>(count));
+    if (text.size() > kMaxSpecFileBytes) break;
+  }
+  ::close(fd);
+  if (read_errno != 0) {
+    return config_error(fmt::format("{}: {}", context, std::strerror(read_errno)));
+  }
+  if (text.size() > kMaxSpecFileBytes) {
+    return config_error(fmt::format("{}: larger than {} MiB; is this really a VM spec?", context,
+                                    kMaxSpecFileBytes >> 20));
+  }
+
+  std::error_code ignored;
+  std::filesystem::path base_dir = std::filesystem::absolute(path, ignored).parent_path();
+  if (base_dir.empty()) base_dir = path.parent_path();
+  auto spec = parse_spec(text, base_dir);
+  if (!spec) return std::unexpected(spec.error().with_context(context));
+  return spec;
+}
+
+std::string spec_to_json(const VmSpec& spec) {
+  const MachineSpec& machine = spec.machine;
+  json affinity = json::array();
+  for (const auto& cpus : machine.vcpu_affinity) affinity.push_back(cpus);
+
+  json document = {
+      {"name", spec.name},
+      {"machine",
+       {
+           {"vcpus", machine.vcpus},
+           {"memory_mib", machine.memory_mib},
+           {"hugepages", to_string(machine.hugepages)},
+           {"prefault", machine.prefault},
+           {"lock_memory", machine.lock_memory},
+           {"shared_memory", machine.shared_memory},
+           {"vcpu_affinity", std::move(affinity)},
+           {"numa_node", machine.numa_node ? json(*machine.numa_node) : json(nullptr)},
+       }},
+      {"boot",
+       {
+           {"kernel", spec.boot.kernel.string()},
+           {"initrd", spec.boot.initrd.empty() ? json(nullptr) : json(spec.boot.initrd.string())},
+           {"cmdline", spec.boot.cmdline},
+       }},
+  };
+  json serial = {
+      {"mode", to_string(spec.serial.mode)},
+      {"path", spec.serial.path.empty() ? json(nullptr) : json(spec.serial.path.string())},
+  };
+  // `input: true` is refused with the other modes, where it has no effect; writing only a
+  // `false` there keeps parse_spec(spec_to_json(s)) == s for every valid spec.
+  if (spec.serial.mode == SerialMode::kStdout || !spec.serial.input) {
+    serial["input"] = spec.serial.input;
+  }
+  document["serial"] = std::move(serial);
+  // Non-UTF-8 bytes (possible in paths built in code) are replaced rather than thrown on.
+  return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::string_view to_string(HugePages hugepages) {
+  switch (hugepages) {
+    case HugePages::kNone:
+      return "none";
+    case HugePages::kTransparent:
+      return "thp";
+    case HugePages::k2M:
+      return "2M";
+    case HugePages::k1G:
+      return "1G";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(SerialMode mode) {
+  switch (mode) {
+    case SerialMode::kStdout:
+      return "stdout";
+    case SerialMode::kFile:
+      return "file";
+    case SerialMode::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+}  // namespace skiff

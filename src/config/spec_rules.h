@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// Limits of a VmSpec and the checks that need no host access. Shared by the JSON parser
+// (so a parsed spec is always within limits) and validate_spec (so specs built in code
+// are held to the same rules). Error messages start with the JSON pointer of the field,
+// whether the spec came from JSON or from code.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "skiff/error.h"
+#include "skiff/spec.h"
+
+namespace skiff::config {
+
+// xAPIC ids are 8 bits and 0xff is the broadcast id, so vCPU ids 0..253 are usable.
+inline constexpr uint32_t kMaxVcpus = 254;
+inline constexpr uint64_t kMinMemoryMib = 16;
+inline constexpr uint64_t kMaxMemoryMib = uint64_t{1} << 20;  // 1 TiB
+inline constexpr uint64_t kGigaPageMib = 1024;
+// Linux's MAX_NUMNODES is at most 1 << CONFIG_NODES_SHIFT (10 on x86_64).
+inline constexpr uint32_t kMaxNumaNode = 1023;
+inline constexpr size_t kMaxNameLength = 64;
+// The command line is copied to guest memory with a terminating NUL; layout.h's
+// kCmdlineMaxSize counts that NUL.
+inline constexpr size_t kMaxCmdlineBytes = 65535;
+
+// Every host-independent rule: ranges, cross-field rules, affinity shape, cmdline
+// characters, serial mode vs path. Does not touch the file system.
+Result<void> check_spec_rules(const VmSpec& spec);
+
+// Parses a Linux CPU or node list as found in sysfs ("0-3,8,10-11\n"). nullopt when the
+// text is not such a list.
+std::optional<std::vector<uint32_t>> parse_cpu_list(std::string_view text);
+
+// Escapes one reference token of a JSON pointer (RFC 6901 section 3: '~' -> "~0",
+// '/' -> "~1").
+std::string escape_pointer_token(std::string_view token);
+
+// The candidate closest to `key` by case-insensitive edit distance, if it is close
+// enough to be a plausible typo.
+std::optional<std::string_view> closest_key(std::string_view key,
+                                            std::span<const std::string_view> candidates);
+
+}  // namespace skiff::config

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "devices/legacy/i8042.h"
+
+#include <atomic>
+#include <utility>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace skiff {
+namespace {
+
+// Status register (read from port 0x64).
+constexpr uint8_t kStatusOutputFull = 0x01;   // a byte waits in the output buffer
+constexpr uint8_t kStatusSystemFlag = 0x04;   // copy of command byte bit 2 (POST passed)
+constexpr uint8_t kStatusCommand = 0x08;      // last write went to 0x64 (1) or 0x60 (0)
+constexpr uint8_t kStatusNotInhibited = 0x10; // keyboard lock switch off
+// Input buffer full (bit 1) is never set: every write is handled before it returns.
+
+// Command byte ("controller configuration byte"), read with 0x20, written with 0x60.
+constexpr uint8_t kCommandByteKeyboardInterrupt = 0x01;
+constexpr uint8_t kCommandByteSystemFlag = 0x04;
+constexpr uint8_t kCommandByteKeyboardDisabled = 0x10;
+constexpr uint8_t kCommandByteAuxDisabled = 0x20;
+constexpr uint8_t kCommandByteTranslate = 0x40;
+// What a BIOS leaves behind: keyboard interrupt on, POST passed, scancode translation on.
+constexpr uint8_t kCommandByteDefault =
+    kCommandByteKeyboardInterrupt | kCommandByteSystemFlag | kCommandByteTranslate;
+
+// Output port (0xd0/0xd1): bit 0 is the CPU reset line, active low; bit 1 the A20 gate.
+constexpr uint8_t kOutputPortNoReset = 0x01;
+constexpr uint8_t kOutputPortA20 = 0x02;
+
+// Controller commands.
+constexpr uint8_t kCmdReadCommandByte = 0x20;
+constexpr uint8_t kCmdWriteCommandByte = 0x60;
+constexpr uint8_t kCmdDisableAux = 0xa7;
+constexpr uint8_t kCmdEnableAux = 0xa8;
+constexpr uint8_t kCmdSelfTest = 0xaa;
+constexpr uint8_t kCmdKeyboardInterfaceTest = 0xab;
+constexpr uint8_t kCmdDisableKeyboard = 0xad;
+constexpr uint8_t kCmdEnableKeyboard = 0xae;
+constexpr uint8_t kCmdReadOutputPort = 0xd0;
+constexpr uint8_t kCmdWriteOutputPort = 0xd1;
+constexpr uint8_t kCmdWriteKeyboardBuffer = 0xd2;
+// 0xf0-0xff: pulse the output-port lines whose bit (3:0) is clear in the command for
+// about 6 us; 0xfe pulses only bit 0, the reset line.
+constexpr uint8_t kCmdPulseOutputPortFirst = 0xf0;
+
+constexpr uint8_t kSelfTestPassed = 0x55;
+constexpr uint8_t kInterfaceTestPassed = 0x00;
+
+// The first few occurrences are logged, then the rest are not: a guest can write these
+// ports in a loop.
+constexpr uint32_t kMaxLoggedOddities = 16;
+std::atomic<uint32_t> g_oddities_logged{0};
+
+template <typename... Args>
+void log_oddity(fmt::format_string<Args...> format, Args&&... args) {
+  const uint32_t seen = g_oddities_logged.fetch_add(1, std::memory_order_relaxed);
+  if (seen >= kMaxLoggedOddities) return;
+  spdlog::debug("i8042: {}{}", fmt::format(format, std::forward<Args>(args)...),
+                seen + 1 == kMaxLoggedOddities ? " (further i8042 oddities not logged)" : "");
+}
+
+VmExit reset_exit() {
+  return VmExit{.reason = StopReason::kGuestReboot,
+                .exit_code = kExitOk,
+                .detail = "guest reset (i8042)"};
+}
+
+}  // namespace
+
+I8042::I8042(std::shared_ptr<IrqLine> keyboard_irq, StopCallback stop)
+    : irq_(std::move(keyboard_irq)),
+      stop_(std::move(stop)),
+      command_byte_(kCommandByteDefault),
+      output_port_(kOutputPortNoReset | kOutputPortA20) {}
+
+uint8_t I8042::read(Port port) {
+  std::lock_guard lock(mutex_);
+  if (port == Port::kCommand) return status_locked();
+  // No keyboard: an empty output buffer reads as 0.
+  if (!output_full_) return 0;
+  output_full_ = false;
+  update_irq_locked();
+  return output_buffer_;
+}
+
+void I8042::write(Port port, uint8_t value) {
+  std::optional<VmExit> reset;
+  {
+    std::lock_guard lock(mutex_);
+    last_write_was_command_ = port == Port::kCommand;
+    reset = port == Port::kCommand ? command_locked(value) : data_locked(value);
+  }
+  // Outside the lock: the callback may take the VMM's locks.
+  if (reset && stop_) stop_(std::move(*reset));
+}
+
+uint8_t I8042::status_locked() const {
+  uint8_t status = kStatusNotInhibited;
+  if (output_full_) status |= kStatusOutputFull;
+  if ((command_byte_ & kCommandByteSystemFlag) != 0) status |= kStatusSystemFlag;
+  if (last_write_was_command_) status |= kStatusCommand;
+  return status;
+}
+
+std::optional<VmExit> I8042::command_locked(uint8_t command) {
+  // A new command cancels one still waiting for its parameter byte.
+  waiting_command_.reset();
+  switch (command) {
+    case kCmdReadCommandByte:
+      output_locked(command_byte_);
+      return std::nullopt;
+    case kCmdWriteCommandByte:
+    case kCmdWriteOutputPort:
+    case kCmdWriteKeyboardBuffer:
+      waiting_command_ = command;
+      return std::nullopt;
+    case kCmdDisableAux:
+      command_byte_ |= kCommandByteAuxDisabled;
+      return std::nullopt;
+    case kCmdEnableAux:
+      command_byte_ &= static_cast<uint8_t>(~kCommandByteAuxDisabled);
+      return std::nullopt;
+    case kCmdSelfTest:
+      command_byte_ |= kCommandByteSystemFlag;
+      output_locked(kSelfTestPassed);
+      return std::nullopt;
+    case kCmdKeyboardInterfaceTest:
+      output_locked(kInterfaceTestPassed);
+      return std::nullopt;
+    case kCmdDisableKeyboard:
+      command_byte_ |= kCommandByteKeyboardDisabled;
+      return std::nullopt;
+    case kCmdEnableKeyboard:
+      command_byte_ &= static_cast<uint8_t>(~kCommandByteKeyboardDisabled);
+      return std::nullopt;
+    case kCmdReadOutputPort:
+      output_locked(output_port_);
+      return std::nullopt;
+    default:
+      break;
+  }
+  if (command >= kCmdPulseOutputPortFirst) {
+    if ((command & kOutputPortNoReset) == 0) return reset_exit();
+    return std::nullopt;  // pulses only other lines: nothing is wired to them
+  }
+  log_oddity("unsupported controller command {:#04x} ignored", command);
+  return std::nullopt;
+}
+
+std::optional<VmExit> I8042::data_locked(uint8_t value) {
+  if (!waiting_command_) {
+    log_oddity("byte {:#04x} for the keyboard dropped: no keyboard is attached", value);
+    return std::nullopt;
+  }
+  const uint8_t command = *waiting_command_;
+  waiting_command_.reset();
+  switch (command) {
+    case kCmdWriteCommandByte:
+      command_byte_ = value;
+      update_irq_locked();
+      return std::nullopt;
+    case kCmdWriteOutputPort:
+      output_port_ = value;
+      if ((value & kOutputPortNoReset) == 0) return reset_exit();
+      return std::nullopt;
+    case kCmdWriteKeyboardBuffer:
+      output_locked(value);
+      return std::nullopt;
+    default:
+      return std::nullopt;
+  }
+}
+
+void I8042::output_locked(uint8_t value) {
+  output_buffer_ = value;
+  output_full_ = true;
+  update_irq_locked();
+}
+
+void I8042::update_irq_locked() {
+  const bool level =
+      output_full_ && (command_byte_ & kCommandByteKeyboardInterrupt) != 0;
+  if (level == irq_level_) return;
+  irq_level_ = level;
+  if (irq_) irq_->set_level(level);
+}
+
+I8042PortDevice::I8042PortDevice(std::shared_ptr<I8042> controller, I8042::Port port)
+    : controller_(std::move(controller)), port_(port) {}
+
+void I8042PortDevice::read(uint64_t offset, std::span<uint8_t> data) {
+  // The ports are one byte wide: only byte 0 of an access at offset 0 reaches the
+  // controller; any other byte reads as an undriven bus (0xff).
+  for (size_t i = 0; i < data.size(); ++i) data[i] = 0xff;
+  if (offset != 0 || data.size() != 1) {
+    log_oddity("{}-byte read at offset {} of port {}", data.size(), offset,
+               port_ == I8042::Port::kData ? "0x60" : "0x64");
+  }
+  if (offset == 0 && !data.empty()) data[0] = controller_->read(port_);
+}
+
+void I8042PortDevice::write(uint64_t offset, std::span<const uint8_t> data) {
+  if (offset != 0 || data.size() != 1) {
+    log_oddity("{}-byte write at offset {} of port {}", data.size(), offset,
+               port_ == I8042::Port::kData ? "0x60" : "0x64");
+  }
+  if (offset == 0 && !data.empty()) controller_->write(port_, data[0]);
+}
+
+}  // namespace skiff

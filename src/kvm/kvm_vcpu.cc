@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "kvm/kvm_vcpu.h"
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+#include <memory>
+
+#include <fmt/format.h>
+
+namespace skiff {
+
+KvmVcpu::KvmVcpu(KvmVcpu&& other) noexcept
+    : fd_(std::move(other.fd_)),
+      run_(std::exchange(other.run_, nullptr)),
+      run_size_(other.run_size_),
+      id_(other.id_) {}
+
+KvmVcpu::~KvmVcpu() {
+  if (run_ != nullptr) munmap(run_, run_size_);
+}
+
+Result<bool> KvmVcpu::run() const {
+  // SAFETY: KVM_RUN takes no argument; results land in the mapped kvm_run page.
+  if (ioctl(fd_.get(), KVM_RUN, 0) == 0) return true;
+  if (errno == EINTR || errno == EAGAIN) return false;
+  return std::unexpected(errno_error(fmt::format("KVM_RUN on vCPU {}", id_), errno));
+}
+
+// The get/set pairs differ only in the ioctl and the struct.
+template <typename T>
+static Result<T> vcpu_get(int fd, unsigned long request, const char* name, uint32_t id) {
+  T value{};
+  // SAFETY: the ioctl writes one T.
+  if (ioctl(fd, request, &value) != 0) {
+    return std::unexpected(errno_error(fmt::format("{} on vCPU {}", name, id), errno));
+  }
+  return value;
+}
+
+template <typename T>
+static Result<void> vcpu_set(int fd, unsigned long request, const T& value, const char* name,
+                             uint32_t id) {
+  // SAFETY: the ioctl reads one T.
+  if (ioctl(fd, request, &value) != 0) {
+    return std::unexpected(errno_error(fmt::format("{} on vCPU {}", name, id), errno));
+  }
+  return {};
+}
+
+Result<kvm_regs> KvmVcpu::get_regs() const { return vcpu_get<kvm_regs>(fd_.get(), KVM_GET_REGS, "KVM_GET_REGS", id_); }
+Result<void> KvmVcpu::set_regs(const kvm_regs& regs) const { return vcpu_set(fd_.get(), KVM_SET_REGS, regs, "KVM_SET_REGS", id_); }
+Result<kvm_sregs> KvmVcpu::get_sregs() const { return vcpu_get<kvm_sregs>(fd_.get(), KVM_GET_SREGS, "KVM_GET_SREGS", id_); }
+Result<void> KvmVcpu::set_sregs(const kvm_sregs& sregs) const { return vcpu_set(fd_.get(), KVM_SET_SREGS, sregs, "KVM_SET_SREGS", id_); }
+Result<kvm_fpu> KvmVcpu::get_fpu() const { return vcpu_get<kvm_fpu>(fd_.get(), KVM_GET_FPU, "KVM_GET_FPU", id_); }
+Result<void> KvmVcpu::set_fpu(const kvm_fpu& fpu) const { return vcpu_set(fd_.get(), KVM_SET_FPU, fpu, "KVM_SET_FPU", id_); }
+Result<kvm_lapic_state> KvmVcpu::get_lapic() const { return vcpu_get<kvm_lapic_state>(fd_.get(), KVM_GET_LAPIC, "KVM_GET_LAPIC", id_); }
+Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& lapic) const { return vcpu_set(fd_.get(), KVM_SET_LAPIC, lapic, "KVM_SET_LAPIC", id_); }
+Result<kvm_mp_state> KvmVcpu::get_mp_state() const { return vcpu_get<kvm_mp_state>(fd_.get(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE", id_); }
+
+Result<void> KvmVcpu::set_cpuid(std::span<const kvm_cpuid_entry2> entries) const {
+  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
+  auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
+  // SAFETY: the buffer holds the kvm_cpuid2 header followed by the entries.
+  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.get());
+  cpuid->nent = static_cast<uint32_t>(entries.size());
+  std::copy(entries.begin(), entries.end(), cpuid->entries);
+  if (ioctl(fd_.get(), KVM_SET_CPUID2, cpuid) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_SET_CPUID2 on vCPU {}", id_), errno));
+  }
+  return {};
+}
+
+Result<size_t> KvmVcpu::set_msrs(std::span<const std::pair<uint32_t, uint64_t>> msrs) const {
+  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
+  auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
+  // SAFETY: the buffer holds the kvm_msrs header followed by the entries.
+  auto* list = reinterpret_cast<kvm_msrs*>(buffer.get());
+  list->nmsrs = static_cast<uint32_t>(msrs.size());
+  for (size_t i = 0; i < msrs.size(); ++i) {
+    list->entries[i].index = msrs[i].first;
+    list->entries[i].data = msrs[i].second;
+  }
+  // KVM_SET_MSRS returns the number of MSRs set; it stops at the first one it refuses.
+  int count = ioctl(fd_.get(), KVM_SET_MSRS, list);
+  if (count < 0) return std::unexpected(errno_error(fmt::format("KVM_SET_MSRS on vCPU {}", id_), errno));
+  return static_cast<size_t>(count);
+}
+
+}  // namespace skiff

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "kvm/kvm_vm.h"
+
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <cerrno>
+
+#include <fmt/format.h>
+
+namespace skiff {
+
+Result<void> KvmVm::set_tss_address(uint64_t gpa) const {
+  // SAFETY: KVM_SET_TSS_ADDR takes the address by value.
+  if (ioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(gpa)) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_SET_TSS_ADDR {:#x}", gpa), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::set_identity_map_address(uint64_t gpa) const {
+  // SAFETY: KVM_SET_IDENTITY_MAP_ADDR reads one u64.
+  if (ioctl(fd_.get(), KVM_SET_IDENTITY_MAP_ADDR, &gpa) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_SET_IDENTITY_MAP_ADDR {:#x}", gpa), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::create_irqchip() const {
+  // SAFETY: no argument.
+  if (ioctl(fd_.get(), KVM_CREATE_IRQCHIP, 0) != 0) {
+    return std::unexpected(errno_error("KVM_CREATE_IRQCHIP", errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::create_pit2() const {
+  kvm_pit_config config{};
+  // Port 0x61 (speaker, PIT channel 2 gate) is emulated in the kernel as a dummy.
+  config.flags = KVM_PIT_SPEAKER_DUMMY;
+  // SAFETY: KVM_CREATE_PIT2 reads one kvm_pit_config.
+  if (ioctl(fd_.get(), KVM_CREATE_PIT2, &config) != 0) {
+    return std::unexpected(errno_error("KVM_CREATE_PIT2", errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
+                                           uint32_t flags) const {
+  kvm_userspace_memory_region region{};
+  region.slot = slot;
+  region.flags = flags;
+  region.guest_phys_addr = gpa;
+  region.memory_size = size;
+  region.userspace_addr = reinterpret_cast<uint64_t>(host);
+  // SAFETY: the host range stays mapped for the VM's lifetime (GuestMemory outlives KvmVm's use).
+  if (ioctl(fd_.get(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
+    return std::unexpected(errno_error(
+        fmt::format("KVM_SET_USER_MEMORY_REGION slot {} [{:#x}, +{:#x})", slot, gpa, size), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::set_irq_line(uint32_t irq, bool level) const {
+  kvm_irq_level irq_level{};
+  irq_level.irq = irq;
+  irq_level.level = level ? 1 : 0;
+  // SAFETY: KVM_IRQ_LINE reads one kvm_irq_level.
+  if (ioctl(fd_.get(), KVM_IRQ_LINE, &irq_level) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_IRQ_LINE irq {}", irq), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::set_gsi_routing(const kvm_irq_routing& routing) const {
+  // SAFETY: `routing` is followed in memory by routing.nr entries (caller's buffer).
+  if (ioctl(fd_.get(), KVM_SET_GSI_ROUTING, &routing) != 0) {
+    return std::unexpected(errno_error("KVM_SET_GSI_ROUTING", errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::register_irqfd(int event_fd, uint32_t gsi, int resample_fd) const {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(event_fd);
+  irqfd.gsi = gsi;
+  if (resample_fd >= 0) {
+    irqfd.flags = KVM_IRQFD_FLAG_RESAMPLE;
+    irqfd.resamplefd = static_cast<uint32_t>(resample_fd);
+  }
+  // SAFETY: KVM_IRQFD reads one kvm_irqfd.
+  if (ioctl(fd_.get(), KVM_IRQFD, &irqfd) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_IRQFD gsi {}", gsi), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::unregister_irqfd(int event_fd, uint32_t gsi) const {
+  kvm_irqfd irqfd{};
+  irqfd.fd = static_cast<uint32_t>(event_fd);
+  irqfd.gsi = gsi;
+  irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
+  // SAFETY: KVM_IRQFD reads one kvm_irqfd.
+  if (ioctl(fd_.get(), KVM_IRQFD, &irqfd) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_IRQFD deassign gsi {}", gsi), errno));
+  }
+  return {};
+}
+
+namespace {
+kvm_ioeventfd make_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                             std::optional<uint64_t> datamatch) {
+  kvm_ioeventfd ioeventfd{};
+  ioeventfd.fd = event_fd;
+  ioeventfd.addr = address;
+  ioeventfd.len = length;
+  if (pio) ioeventfd.flags |= KVM_IOEVENTFD_FLAG_PIO;
+  if (datamatch) {
+    ioeventfd.flags |= KVM_IOEVENTFD_FLAG_DATAMATCH;
+    ioeventfd.datamatch = *datamatch;
+  }
+  return ioeventfd;
+}
+}  // namespace
+
+Result<void> KvmVm::register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                                       std::optional<uint64_t> datamatch) const {
+  kvm_ioeventfd ioeventfd = make_ioeventfd(event_fd, address, length, pio, datamatch);
+  // SAFETY: KVM_IOEVENTFD reads one kvm_ioeventfd.
+  if (ioctl(fd_.get(), KVM_IOEVENTFD, &ioeventfd) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_IOEVENTFD {:#x}", address), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                                         std::optional<uint64_t> datamatch) const {
+  kvm_ioeventfd ioeventfd = make_ioeventfd(event_fd, address, length, pio, datamatch);
+  ioeventfd.flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+  // SAFETY: KVM_IOEVENTFD reads one kvm_ioeventfd.
+  if (ioctl(fd_.get(), KVM_IOEVENTFD, &ioeventfd) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_IOEVENTFD deassign {:#x}", address), errno));
+  }
+  return {};
+}
+
+Result<void> KvmVm::signal_msi(uint64_t address, uint32_t data) const {
+  kvm_msi msi{};
+  msi.address_lo = static_cast<uint32_t>(address);
+  msi.address_hi = static_cast<uint32_t>(address >> 32);
+  msi.data = data;
+  // SAFETY: KVM_SIGNAL_MSI reads one kvm_msi.
+  if (ioctl(fd_.get(), KVM_SIGNAL_MSI, &msi) < 0) {
+    return std::unexpected(errno_error("KVM_SIGNAL_MSI", errno));
+  }
+  return {};
+}
+
+Result<KvmVcpu> KvmVm::create_vcpu(uint32_t id) const {
+  // SAFETY: KVM_CREATE_VCPU takes the vCPU id (its APIC id on x86) by value.
+  int fd = ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
+  if (fd < 0) return std::unexpected(errno_error(fmt::format("KVM_CREATE_VCPU {}", id), errno));
+  UniqueFd vcpu_fd(fd);
+  // SAFETY: maps the vCPU's kvm_run page(s) of the size KVM reported; unmapped in ~KvmVcpu.
+  void* run = mmap(nullptr, static_cast<size_t>(vcpu_mmap_size_), PROT_READ | PROT_WRITE,
+                   MAP_SHARED, fd, 0);
+  if (run == MAP_FAILED) {
+    return std::unexpected(errno_error(fmt::format("mmap kvm_run of vCPU {}", id), errno));
+  }
+  return KvmVcpu(std::move(vcpu_fd), static_cast<kvm_run*>(run), static_cast<size_t>(vcpu_mmap_size_), id);
+}
+
+}  // namespace skiff

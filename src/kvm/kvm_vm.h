@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <linux/kvm.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "common/unique_fd.h"
+#include "kvm/kvm_vcpu.h"
+#include "skiff/error.h"
+
+namespace skiff {
+
+// A VM file descriptor and the VM-wide ioctls skiff uses.
+class KvmVm {
+ public:
+  KvmVm(UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+
+  int fd() const { return fd_.get(); }
+
+  Result<void> set_tss_address(uint64_t gpa) const;
+  Result<void> set_identity_map_address(uint64_t gpa) const;
+  Result<void> create_irqchip() const;
+  Result<void> create_pit2() const;
+  Result<void> set_user_memory_region(uint32_t slot, uint64_t gpa, uint64_t size, void* host,
+                                      uint32_t flags = 0) const;
+  // Sets the level of an in-kernel interrupt controller input (KVM_IRQ_LINE).
+  Result<void> set_irq_line(uint32_t irq, bool level) const;
+  Result<void> set_gsi_routing(const kvm_irq_routing& routing) const;
+  Result<void> register_irqfd(int event_fd, uint32_t gsi, int resample_fd = -1) const;
+  Result<void> unregister_irqfd(int event_fd, uint32_t gsi) const;
+  Result<void> register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                                  std::optional<uint64_t> datamatch = std::nullopt) const;
+  Result<void> unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
+                                    std::optional<uint64_t> datamatch = std::nullopt) const;
+  Result<void> signal_msi(uint64_t address, uint32_t data) const;
+
+  Result<KvmVcpu> create_vcpu(uint32_t id) const;
+
+ private:
+  UniqueFd fd_;
+  int vcpu_mmap_size_;
+};
+
+}  // namespace skiff

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+// One thread per vCPU ("skiff-vcpuN") running KVM_RUN and dispatching exits to the port-I/O
+// and MMIO buses. Stopping: stop() sets a flag, sets kvm_run.immediate_exit and sends the
+// kick signal, so a vCPU in or about to enter KVM_RUN returns to user space promptly.
+#pragma once
+
+#include <pthread.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bus/bus.h"
+#include "kvm/kvm_vcpu.h"
+#include "skiff/exit.h"
+
+namespace skiff {
+
+// Exit counters of one vCPU, readable from any thread.
+struct VcpuExitCounters {
+  std::atomic<uint64_t> io{0};
+  std::atomic<uint64_t> mmio{0};
+  std::atomic<uint64_t> unhandled_io{0};  // accesses to ports/addresses with no device
+  std::atomic<uint64_t> interrupted{0};   // EINTR / immediate exits
+  std::atomic<uint64_t> other{0};
+};
+
+class VcpuRunner {
+ public:
+  // `host_cpus` pins the thread when not empty.
+  VcpuRunner(KvmVcpu vcpu, const Bus& pio_bus, const Bus& mmio_bus, StopCallback stop,
+             std::vector<uint32_t> host_cpus);
+  ~VcpuRunner();
+  VcpuRunner(const VcpuRunner&) = delete;
+  VcpuRunner& operator=(const VcpuRunner&) = delete;
+
+  // Installs the process-wide handler for the kick signal (idempotent).
+  static void install_kick_handler();
+  static int kick_signal();
+
+  void start();
+  // Asks the thread to leave KVM_RUN and end; returns at once.
+  void stop();
+  void join();
+
+  uint32_t id() const { return vcpu_.id(); }
+  const KvmVcpu& vcpu() const { return vcpu_; }
+  const VcpuExitCounters& counters() const { return counters_; }
+
+  // "rip=... rsp=... cr0=..." for error reports (call only while the vCPU is not running).
+  static std::string describe_state(const KvmVcpu& vcpu);
+
+ private:
+  void thread_main();
+  // Handles one exit; returns false when the vCPU must stop.
+  bool handle_exit();
+  void handle_io();
+  void handle_mmio();
+  void report_crash(const std::string& what);
+
+  KvmVcpu vcpu_;
+  const Bus& pio_bus_;
+  const Bus& mmio_bus_;
+  StopCallback stop_;
+  std::vector<uint32_t> host_cpus_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> thread_started_{false};
+  pthread_t native_handle_{};
+  VcpuExitCounters counters_;
+};
+
+}  // namespace skiff

@@ -1,0 +1,395 @@
+// SPDX-License-Identifier: Apache-2.0
+// Builds and runs one VM. Creation order: KVM VM and in-kernel chips, guest RAM and its
+// memslots, legacy devices on the buses, firmware tables (MP, ACPI), the kernel and its
+// boot structures, then the vCPUs. Threads: one per vCPU, the console input thread when
+// interactive, and the caller's thread in wait().
+//
+// Lock order: Impl::mutex_ is a leaf lock; device callbacks (request_stop) take it from
+// vCPU threads while holding their own device lock, so nothing here may call into a
+// device while holding it.
+#include "skiff/vm.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "arch/x86_64/acpi/acpi_tables.h"
+#include "arch/x86_64/boot/boot_loader.h"
+#include "arch/x86_64/boot/cpu_boot_state.h"
+#include "arch/x86_64/cpuid.h"
+#include "arch/x86_64/layout.h"
+#include "arch/x86_64/mptable.h"
+#include "arch/x86_64/vcpu_setup.h"
+#include "bus/bus.h"
+#include "common/mapped_file.h"
+#include "common/unique_fd.h"
+#include "devices/legacy/acpi_pm.h"
+#include "devices/legacy/cmos_rtc.h"
+#include "devices/legacy/console_input.h"
+#include "devices/legacy/debug_exit.h"
+#include "devices/legacy/i8042.h"
+#include "devices/legacy/serial.h"
+#include "kvm/kvm_system.h"
+#include "memory/guest_memory.h"
+#include "vcpu/vcpu_runner.h"
+#include "vmm/kvm_irq_line.h"
+
+namespace skiff {
+
+const char* to_string(StopReason reason) {
+  switch (reason) {
+    case StopReason::kGuestPowerOff: return "guest-poweroff";
+    case StopReason::kGuestReboot: return "guest-reboot";
+    case StopReason::kDebugExit: return "debug-exit";
+    case StopReason::kGuestCrash: return "guest-crash";
+    case StopReason::kVmmError: return "vmm-error";
+    case StopReason::kStopRequested: return "stop-requested";
+  }
+  return "unknown";
+}
+
+int exit_code_for(const Error& error) {
+  switch (error.kind()) {
+    case ErrorKind::kConfig: return kExitConfig;
+    case ErrorKind::kHost: return kExitHost;
+    case ErrorKind::kGuest: return kExitGuestCrash;
+    case ErrorKind::kInternal: return kExitVmm;
+  }
+  return kExitVmm;
+}
+
+namespace {
+
+// Swallows writes to ports guests poke for timing only (port 0x80, the POST/delay port
+// Linux's io_delay uses), so they don't count as unhandled accesses.
+class SinkDevice : public BusDevice {
+ public:
+  void read(uint64_t, std::span<uint8_t> data) override { std::fill(data.begin(), data.end(), 0xff); }
+  void write(uint64_t, std::span<const uint8_t>) override {}
+};
+
+constexpr uint16_t kPostDelayPort = 0x80;
+
+MemoryOptions memory_options(const MachineSpec& machine) {
+  MemoryOptions options;
+  switch (machine.hugepages) {
+    case HugePages::kNone: break;
+    case HugePages::kTransparent: options.transparent_hugepages = true; break;
+    case HugePages::k2M: options.backing = MemoryBacking::kHugetlb2M; break;
+    case HugePages::k1G: options.backing = MemoryBacking::kHugetlb1G; break;
+  }
+  if (options.backing == MemoryBacking::kAnonymous && machine.shared_memory) {
+    options.backing = MemoryBacking::kMemfd;
+  }
+  options.prefault = machine.prefault;
+  options.lock = machine.lock_memory;
+  options.numa_node = machine.numa_node;
+  return options;
+}
+
+}  // namespace
+
+class Vm::Impl {
+ public:
+  Impl(VmSpec spec, VmOptions options, KvmSystem kvm, KvmVm vm)
+      : spec_(std::move(spec)), options_(std::move(options)), kvm_(std::move(kvm)), vm_(std::move(vm)) {
+    timings_.created = std::chrono::steady_clock::now();
+  }
+
+  ~Impl() {
+    stop_all_runners();
+    join_all();
+  }
+
+  Result<void> build();
+  Result<void> start();
+  VmExit wait();
+  std::optional<VmExit> wait_for(std::chrono::milliseconds timeout);
+  void request_stop(VmExit exit);
+
+  const VmSpec& spec() const { return spec_; }
+  VmTimings timings() const {
+    std::lock_guard lock(mutex_);
+    return timings_;
+  }
+  uint64_t guest_memory_bytes() const { return memory_.total_size(); }
+
+ private:
+  Result<void> setup_memory();
+  Result<void> setup_devices();
+  Result<Serial::OutputSink> console_sink();
+  Result<x86::BootPlan> load_boot_images(uint64_t rsdp_addr);
+  Result<void> create_vcpus(const x86::BootPlan& plan);
+  StopCallback stopper() {
+    return [this](VmExit exit) { request_stop(std::move(exit)); };
+  }
+  void stop_all_runners();
+  void join_all();
+
+  VmSpec spec_;
+  VmOptions options_;
+  KvmSystem kvm_;
+  KvmVm vm_;
+  GuestMemory memory_;
+  Bus pio_bus_{"port I/O"};
+  Bus mmio_bus_{"MMIO"};
+  UniqueFd serial_file_;
+  std::shared_ptr<Serial> serial_;
+  std::unique_ptr<ConsoleInput> console_input_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable stopped_cv_;
+  std::optional<VmExit> exit_;
+  bool started_ = false;
+  bool joined_ = false;
+  VmTimings timings_;
+  std::atomic<bool> first_output_seen_{false};
+
+  // Last: runners reference the buses and must go first.
+  std::vector<std::unique_ptr<VcpuRunner>> runners_;
+};
+
+Result<void> Vm::Impl::setup_memory() {
+  const uint64_t bytes = spec_.machine.memory_mib * x86::kMiB;
+  auto ranges = split_ram_around_hole(bytes, x86::kMmioHoleStart, x86::kMmioHoleEnd);
+  auto memory = GuestMemory::create(ranges, memory_options(spec_.machine));
+  if (!memory) return std::unexpected(memory.error());
+  memory_ = std::move(*memory);
+  uint32_t slot = 0;
+  for (const GuestRegion& region : memory_.regions()) {
+    if (auto r = vm_.set_user_memory_region(slot++, region.gpa, region.size, region.host); !r) return r;
+  }
+  return {};
+}
+
+Result<Serial::OutputSink> Vm::Impl::console_sink() {
+  Serial::OutputSink base;
+  if (options_.console_output) {
+    base = options_.console_output;
+  } else {
+    switch (spec_.serial.mode) {
+      case SerialMode::kStdout:
+        base = Serial::fd_output_sink(STDOUT_FILENO);
+        break;
+      case SerialMode::kFile: {
+        int fd = ::open(spec_.serial.path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (fd < 0) {
+          int err = errno;
+          return std::unexpected(
+              Error(ErrorKind::kConfig,
+                    fmt::format("serial.path \"{}\": {}", spec_.serial.path.string(), std::strerror(err)), err));
+        }
+        serial_file_.reset(fd);
+        base = Serial::fd_output_sink(fd);
+        break;
+      }
+      case SerialMode::kNone:
+        break;
+    }
+  }
+  // Record when the guest first speaks, for boot-time reports.
+  return [this, base = std::move(base)](std::span<const uint8_t> bytes) {
+    if (!first_output_seen_.exchange(true, std::memory_order_relaxed)) {
+      std::lock_guard lock(mutex_);
+      timings_.first_console_output = std::chrono::steady_clock::now();
+    }
+    if (base) base(bytes);
+  };
+}
+
+Result<void> Vm::Impl::setup_devices() {
+  auto sink = console_sink();
+  if (!sink) return std::unexpected(sink.error());
+  serial_ = std::make_shared<Serial>(std::make_shared<KvmIrqLine>(vm_, x86::kSerialCom1Irq),
+                                     std::move(*sink));
+  auto i8042 = std::make_shared<I8042>(std::make_shared<KvmIrqLine>(vm_, x86::kI8042KeyboardIrq), stopper());
+
+  struct Mapping {
+    std::shared_ptr<BusDevice> device;
+    uint64_t base;
+    uint64_t size;
+    const char* label;
+  };
+  const Mapping mappings[] = {
+      {serial_, x86::kSerialCom1Port, x86::kSerialPortSize, "serial COM1"},
+      {std::make_shared<I8042PortDevice>(i8042, I8042::Port::kData), x86::kI8042DataPort, 1, "i8042 data"},
+      {std::make_shared<I8042PortDevice>(i8042, I8042::Port::kCommand), x86::kI8042CommandPort, 1, "i8042 command"},
+      {std::make_shared<CmosRtc>(), x86::kCmosPort, x86::kCmosPortSize, "CMOS RTC"},
+      {std::make_shared<DebugExit>(stopper()), x86::kDebugExitPort, x86::kDebugExitPortSize, "debug exit"},
+      {std::make_shared<AcpiPmDevice>(stopper()), x86::kAcpiPm1EventPort, kAcpiPmPortSize, "ACPI PM1"},
+      {std::make_shared<AcpiResetDevice>(stopper()), x86::kAcpiResetPort, 1, "ACPI reset"},
+      {std::make_shared<SinkDevice>(), kPostDelayPort, 1, "POST delay port"},
+  };
+  for (const Mapping& m : mappings) {
+    if (auto r = pio_bus_.insert(m.device, m.base, m.size, m.label); !r) return r;
+  }
+  return {};
+}
+
+Result<x86::BootPlan> Vm::Impl::load_boot_images(uint64_t rsdp_addr) {
+  auto kernel = MappedFile::open(spec_.boot.kernel, "boot.kernel");
+  if (!kernel) return std::unexpected(kernel.error());
+  MappedFile initrd;
+  if (!spec_.boot.initrd.empty()) {
+    auto mapped = MappedFile::open(spec_.boot.initrd, "boot.initrd");
+    if (!mapped) return std::unexpected(mapped.error());
+    initrd = std::move(*mapped);
+  }
+  auto plan = x86::load_kernel(memory_, kernel->bytes(), initrd.bytes(), spec_.boot.cmdline, rsdp_addr);
+  if (!plan) {
+    return std::unexpected(plan.error().with_context(fmt::format("boot.kernel \"{}\"", spec_.boot.kernel.string())));
+  }
+  if (auto r = x86::write_boot_page_tables(memory_); !r) return std::unexpected(r.error());
+  if (auto r = x86::write_boot_gdt(memory_); !r) return std::unexpected(r.error());
+  return plan;
+}
+
+Result<void> Vm::Impl::create_vcpus(const x86::BootPlan& plan) {
+  auto supported_cpuid = kvm_.supported_cpuid();
+  if (!supported_cpuid) return std::unexpected(supported_cpuid.error());
+  auto msr_list = kvm_.msr_index_list();
+  if (!msr_list) return std::unexpected(msr_list.error());
+
+  for (uint32_t index = 0; index < spec_.machine.vcpus; ++index) {
+    auto vcpu = vm_.create_vcpu(index);
+    if (!vcpu) return std::unexpected(vcpu.error());
+    auto cpuid = x86::build_vcpu_cpuid(*supported_cpuid, index, spec_.machine.vcpus);
+    if (auto r = x86::configure_vcpu(*vcpu, cpuid, *msr_list); !r) return r;
+    if (index == 0) {
+      // The boot vCPU starts at the kernel's entry; the others wait for INIT/SIPI from
+      // the guest (their in-kernel LAPIC holds them until then).
+      auto regs = vcpu->get_regs();
+      auto sregs = vcpu->get_sregs();
+      if (!regs) return std::unexpected(regs.error());
+      if (!sregs) return std::unexpected(sregs.error());
+      x86::setup_boot_registers(plan, &*regs, &*sregs);
+      if (auto r = vcpu->set_sregs(*sregs); !r) return r;
+      if (auto r = vcpu->set_regs(*regs); !r) return r;
+    }
+    std::vector<uint32_t> host_cpus;
+    if (!spec_.machine.vcpu_affinity.empty()) host_cpus = spec_.machine.vcpu_affinity[index];
+    runners_.push_back(std::make_unique<VcpuRunner>(std::move(*vcpu), pio_bus_, mmio_bus_,
+                                                    stopper(), std::move(host_cpus)));
+  }
+  return {};
+}
+
+Result<void> Vm::Impl::build() {
+  if (auto r = vm_.set_tss_address(x86::kKvmTssAddr); !r) return r;
+  if (auto r = vm_.set_identity_map_address(x86::kKvmIdentityMapAddr); !r) return r;
+  if (auto r = vm_.create_irqchip(); !r) return r;
+  if (auto r = vm_.create_pit2(); !r) return r;
+  if (auto r = setup_memory(); !r) return r;
+  if (auto r = setup_devices(); !r) return r;
+
+  if (auto r = x86::write_mp_table(memory_, spec_.machine.vcpus); !r) return r;
+  x86::AcpiPlatform platform;
+  platform.vcpus = spec_.machine.vcpus;
+  auto rsdp = x86::write_acpi_tables(memory_, platform);
+  if (!rsdp) return std::unexpected(rsdp.error());
+
+  auto plan = load_boot_images(*rsdp);
+  if (!plan) return std::unexpected(plan.error());
+  spdlog::debug("kernel {}: entry {:#x}, boot structure at {:#x}, initrd {:#x}+{:#x}",
+                plan->pvh_entry ? "PVH" : "64-bit boot protocol", plan->entry,
+                plan->boot_params_addr, plan->initrd_addr, plan->initrd_size);
+  return create_vcpus(*plan);
+}
+
+Result<void> Vm::Impl::start() {
+  {
+    std::lock_guard lock(mutex_);
+    if (started_) return internal_error("the VM was already started");
+    started_ = true;
+    timings_.started = std::chrono::steady_clock::now();
+  }
+  if (!options_.console_output && spec_.serial.mode == SerialMode::kStdout && spec_.serial.input) {
+    auto input = ConsoleInput::start(STDIN_FILENO, serial_, stopper());
+    if (!input) {
+      spdlog::warn("console input disabled: {}", input.error().message());
+    } else {
+      console_input_ = std::move(*input);
+    }
+  }
+  for (auto& runner : runners_) runner->start();
+  // A stop requested before the threads existed (e.g. from the console) must still reach them.
+  std::lock_guard lock(mutex_);
+  if (exit_) {
+    for (auto& runner : runners_) runner->stop();
+  }
+  return {};
+}
+
+void Vm::Impl::request_stop(VmExit exit) {
+  std::lock_guard lock(mutex_);
+  if (exit_) return;  // the first reason wins
+  exit_ = std::move(exit);
+  timings_.stopped = std::chrono::steady_clock::now();
+  if (started_) {
+    for (auto& runner : runners_) runner->stop();
+  }
+  stopped_cv_.notify_all();
+}
+
+void Vm::Impl::stop_all_runners() {
+  for (auto& runner : runners_) runner->stop();
+}
+
+void Vm::Impl::join_all() {
+  for (auto& runner : runners_) runner->join();
+  if (console_input_) console_input_->shutdown();
+}
+
+VmExit Vm::Impl::wait() {
+  {
+    std::unique_lock lock(mutex_);
+    if (!started_) return VmExit{StopReason::kVmmError, kExitVmm, "wait() on a VM that was never started"};
+    stopped_cv_.wait(lock, [&] { return exit_.has_value(); });
+  }
+  join_all();
+  std::lock_guard lock(mutex_);
+  return *exit_;
+}
+
+std::optional<VmExit> Vm::Impl::wait_for(std::chrono::milliseconds timeout) {
+  {
+    std::unique_lock lock(mutex_);
+    if (!stopped_cv_.wait_for(lock, timeout, [&] { return exit_.has_value(); })) return std::nullopt;
+  }
+  return wait();
+}
+
+// ---- Vm ----------------------------------------------------------------------------------
+
+Result<std::unique_ptr<Vm>> Vm::create(const VmSpec& spec, VmOptions options) {
+  if (auto valid = validate_spec(spec); !valid) return std::unexpected(valid.error());
+  auto kvm = KvmSystem::open(options.kvm_path);
+  if (!kvm) return std::unexpected(kvm.error());
+  if (auto caps = kvm->check_required_capabilities(); !caps) return std::unexpected(caps.error());
+  if (static_cast<int>(spec.machine.vcpus) > kvm->max_vcpus()) {
+    return config_error(fmt::format("machine.vcpus: {} vCPUs requested but this host's KVM allows at most {}",
+                                    spec.machine.vcpus, kvm->max_vcpus()));
+  }
+  auto kvm_vm = kvm->create_vm();
+  if (!kvm_vm) return std::unexpected(kvm_vm.error());
+  auto impl = std::make_unique<Impl>(spec, std::move(options), std::move(*kvm), std::move(*kvm_vm));
+  if (auto built = impl->build(); !built) return std::unexpected(built.error());
+  return std::unique_ptr<Vm>(new Vm(std::move(impl)));
+}
+
+Vm::Vm(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Vm::~Vm() = default;
+Result<void> Vm::start() { return impl_->start(); }
+VmExit Vm::wait() { return impl_->wait(); }
+std::optional<VmExit> Vm::wait_for(std::chrono::milliseconds timeout) { return impl_->wait_for(timeout); }
+void Vm::request_stop(VmExit reason) { impl_->request_stop(std::move(reason)); }
+const VmSpec& Vm::spec() const { return impl_->spec(); }
+VmTimings Vm::timings() const { return impl_->timings(); }
+uint64_t Vm::guest_memory_bytes() const { return impl_->guest_memory_bytes(); }
+
+}  // namespace skiff

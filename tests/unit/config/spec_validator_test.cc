@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+// validate_spec: the host-independent rules on specs built in code, and the checks of
+// host files, CPUs and NUMA nodes against temporary files.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "skiff/spec.h"
+#include "unit/config/spec_test_util.h"
+
+namespace skiff {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using testing_util::TempDir;
+
+class SpecValidator : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    spec_.boot.kernel = dir_.write("vmlinuz", "kernel image");
+    spec_.boot.initrd = dir_.write("initrd.cpio", "initrd image");
+  }
+
+  void expect_rejected(std::string_view prefix, std::string_view detail) {
+    auto result = validate_spec(spec_);
+    ASSERT_FALSE(result) << "accepted a spec that should fail with " << prefix;
+    EXPECT_EQ(result.error().kind(), ErrorKind::kConfig);
+    EXPECT_THAT(result.error().message(), StartsWith(std::string(prefix)));
+    EXPECT_THAT(result.error().message(), HasSubstr(std::string(detail)));
+  }
+
+  TempDir dir_;
+  VmSpec spec_;
+};
+
+TEST_F(SpecValidator, AcceptsAValidSpec) {
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+}
+
+TEST_F(SpecValidator, AcceptsNoInitrd) {
+  spec_.boot.initrd.clear();
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+}
+
+// Specs built in code get the same rules as parsed ones, with the same JSON pointers.
+TEST_F(SpecValidator, AppliesTheParserRulesToSpecsBuiltInCode) {
+  spec_.machine.vcpus = 0;
+  expect_rejected("/machine/vcpus: ", "must be between 1 and 254");
+  spec_.machine.vcpus = 2;
+  spec_.machine.vcpu_affinity = {{0}};
+  expect_rejected("/machine/vcpu_affinity: ", "has 1 entries");
+  spec_.machine.vcpu_affinity.clear();
+  spec_.machine.hugepages = HugePages::k1G;
+  spec_.machine.memory_mib = 1536;
+  expect_rejected("/machine/memory_mib: ", "use 1024 or 2048");
+  spec_.machine.hugepages = HugePages::kNone;
+  spec_.name = "";
+  expect_rejected("/name: ", "1 to 64 characters");
+  spec_.name = "vm";
+  spec_.boot.cmdline = std::string("a\0b", 3);
+  expect_rejected("/boot/cmdline: ", "NUL character");
+  spec_.boot.cmdline.clear();
+  spec_.serial = SerialSpec{SerialMode::kFile, "", false};
+  expect_rejected("/serial/path: ", "is required");
+  spec_.serial = SerialSpec{SerialMode::kNone, dir_.path() / "log", false};
+  expect_rejected("/serial/path: ", "is only used with serial.mode \"file\"");
+  spec_.serial = SerialSpec{};
+  spec_.boot.kernel.clear();
+  expect_rejected("/boot/kernel: ", "is required");
+}
+
+TEST_F(SpecValidator, MissingKernel) {
+  spec_.boot.kernel = dir_.path() / "absent";
+  expect_rejected(fmt::format("/boot/kernel \"{}\": No such file or directory; ",
+                              spec_.boot.kernel.string()),
+                  "set boot.kernel to a bzImage or ELF vmlinux");
+}
+
+TEST_F(SpecValidator, KernelIsADirectory) {
+  spec_.boot.kernel = dir_.path();
+  expect_rejected(fmt::format("/boot/kernel \"{}\": ", dir_.path().string()),
+                  "is a directory, not a file");
+}
+
+TEST_F(SpecValidator, KernelIsNotARegularFile) {
+  auto fifo = dir_.path() / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  spec_.boot.kernel = fifo;
+  expect_rejected("/boot/kernel ", "is not a regular file");
+}
+
+TEST_F(SpecValidator, KernelIsEmpty) {
+  spec_.boot.kernel = dir_.write("empty", "");
+  expect_rejected("/boot/kernel ", "is empty");
+}
+
+TEST_F(SpecValidator, KernelIsUnreadable) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads files whatever their mode";
+  ASSERT_EQ(::chmod(spec_.boot.kernel.c_str(), 0), 0);
+  expect_rejected("/boot/kernel ", "Permission denied");
+}
+
+TEST_F(SpecValidator, MissingInitrd) {
+  spec_.boot.initrd = dir_.path() / "absent.cpio";
+  expect_rejected(fmt::format("/boot/initrd \"{}\": No such file or directory; ",
+                              spec_.boot.initrd.string()),
+                  "set boot.initrd to an initramfs image");
+}
+
+TEST_F(SpecValidator, InitrdIsADirectory) {
+  spec_.boot.initrd = dir_.path();
+  expect_rejected("/boot/initrd ", "is a directory, not a file");
+}
+
+TEST_F(SpecValidator, InitrdIsEmpty) {
+  spec_.boot.initrd = dir_.write("empty.cpio", "");
+  expect_rejected("/boot/initrd ", "is empty");
+}
+
+TEST_F(SpecValidator, SerialFileInExistingDirectory) {
+  spec_.serial = SerialSpec{SerialMode::kFile, dir_.path() / "console.log", false};
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+  // validate_spec only looks: it must not create the file.
+  EXPECT_FALSE(std::filesystem::exists(spec_.serial.path));
+  dir_.write("console.log", "old output");
+  result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+}
+
+TEST_F(SpecValidator, SerialFileInMissingDirectory) {
+  spec_.serial = SerialSpec{SerialMode::kFile, dir_.path() / "no-such-dir" / "console.log", false};
+  expect_rejected("/serial/path ", "No such file or directory");
+}
+
+TEST_F(SpecValidator, SerialFileParentIsAFile) {
+  auto file = dir_.write("plain", "x");
+  spec_.serial = SerialSpec{SerialMode::kFile, file / "console.log", false};
+  expect_rejected("/serial/path ", "is not a directory");
+}
+
+TEST_F(SpecValidator, SerialFileIsADirectory) {
+  spec_.serial = SerialSpec{SerialMode::kFile, dir_.path(), false};
+  expect_rejected("/serial/path ", "is a directory, not a file");
+}
+
+TEST_F(SpecValidator, SerialFileInReadOnlyDirectory) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root writes to any directory";
+  auto sub = dir_.path() / "ro";
+  ASSERT_TRUE(std::filesystem::create_directory(sub));
+  ASSERT_EQ(::chmod(sub.c_str(), 0500), 0);
+  spec_.serial = SerialSpec{SerialMode::kFile, sub / "console.log", false};
+  expect_rejected("/serial/path ", "cannot create a file");
+}
+
+TEST_F(SpecValidator, AffinityOnHostCpu0) {
+  spec_.machine.vcpu_affinity = {{0}};
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+}
+
+TEST_F(SpecValidator, AffinityOnAbsentHostCpu) {
+  if (std::filesystem::exists("/sys/devices/system/cpu/cpu1023")) {
+    GTEST_SKIP() << "this host has 1024 CPUs";
+  }
+  spec_.machine.vcpus = 2;
+  spec_.machine.vcpu_affinity = {{0}, {0, 1023}};
+  expect_rejected("/machine/vcpu_affinity/1/1: ", "host CPU 1023 does not exist on this host");
+}
+
+TEST_F(SpecValidator, AbsentNumaNode) {
+  if (std::filesystem::exists("/sys/devices/system/node/node1023")) {
+    GTEST_SKIP() << "this host has NUMA node 1023";
+  }
+  spec_.machine.numa_node = 1023;
+  expect_rejected("/machine/numa_node: ", "host NUMA node 1023 does not exist");
+}
+
+TEST_F(SpecValidator, PresentNumaNode) {
+  if (!std::filesystem::exists("/sys/devices/system/node/node0")) {
+    GTEST_SKIP() << "the kernel exposes no NUMA nodes";
+  }
+  spec_.machine.numa_node = 0;
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+}
+
+}  // namespace
+}  // namespace skiff
