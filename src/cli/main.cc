@@ -58,7 +58,7 @@ Result<VmSpec> build_spec(const RunOptions& options) {
   if (options.cmdline) spec.boot.cmdline = *options.cmdline;
   if (options.vcpus) spec.machine.vcpus = *options.vcpus;
   if (options.memory) {
-    auto mib = parse_memory_size(*options.memory);
+    auto mib = skiff::config::parse_memory_size(*options.memory);
     if (!mib) return std::unexpected(mib.error().with_context("--memory"));
     spec.machine.memory_mib = *mib;
   }

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: Apache-2.0
+// Freestanding runtime of the skiff test guest: port/MMIO/MSR helpers, the serial
+// console and the pieces each file provides. Compiled without SSE/x87 and without any
+// instruction the emulated ring 0 of /dev/kvm lacks (see check_insns.sh).
+#pragma once
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef unsigned long usize;
+
+#define NULL ((void*)0)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+// Boot paths, passed by head.S as guest_main's first argument.
+enum BootTag {
+  kBootPvh = 1,
+  kBootBzImage16 = 2,  // through setup.S (a BIOS loader such as QEMU -M pc)
+  kBootBzImage32 = 3,  // code32_start
+  kBootBzImage64 = 4,  // image + 0x200
+};
+
+// Physical addresses are identity-mapped only below 4 GiB (head.S page tables, and
+// the boot protocol's guarantee for the 64-bit entry).
+#define kIdentityMapLimit 0x100000000ull
+
+static inline int phys_range_mapped(u64 addr, u64 size) {
+  return addr < kIdentityMapLimit && size <= kIdentityMapLimit - addr;
+}
+static inline const void* phys_ptr(u64 addr) { return (const void*)(usize)addr; }
+
+static inline void outb(u16 port, u8 value) {
+  __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
+}
+static inline void outw(u16 port, u16 value) {
+  __asm__ volatile("outw %0, %1" : : "a"(value), "Nd"(port));
+}
+static inline u8 inb(u16 port) {
+  u8 value;
+  __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
+static inline u64 rdmsr(u32 msr) {
+  u32 lo, hi;
+  __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+  return ((u64)hi << 32) | lo;
+}
+static inline void wrmsr(u32 msr, u64 value) {
+  __asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)value), "d"((u32)(value >> 32)));
+}
+static inline u64 read_cr3(void) {
+  u64 value;
+  __asm__ volatile("mov %%cr3, %0" : "=r"(value));
+  return value;
+}
+static inline u32 mmio_read32(u64 addr) { return *(volatile u32*)(usize)addr; }
+static inline void mmio_write32(u64 addr, u32 value) { *(volatile u32*)(usize)addr = value; }
+static inline u8 read8(u64 addr) { return *(const volatile u8*)(usize)addr; }
+static inline u16 read16(u64 addr) { return *(const volatile u16*)(usize)addr; }
+static inline u32 read32(u64 addr) { return *(const volatile u32*)(usize)addr; }
+static inline u64 read64(u64 addr) { return *(const volatile u64*)(usize)addr; }
+
+__attribute__((noreturn)) static inline void halt_forever(void) {
+  for (;;) __asm__ volatile("cli; hlt");
+}
+
+// print.c: polled 16550 at 0x3f8. Every protocol line starts with line_begin().
+void serial_init(void);
+void put_char(char c);
+void put_str(const char* s);
+void put_hex(u64 value);  // "0x" + lowercase hex, no padding
+void put_hex_padded(u64 value);  // "0x" + 16 hex digits
+void put_dec(u64 value);
+void line_begin(void);  // "SKIFF-GUEST "
+void line_end(void);    // "\n"
+
+// lib.c
+void* memset(void* dst, int value, usize size);
+void* memcpy(void* dst, const void* src, usize size);
+int bytes_equal(const void* a, const void* b, usize size);
+u8 byte_sum(u64 addr, u64 size);
+
+// acpi.c: CPU enumeration from the firmware tables.
+#define kMaxCpus 256
+typedef struct {
+  int found;          // 0: no valid MADT
+  u32 enabled_count;  // enabled type 0 + type 9 entries
+  u32 apic_ids[kMaxCpus];
+  u32 apic_id_count;  // ids stored (<= kMaxCpus)
+} MadtInfo;
+void acpi_report(u64 rsdp_hint, MadtInfo* madt);
+void mptable_report(void);
+
+// smp.c
+u32 start_application_processors(const MadtInfo* madt);  // returns CPUs running, BSP included
