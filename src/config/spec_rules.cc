@@ -231,6 +231,12 @@ std::string escape_pointer_token(std::string_view token) {
 std::optional<std::string_view> closest_key(std::string_view key,
                                             std::span<const std::string_view> candidates) {
   std::string lower_key = lowercase(key);
+  // A truncated key ("huge", "memory") is plainly meant as the key it starts.
+  if (lower_key.size() >= 3) {
+    for (std::string_view candidate : candidates) {
+      if (lowercase(candidate).starts_with(lower_key)) return candidate;
+    }
+  }
   std::optional<std::string_view> best;
   size_t best_distance = SIZE_MAX;
   for (std::string_view candidate : candidates) {
@@ -241,11 +247,10 @@ std::optional<std::string_view> closest_key(std::string_view key,
     }
   }
   if (!best) return std::nullopt;
-  // A third of the key's length catches typos and missing suffixes ("vcpu", "memory_mb")
-  // without proposing unrelated keys for short junk.
+  // A third of the key's length catches typos ("vcpu", "memory_mb") without proposing
+  // unrelated keys for short junk.
   size_t threshold = std::max<size_t>(2, lower_key.size() / 3);
-  bool is_prefix = lower_key.size() >= 3 && lowercase(*best).starts_with(lower_key);
-  if (best_distance <= threshold || is_prefix) return best;
+  if (best_distance <= threshold) return best;
   return std::nullopt;
 }
 

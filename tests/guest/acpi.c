@@ -225,10 +225,11 @@ void mptable_report(void) {
     line_end();
     return;
   }
-  u16 entry_count = read16(config + 34);
+  // Walked by Base Table Length, not Entry Count, as Linux does: some firmware
+  // (qboot) leaves Entry Count zero.
   u32 cpus = 0;
   u64 offset = kMpConfigHeaderLength;
-  for (u16 i = 0; i < entry_count && offset < base_length; ++i) {
+  while (offset < base_length) {
     u8 type = read8(config + offset);
     if (type == kMpEntryProcessor) {
       if (offset + 20 > base_length) break;

@@ -28,7 +28,7 @@ enum BootTag {
 static inline int phys_range_mapped(u64 addr, u64 size) {
   return addr < kIdentityMapLimit && size <= kIdentityMapLimit - addr;
 }
-static inline const void* phys_ptr(u64 addr) { return (const void*)(usize)addr; }
+
 
 static inline void outb(u16 port, u8 value) {
   __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
@@ -54,12 +54,20 @@ static inline u64 read_cr3(void) {
   __asm__ volatile("mov %%cr3, %0" : "=r"(value));
   return value;
 }
-static inline u32 mmio_read32(u64 addr) { return *(volatile u32*)(usize)addr; }
-static inline void mmio_write32(u64 addr, u32 value) { *(volatile u32*)(usize)addr = value; }
-static inline u8 read8(u64 addr) { return *(const volatile u8*)(usize)addr; }
-static inline u16 read16(u64 addr) { return *(const volatile u16*)(usize)addr; }
-static inline u32 read32(u64 addr) { return *(const volatile u32*)(usize)addr; }
-static inline u64 read64(u64 addr) { return *(const volatile u64*)(usize)addr; }
+// Physical memory accessors. The empty asm hides the (often constant, sometimes
+// page-zero) address from GCC, which would otherwise warn about null-page accesses.
+static inline usize phys_addr(u64 addr) {
+  usize a = (usize)addr;
+  __asm__("" : "+r"(a));
+  return a;
+}
+static inline u32 mmio_read32(u64 addr) { return *(volatile u32*)phys_addr(addr); }
+static inline void mmio_write32(u64 addr, u32 value) { *(volatile u32*)phys_addr(addr) = value; }
+static inline u8 read8(u64 addr) { return *(const volatile u8*)phys_addr(addr); }
+static inline u16 read16(u64 addr) { return *(const volatile u16*)phys_addr(addr); }
+static inline u32 read32(u64 addr) { return *(const volatile u32*)phys_addr(addr); }
+static inline u64 read64(u64 addr) { return *(const volatile u64*)phys_addr(addr); }
+static inline const void* phys_ptr(u64 addr) { return (const void*)phys_addr(addr); }
 
 __attribute__((noreturn)) static inline void halt_forever(void) {
   for (;;) __asm__ volatile("cli; hlt");

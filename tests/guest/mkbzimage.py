@@ -105,8 +105,11 @@ def main():
         fail("init_size smaller than the image")
     # init_size: memory the kernel needs from code32_start, 4 KiB-granular.
     init_size = (init_size + 0xFFF) & ~0xFFF
-    if init_size % u32(OFF_KERNEL_ALIGNMENT) and u32(OFF_KERNEL_ALIGNMENT) & (u32(OFF_KERNEL_ALIGNMENT) - 1):
+    alignment = u32(OFF_KERNEL_ALIGNMENT)
+    if alignment == 0 or alignment & (alignment - 1):
         fail("kernel_alignment is not a power of two")
+    if u32(OFF_CMDLINE_SIZE) == 0:
+        fail("cmdline_size is 0")
 
     setup[OFF_SETUP_SECTS] = setup_sects
     struct.pack_into("<I", setup, OFF_SYSSIZE, (len(image) + 15) // 16)

@@ -34,7 +34,7 @@ _start:
 	jmp	1b
 
 	.section .header, "a"
-	.globl hdr
+	.globl hdr, hdr_end
 hdr:
 setup_sects:		.byte	0		/* mkbzimage.py */
 root_flags:		.word	0

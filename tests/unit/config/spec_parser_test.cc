@@ -323,8 +323,8 @@ std::vector<RejectCase> reject_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(SpecEveryRule, SpecParserRejects, ::testing::ValuesIn(reject_cases()),
-                         [](const ::testing::TestParamInfo<RejectCase>& info) {
-                           return std::string(info.param.name);
+                         [](const ::testing::TestParamInfo<RejectCase>& param_info) {
+                           return std::string(param_info.param.name);
                          });
 
 // ---- JSON syntax errors --------------------------------------------------------------

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "guest_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "skiff/vm.h"
+
+extern char** environ;
+
+namespace skiff::test {
+
+std::optional<std::string> kvm_unavailable_reason() {
+  int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return std::string("/dev/kvm: ") + std::strerror(errno);
+  ::close(fd);
+  return std::nullopt;
+}
+
+std::optional<std::string> GuestReport::value(const std::string& key) const {
+  for (const std::string& line : lines) {
+    std::istringstream words(line);
+    std::string word;
+    while (words >> word) {
+      if (word.rfind(key + "=", 0) == 0) return word.substr(key.size() + 1);
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> GuestReport::lines_starting(const std::string& prefix) const {
+  std::vector<std::string> out;
+  for (const std::string& line : lines) {
+    if (line.rfind(prefix, 0) == 0) out.push_back(line);
+  }
+  return out;
+}
+
+GuestReport parse_report(const std::string& console) {
+  GuestReport report;
+  report.console = console;
+  std::istringstream in(console);
+  std::string line;
+  const std::string prefix = "SKIFF-GUEST ";
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto at = line.find(prefix);
+    if (at != std::string::npos) report.lines.push_back(line.substr(at + prefix.size()));
+  }
+  return report;
+}
+
+VmSpec guest_spec(const std::string& kernel, const std::string& cmdline, uint32_t vcpus,
+                  uint64_t memory_mib) {
+  VmSpec spec;
+  spec.name = "tier2";
+  spec.machine.vcpus = vcpus;
+  spec.machine.memory_mib = memory_mib;
+  spec.boot.kernel = kernel;
+  spec.boot.cmdline = cmdline;
+  spec.serial.mode = SerialMode::kNone;
+  spec.serial.input = false;
+  return spec;
+}
+
+GuestRun run_guest(const VmSpec& spec, std::chrono::seconds timeout) {
+  auto console = std::make_shared<std::string>();
+  auto console_mutex = std::make_shared<std::mutex>();
+  VmOptions options;
+  options.console_output = [console, console_mutex](std::span<const uint8_t> bytes) {
+    std::lock_guard lock(*console_mutex);
+    console->append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  };
+  GuestRun run;
+  auto vm = Vm::create(spec, options);
+  if (!vm) {
+    run.exit = VmExit{StopReason::kVmmError, exit_code_for(vm.error()), vm.error().message()};
+    return run;
+  }
+  if (auto started = (*vm)->start(); !started) {
+    run.exit = VmExit{StopReason::kVmmError, exit_code_for(started.error()), started.error().message()};
+    return run;
+  }
+  auto exit = (*vm)->wait_for(timeout);
+  if (!exit) {
+    run.timed_out = true;
+    (*vm)->request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "test timeout"});
+    exit = (*vm)->wait();
+  }
+  run.exit = *exit;
+  std::lock_guard lock(*console_mutex);
+  run.report = parse_report(*console);
+  return run;
+}
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+}  // namespace
+
+CliRun run_cli(const std::vector<std::string>& args, std::chrono::seconds timeout,
+               std::optional<std::chrono::milliseconds> sigterm_after) {
+  CliRun result;
+  char out_path[] = "/tmp/skiff-cli-out-XXXXXX";
+  char err_path[] = "/tmp/skiff-cli-err-XXXXXX";
+  int out_fd = mkstemp(out_path);
+  int err_fd = mkstemp(err_path);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+  posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
+  std::vector<std::string> argv_strings = {SKIFF_CLI_PATH};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& arg : argv_strings) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  int spawn_error = posix_spawn(&pid, SKIFF_CLI_PATH, &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out_fd);
+  close(err_fd);
+  if (spawn_error != 0) {
+    result.err = std::string("posix_spawn: ") + std::strerror(spawn_error);
+    return result;
+  }
+  auto start = std::chrono::steady_clock::now();
+  bool sent_term = false;
+  int status = 0;
+  while (true) {
+    pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    if (sigterm_after && !sent_term && elapsed >= *sigterm_after) {
+      kill(pid, SIGTERM);
+      sent_term = true;
+    }
+    if (elapsed >= timeout) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
+  result.out = slurp(out_path);
+  result.err = slurp(err_path);
+  unlink(out_path);
+  unlink(err_path);
+  return result;
+}
+
+TempFile::TempFile(const std::vector<uint8_t>& bytes, const std::string& suffix) {
+  std::string pattern = "/tmp/skiff-test-XXXXXX" + suffix;
+  std::vector<char> name(pattern.begin(), pattern.end());
+  name.push_back('\0');
+  int fd = mkstemps(name.data(), static_cast<int>(suffix.size()));
+  path_ = name.data();
+  size_t done = 0;
+  while (fd >= 0 && done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (fd >= 0) ::close(fd);
+}
+
+TempFile::TempFile(const std::string& text, const std::string& suffix)
+    : TempFile(std::vector<uint8_t>(text.begin(), text.end()), suffix) {}
+
+TempFile::~TempFile() { unlink(path_.c_str()); }
+
+uint64_t fnv1a(const uint8_t* data, size_t size) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < size; ++i) {
+    hash ^= data[i];
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+
+}  // namespace skiff::test

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "devices/legacy/console_input.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace skiff {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint64_t kData = 0;
+constexpr uint64_t kLsr = 5;
+constexpr uint8_t kLsrDataReady = 0x01;
+
+class ConsoleInputTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(pipe2(fds_, O_CLOEXEC), 0);
+    serial_ = std::make_shared<Serial>(nullptr, nullptr);
+  }
+  void TearDown() override {
+    console_.reset();
+    close_writer();
+    if (fds_[0] >= 0) ::close(fds_[0]);
+  }
+
+  void start() {
+    auto console = ConsoleInput::start(fds_[0], serial_, [this](VmExit exit) {
+      std::lock_guard lock(mutex_);
+      stop_ = std::move(exit);
+      stopped_.notify_all();
+    });
+    ASSERT_TRUE(console.has_value()) << console.error().message();
+    console_ = std::move(*console);
+  }
+  void send(const std::string& text) {
+    ASSERT_EQ(::write(fds_[1], text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  }
+  void close_writer() {
+    if (fds_[1] >= 0) ::close(fds_[1]);
+    fds_[1] = -1;
+  }
+
+  // Reads bytes from the serial as the guest would until `count` arrived or 5 s passed.
+  std::string receive(size_t count) {
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (got.size() < count && std::chrono::steady_clock::now() < deadline) {
+      uint8_t lsr = 0;
+      serial_->read(kLsr, std::span<uint8_t>(&lsr, 1));
+      if ((lsr & kLsrDataReady) == 0) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      uint8_t byte = 0;
+      serial_->read(kData, std::span<uint8_t>(&byte, 1));
+      got.push_back(static_cast<char>(byte));
+    }
+    return got;
+  }
+
+  std::optional<VmExit> wait_for_stop(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    stopped_.wait_for(lock, timeout, [this] { return stop_.has_value(); });
+    return stop_;
+  }
+
+  int fds_[2] = {-1, -1};
+  std::shared_ptr<Serial> serial_;
+  std::unique_ptr<ConsoleInput> console_;
+  std::mutex mutex_;
+  std::condition_variable stopped_;
+  std::optional<VmExit> stop_;
+};
+
+TEST_F(ConsoleInputTest, PipeInputReachesTheSerialWithoutRawMode) {
+  start();
+  EXPECT_FALSE(console_->raw_mode());
+  send("hello\n");
+  EXPECT_EQ(receive(6), "hello\n");
+}
+
+TEST_F(ConsoleInputTest, InputBeyondTheReceiveBufferIsHeldBackNotLost) {
+  start();
+  std::string input;
+  for (size_t i = 0; i < 5 * Serial::kRxBufferCapacity + 7; ++i) {
+    input.push_back(static_cast<char>('a' + i % 26));
+  }
+  send(input);
+  // Let the console thread fill the buffer and block before the guest starts reading.
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(serial_->input_space(), 0u);
+  EXPECT_EQ(receive(input.size()), input);
+}
+
+TEST_F(ConsoleInputTest, CtrlAXRequestsAStop) {
+  start();
+  send("ab\x01x");
+  const std::optional<VmExit> exit = wait_for_stop(5s);
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->reason, StopReason::kStopRequested);
+  EXPECT_EQ(exit->exit_code, kExitStopped);
+  EXPECT_EQ(exit->detail, "stopped from the console (Ctrl-A x)");
+}
+
+TEST_F(ConsoleInputTest, CtrlACtrlASendsOneCtrlA) {
+  start();
+  send("\x01\x01z\x01q!");  // Ctrl-A q is an unknown escape: dropped
+  EXPECT_EQ(receive(3), "\x01z!");
+  EXPECT_FALSE(wait_for_stop(0ms).has_value());
+}
+
+TEST_F(ConsoleInputTest, EscapeSplitAcrossReads) {
+  start();
+  send("\x01");
+  std::this_thread::sleep_for(20ms);
+  send("x");
+  EXPECT_TRUE(wait_for_stop(5s).has_value());
+}
+
+TEST_F(ConsoleInputTest, EndOfInputEndsQuietly) {
+  start();
+  send("bye");
+  close_writer();
+  EXPECT_EQ(receive(3), "bye");
+  console_->shutdown();
+  EXPECT_FALSE(wait_for_stop(0ms).has_value());
+}
+
+TEST_F(ConsoleInputTest, ShutdownInterruptsAThreadWaitingForSpace) {
+  start();
+  send(std::string(3 * Serial::kRxBufferCapacity, 'w'));
+  std::this_thread::sleep_for(50ms);
+  const auto before = std::chrono::steady_clock::now();
+  console_.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 2s);
+  // The serial no longer holds a callback into the destroyed console.
+  std::string drained = receive(Serial::kRxBufferCapacity);
+  EXPECT_EQ(drained.size(), Serial::kRxBufferCapacity);
+}
+
+TEST_F(ConsoleInputTest, RestoreWithoutATerminalIsHarmless) {
+  start();
+  ConsoleInput::restore();
+  ConsoleInput::restore();
+  send("k");
+  EXPECT_EQ(receive(1), "k");
+}
+
+TEST_F(ConsoleInputTest, RejectsAMissingSerial) {
+  auto console = ConsoleInput::start(fds_[0], nullptr, {});
+  EXPECT_FALSE(console.has_value());
+}
+
+}  // namespace
+}  // namespace skiff
