@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/spec_overrides.h"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cctype>
 #include <limits>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace skiff::config {
 
@@ -27,8 +27,8 @@ bool equals_ignoring_case(std::string_view a, std::string_view b) {
 
 Result<uint64_t> parse_memory_size(std::string_view text) {
   auto fail = [&](std::string_view reason) {
-    return config_error(fmt::format("memory size \"{}\": {}; write e.g. 512, 512M, 512MiB or 2G",
-                                    text, reason));
+    return config_error(
+        fmt::format("memory size \"{}\": {}; write e.g. 512, 512M, 512MiB or 2G", text, reason));
   };
   size_t digits = 0;
   while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;

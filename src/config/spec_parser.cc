@@ -3,6 +3,7 @@
 // every value for its exact JSON type, and every error names the JSON pointer (RFC 6901)
 // of the offending field. Field reference: docs/config.md.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,14 +11,12 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
@@ -37,8 +36,8 @@ constexpr size_t kMaxSpecFileBytes = 16 * 1024 * 1024;
 constexpr std::array<std::string_view, 8> kTopKeys = {"name",  "machine", "boot",    "serial",
                                                       "disks", "nets",    "balloon", "api"};
 constexpr std::array<std::string_view, 8> kMachineKeys = {
-    "vcpus",         "memory_mib",    "hugepages", "prefault", "lock_memory",
-    "shared_memory", "vcpu_affinity", "numa_node"};
+    "vcpus",       "memory_mib",    "hugepages",     "prefault",
+    "lock_memory", "shared_memory", "vcpu_affinity", "numa_node"};
 constexpr std::array<std::string_view, 3> kBootKeys = {"kernel", "initrd", "cmdline"};
 constexpr std::array<std::string_view, 3> kSerialKeys = {"mode", "path", "input"};
 
@@ -137,8 +136,7 @@ class ObjectReader {
     return u32_value(*value, pointer(key), out);
   }
 
-  static Result<void> unsigned_value(const json& value, const std::string& pointer,
-                                     uint64_t& out) {
+  static Result<void> unsigned_value(const json& value, const std::string& pointer, uint64_t& out) {
     if (!value.is_number_unsigned()) return type_error(pointer, "an unsigned integer", value);
     out = value.get<uint64_t>();
     return {};
@@ -191,8 +189,8 @@ Result<const json*> optional_object(const ObjectReader& parent, std::string_view
 Result<HugePages> parse_hugepages(const json& value, const std::string& pointer) {
   if (!value.is_string()) return type_error(pointer, "a string", value);
   const auto& text = value.get_ref<const std::string&>();
-  for (HugePages mode : {HugePages::kNone, HugePages::kTransparent, HugePages::k2M,
-                         HugePages::k1G}) {
+  for (HugePages mode :
+       {HugePages::kNone, HugePages::kTransparent, HugePages::k2M, HugePages::k1G}) {
     if (text == to_string(mode)) return mode;
   }
   return config_error(fmt::format(
@@ -211,7 +209,8 @@ Result<SerialMode> parse_serial_mode(const json& value, const std::string& point
 
 Result<std::vector<std::vector<uint32_t>>> parse_affinity(const json& value,
                                                           const std::string& pointer) {
-  if (!value.is_array()) return type_error(pointer, "an array of arrays of host CPU numbers", value);
+  if (!value.is_array())
+    return type_error(pointer, "an array of arrays of host CPU numbers", value);
   std::vector<std::vector<uint32_t>> affinity;
   affinity.reserve(value.size());
   for (size_t vcpu = 0; vcpu < value.size(); ++vcpu) {
@@ -222,7 +221,8 @@ Result<std::vector<std::vector<uint32_t>>> parse_affinity(const json& value,
     cpus.reserve(list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       uint32_t cpu = 0;
-      if (auto result = ObjectReader::u32_value(list[i], fmt::format("{}/{}", list_pointer, i), cpu);
+      if (auto result =
+              ObjectReader::u32_value(list[i], fmt::format("{}/{}", list_pointer, i), cpu);
           !result) {
         return std::unexpected(result.error());
       }
@@ -264,12 +264,12 @@ Result<void> parse_machine(const json& object, MachineSpec& machine) {
   return {};
 }
 
-Result<void> parse_boot(const json& object, const std::filesystem::path& base_dir,
-                        BootSpec& boot) {
+Result<void> parse_boot(const json& object, const std::filesystem::path& base_dir, BootSpec& boot) {
   ObjectReader reader(object, "/boot");
   if (auto result = reader.reject_unknown_keys(kBootKeys); !result) return result;
   const json* kernel = reader.find("kernel");
-  bool kernel_empty = kernel != nullptr && kernel->is_string() && kernel->get_ref<const std::string&>().empty();
+  bool kernel_empty =
+      kernel != nullptr && kernel->is_string() && kernel->get_ref<const std::string&>().empty();
   if (kernel == nullptr || kernel->is_null() || kernel_empty) {
     return config_error(
         "/boot/kernel: is required: set it to the path of a bzImage or ELF vmlinux");
@@ -324,9 +324,10 @@ Result<void> check_reserved(const ObjectReader& top) {
       if (!value->is_array()) return type_error(pointer, "an array", *value);
       if (value->empty()) continue;
     }
-    return config_error(fmt::format("{}: {} not supported by this version of skiff yet; remove "
-                                    "the \"{}\" key",
-                                    pointer, reserved.what, reserved.key));
+    return config_error(
+        fmt::format("{}: {} not supported by this version of skiff yet; remove "
+                    "the \"{}\" key",
+                    pointer, reserved.what, reserved.key));
   }
   return {};
 }
@@ -345,8 +346,8 @@ class DuplicateKeyFinder {
         Frame& frame = frames_.back();
         frame.key = parsed.get<std::string>();
         if (!frame.keys.insert(frame.key).second && !error_) {
-          error_ = fmt::format("{}: duplicate key; each key may appear only once per object",
-                               pointer());
+          error_ =
+              fmt::format("{}: duplicate key; each key may appear only once per object", pointer());
         }
         break;
       }
@@ -423,11 +424,10 @@ Result<json> parse_json(std::string_view text) {
   DuplicateKeyFinder duplicates;
   json document;
   try {
-    document = json::parse(
-        text.begin(), text.end(),
-        [&duplicates](int /*depth*/, json::parse_event_t event, json& parsed) {
-          return duplicates.on_event(event, parsed);
-        });
+    document = json::parse(text.begin(), text.end(),
+                           [&duplicates](int /*depth*/, json::parse_event_t event, json& parsed) {
+                             return duplicates.on_event(event, parsed);
+                           });
   } catch (const json::parse_error& error) {
     auto [line, column] = line_and_column(text, error.byte);
     return config_error(fmt::format("invalid JSON at line {}, column {}: {}", line, column,
@@ -467,8 +467,9 @@ Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::pat
   auto boot = optional_object(top, "boot");
   if (!boot) return std::unexpected(boot.error());
   if (*boot == nullptr) {
-    return config_error("/boot: is required: it names at least the kernel, e.g. "
-                        "\"boot\": {\"kernel\": \"vmlinuz\"}");
+    return config_error(
+        "/boot: is required: it names at least the kernel, e.g. "
+        "\"boot\": {\"kernel\": \"vmlinuz\"}");
   }
   if (auto result = parse_boot(**boot, base_dir, spec.boot); !result) {
     return std::unexpected(result.error());

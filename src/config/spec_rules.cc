@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/spec_rules.h"
 
+#include <fmt/format.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <cctype>
 #include <set>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "arch/x86_64/layout.h"
 
@@ -25,8 +24,8 @@ bool is_name_char(char c) {
 
 Result<void> check_name(const std::string& name) {
   if (name.empty() || name.size() > kMaxNameLength) {
-    return config_error(fmt::format("/name: must be 1 to {} characters long, got {}",
-                                    kMaxNameLength, name.size()));
+    return config_error(
+        fmt::format("/name: must be 1 to {} characters long, got {}", kMaxNameLength, name.size()));
   }
   // The name ends up in thread names, log lines and file names: keep it to characters
   // that need no quoting anywhere.
@@ -47,9 +46,9 @@ Result<void> check_machine(const MachineSpec& machine) {
         machine.vcpus, kMaxVcpus));
   }
   if (machine.memory_mib < kMinMemoryMib || machine.memory_mib > kMaxMemoryMib) {
-    return config_error(fmt::format(
-        "/machine/memory_mib: {} is out of range: must be between {} and {} (1 TiB)",
-        machine.memory_mib, kMinMemoryMib, kMaxMemoryMib));
+    return config_error(
+        fmt::format("/machine/memory_mib: {} is out of range: must be between {} and {} (1 TiB)",
+                    machine.memory_mib, kMinMemoryMib, kMaxMemoryMib));
   }
   // 2 MiB pages always divide a size given in MiB only when it is even.
   if (machine.hugepages == HugePages::k2M && machine.memory_mib % 2 != 0) {
@@ -60,11 +59,11 @@ Result<void> check_machine(const MachineSpec& machine) {
   if (machine.hugepages == HugePages::k1G && machine.memory_mib % kGigaPageMib != 0) {
     uint64_t below = machine.memory_mib / kGigaPageMib * kGigaPageMib;
     uint64_t above = below + kGigaPageMib;
-    std::string choices = below == 0 ? fmt::format("use {}", above)
-                                     : fmt::format("use {} or {}", below, above);
-    return config_error(fmt::format(
-        "/machine/memory_mib: {} MiB is not a multiple of the 1 GiB huge page size; {}",
-        machine.memory_mib, choices));
+    std::string choices =
+        below == 0 ? fmt::format("use {}", above) : fmt::format("use {} or {}", below, above);
+    return config_error(
+        fmt::format("/machine/memory_mib: {} MiB is not a multiple of the 1 GiB huge page size; {}",
+                    machine.memory_mib, choices));
   }
 
   const auto& affinity = machine.vcpu_affinity;
@@ -84,13 +83,13 @@ Result<void> check_machine(const MachineSpec& machine) {
     for (size_t i = 0; i < cpus.size(); ++i) {
       if (cpus[i] >= static_cast<uint32_t>(CPU_SETSIZE)) {
         return config_error(fmt::format(
-            "/machine/vcpu_affinity/{}/{}: host CPU {} is out of range: must be below {}", vcpu,
-            i, cpus[i], CPU_SETSIZE));
+            "/machine/vcpu_affinity/{}/{}: host CPU {} is out of range: must be below {}", vcpu, i,
+            cpus[i], CPU_SETSIZE));
       }
       if (!seen.insert(cpus[i]).second) {
-        return config_error(fmt::format(
-            "/machine/vcpu_affinity/{}/{}: host CPU {} is listed twice for vCPU {}", vcpu, i,
-            cpus[i], vcpu));
+        return config_error(
+            fmt::format("/machine/vcpu_affinity/{}/{}: host CPU {} is listed twice for vCPU {}",
+                        vcpu, i, cpus[i], vcpu));
       }
     }
   }
@@ -126,8 +125,7 @@ Result<void> check_boot(const BootSpec& boot) {
   if (bad != std::string::npos) {
     std::string_view what = boot.cmdline[bad] == '\0' ? "a NUL character" : "a line break";
     return config_error(fmt::format(
-        "/boot/cmdline: contains {} at byte {}; separate kernel arguments with spaces", what,
-        bad));
+        "/boot/cmdline: contains {} at byte {}; separate kernel arguments with spaces", what, bad));
   }
   return {};
 }

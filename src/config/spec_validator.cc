@@ -3,6 +3,7 @@
 // look at this host: host CPUs and NUMA nodes exist, the files the spec names can be read
 // or written. Everything here reports ErrorKind::kConfig: the spec is what must change.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,8 +15,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
@@ -135,8 +134,7 @@ Result<void> check_serial_file(const std::filesystem::path& path) {
   constexpr std::string_view kFix =
       "serial.path must name a writable file in an existing directory";
   auto fail = [&](std::string_view reason) {
-    return config_error(
-        fmt::format("/serial/path \"{}\": {}; {}", path.string(), reason, kFix));
+    return config_error(fmt::format("/serial/path \"{}\": {}; {}", path.string(), reason, kFix));
   };
   std::filesystem::path parent = path.parent_path();
   if (parent.empty()) parent = ".";
@@ -154,8 +152,8 @@ Result<void> check_serial_file(const std::filesystem::path& path) {
   }
   if (errno != ENOENT) return fail(std::strerror(errno));
   if (::access(parent.c_str(), W_OK | X_OK) != 0) {
-    return fail(fmt::format("cannot create a file in \"{}\": {}", parent.string(),
-                            std::strerror(errno)));
+    return fail(
+        fmt::format("cannot create a file in \"{}\": {}", parent.string(), std::strerror(errno)));
   }
   return {};
 }

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kvm/kvm_system.h"
 
+#include "kvm/kvm_uapi.h"
+
 #include <fcntl.h>
 #include <sys/ioctl.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <memory>
 
 #include <fmt/format.h>
@@ -100,14 +103,16 @@ int KvmSystem::max_vcpus() const {
 
 Result<std::vector<kvm_cpuid_entry2>> KvmSystem::supported_cpuid() const {
   // The entry count is not known up front: grow the buffer while KVM says E2BIG.
-  for (uint32_t count = 128; count <= 4096; count *= 2) {
-    size_t bytes = sizeof(kvm_cpuid2) + count * sizeof(kvm_cpuid_entry2);
-    auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
-    // SAFETY: the buffer holds the kvm_cpuid2 header followed by `count` entries.
-    auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.get());
-    cpuid->nent = count;
-    if (ioctl(fd_.get(), KVM_GET_SUPPORTED_CPUID, cpuid) == 0) {
-      return std::vector<kvm_cpuid_entry2>(cpuid->entries, cpuid->entries + cpuid->nent);
+  for (uint32_t count = 64; count <= 4096; count *= 2) {
+    std::vector<uint8_t> buffer(sizeof(kvm_uapi::Cpuid2Header) + count * sizeof(kvm_cpuid_entry2));
+    // SAFETY: the buffer holds the header followed by `count` entries (kvm_uapi.h says why
+    // the header is not struct kvm_cpuid2).
+    auto* header = reinterpret_cast<kvm_uapi::Cpuid2Header*>(buffer.data());
+    header->nent = count;
+    if (ioctl(fd_.get(), kvm_uapi::kGetSupportedCpuid, buffer.data()) == 0) {
+      std::vector<kvm_cpuid_entry2> entries(header->nent);
+      std::memcpy(entries.data(), buffer.data() + sizeof(*header), entries.size() * sizeof(kvm_cpuid_entry2));
+      return entries;
     }
     if (errno != E2BIG) return std::unexpected(errno_error("KVM_GET_SUPPORTED_CPUID", errno));
   }
@@ -115,20 +120,18 @@ Result<std::vector<kvm_cpuid_entry2>> KvmSystem::supported_cpuid() const {
 }
 
 Result<std::vector<uint32_t>> KvmSystem::msr_index_list() const {
-  kvm_msr_list probe{};
+  kvm_uapi::MsrListHeader probe{};
   // SAFETY: with nmsrs = 0 KVM only writes the needed count back (E2BIG).
-  if (ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, &probe) == 0) return std::vector<uint32_t>{};
+  if (ioctl(fd_.get(), kvm_uapi::kGetMsrIndexList, &probe) == 0) return std::vector<uint32_t>{};
   if (errno != E2BIG) return std::unexpected(errno_error("KVM_GET_MSR_INDEX_LIST", errno));
   uint32_t count = probe.nmsrs;
-  size_t bytes = sizeof(kvm_msr_list) + count * sizeof(uint32_t);
-  auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
+  std::vector<uint32_t> buffer(1 + count);  // header (one u32) then the indices
+  buffer[0] = count;
   // SAFETY: the buffer holds the header followed by `count` indices.
-  auto* list = reinterpret_cast<kvm_msr_list*>(buffer.get());
-  list->nmsrs = count;
-  if (ioctl(fd_.get(), KVM_GET_MSR_INDEX_LIST, list) != 0) {
+  if (ioctl(fd_.get(), kvm_uapi::kGetMsrIndexList, buffer.data()) != 0) {
     return std::unexpected(errno_error("KVM_GET_MSR_INDEX_LIST", errno));
   }
-  return std::vector<uint32_t>(list->indices, list->indices + list->nmsrs);
+  return std::vector<uint32_t>(buffer.begin() + 1, buffer.begin() + 1 + std::min(buffer[0], count));
 }
 
 Result<KvmVm> KvmSystem::create_vm() const {

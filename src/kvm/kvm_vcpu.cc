@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kvm/kvm_vcpu.h"
 
+#include "kvm/kvm_uapi.h"
+
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstring>
 #include <memory>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -60,30 +64,34 @@ Result<void> KvmVcpu::set_lapic(const kvm_lapic_state& lapic) const { return vcp
 Result<kvm_mp_state> KvmVcpu::get_mp_state() const { return vcpu_get<kvm_mp_state>(fd_.get(), KVM_GET_MP_STATE, "KVM_GET_MP_STATE", id_); }
 
 Result<void> KvmVcpu::set_cpuid(std::span<const kvm_cpuid_entry2> entries) const {
-  size_t bytes = sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2);
-  auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
-  // SAFETY: the buffer holds the kvm_cpuid2 header followed by the entries.
-  auto* cpuid = reinterpret_cast<kvm_cpuid2*>(buffer.get());
-  cpuid->nent = static_cast<uint32_t>(entries.size());
-  std::copy(entries.begin(), entries.end(), cpuid->entries);
-  if (ioctl(fd_.get(), KVM_SET_CPUID2, cpuid) != 0) {
+  std::vector<uint8_t> buffer(sizeof(kvm_uapi::Cpuid2Header) + entries.size() * sizeof(kvm_cpuid_entry2));
+  // SAFETY: the buffer holds the header followed by the entries (see kvm_uapi.h).
+  auto* header = reinterpret_cast<kvm_uapi::Cpuid2Header*>(buffer.data());
+  header->nent = static_cast<uint32_t>(entries.size());
+  std::memcpy(buffer.data() + sizeof(*header), entries.data(), entries.size_bytes());
+  if (ioctl(fd_.get(), kvm_uapi::kSetCpuid2, buffer.data()) != 0) {
     return std::unexpected(errno_error(fmt::format("KVM_SET_CPUID2 on vCPU {}", id_), errno));
   }
   return {};
 }
 
 Result<size_t> KvmVcpu::set_msrs(std::span<const std::pair<uint32_t, uint64_t>> msrs) const {
-  size_t bytes = sizeof(kvm_msrs) + msrs.size() * sizeof(kvm_msr_entry);
-  auto buffer = std::unique_ptr<uint8_t[]>(new uint8_t[bytes]());
-  // SAFETY: the buffer holds the kvm_msrs header followed by the entries.
-  auto* list = reinterpret_cast<kvm_msrs*>(buffer.get());
-  list->nmsrs = static_cast<uint32_t>(msrs.size());
+  // kvm_msr_entry holds a u64, so a vector of entries gives the buffer 8-byte alignment;
+  // the first element's place is the 8-byte header.
+  std::vector<kvm_msr_entry> buffer(1 + msrs.size());
+  static_assert(sizeof(kvm_msr_entry) >= sizeof(kvm_uapi::MsrsHeader));
+  // SAFETY: the first 8 bytes are the header, the entries follow (see kvm_uapi.h).
+  auto* header = reinterpret_cast<kvm_uapi::MsrsHeader*>(buffer.data());
+  header->nmsrs = static_cast<uint32_t>(msrs.size());
+  header->pad = 0;
+  auto* entries = reinterpret_cast<kvm_msr_entry*>(reinterpret_cast<uint8_t*>(buffer.data()) + sizeof(*header));
   for (size_t i = 0; i < msrs.size(); ++i) {
-    list->entries[i].index = msrs[i].first;
-    list->entries[i].data = msrs[i].second;
+    entries[i] = kvm_msr_entry{};
+    entries[i].index = msrs[i].first;
+    entries[i].data = msrs[i].second;
   }
   // KVM_SET_MSRS returns the number of MSRs set; it stops at the first one it refuses.
-  int count = ioctl(fd_.get(), KVM_SET_MSRS, list);
+  int count = ioctl(fd_.get(), kvm_uapi::kSetMsrs, buffer.data());
   if (count < 0) return std::unexpected(errno_error(fmt::format("KVM_SET_MSRS on vCPU {}", id_), errno));
   return static_cast<size_t>(count);
 }

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kvm/kvm_vm.h"
 
+#include "kvm/kvm_uapi.h"
+
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
 #include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -72,9 +76,15 @@ Result<void> KvmVm::set_irq_line(uint32_t irq, bool level) const {
   return {};
 }
 
-Result<void> KvmVm::set_gsi_routing(const kvm_irq_routing& routing) const {
-  // SAFETY: `routing` is followed in memory by routing.nr entries (caller's buffer).
-  if (ioctl(fd_.get(), KVM_SET_GSI_ROUTING, &routing) != 0) {
+Result<void> KvmVm::set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const {
+  std::vector<kvm_irq_routing_entry> buffer(1 + entries.size());  // first slot: the header
+  static_assert(sizeof(kvm_irq_routing_entry) >= sizeof(kvm_uapi::IrqRoutingHeader));
+  // SAFETY: 8-byte header then the entries, as the kernel's struct kvm_irq_routing (kvm_uapi.h).
+  auto* header = reinterpret_cast<kvm_uapi::IrqRoutingHeader*>(buffer.data());
+  header->nr = static_cast<uint32_t>(entries.size());
+  header->flags = 0;
+  std::memcpy(reinterpret_cast<uint8_t*>(buffer.data()) + sizeof(*header), entries.data(), entries.size_bytes());
+  if (ioctl(fd_.get(), kvm_uapi::kSetGsiRouting, buffer.data()) != 0) {
     return std::unexpected(errno_error("KVM_SET_GSI_ROUTING", errno));
   }
   return {};

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "common/unique_fd.h"
 #include "kvm/kvm_vcpu.h"
@@ -27,7 +28,8 @@ class KvmVm {
                                       uint32_t flags = 0) const;
   // Sets the level of an in-kernel interrupt controller input (KVM_IRQ_LINE).
   Result<void> set_irq_line(uint32_t irq, bool level) const;
-  Result<void> set_gsi_routing(const kvm_irq_routing& routing) const;
+  // Replaces the whole GSI routing table (KVM_SET_GSI_ROUTING).
+  Result<void> set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const;
   Result<void> register_irqfd(int event_fd, uint32_t gsi, int resample_fd = -1) const;
   Result<void> unregister_irqfd(int event_fd, uint32_t gsi) const;
   Result<void> register_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,

@@ -221,8 +221,9 @@ Result<void> Vm::Impl::setup_devices() {
       {std::make_shared<I8042PortDevice>(i8042, I8042::Port::kCommand), x86::kI8042CommandPort, 1, "i8042 command"},
       {std::make_shared<CmosRtc>(), x86::kCmosPort, x86::kCmosPortSize, "CMOS RTC"},
       {std::make_shared<DebugExit>(stopper()), x86::kDebugExitPort, x86::kDebugExitPortSize, "debug exit"},
-      {std::make_shared<AcpiPmDevice>(stopper()), x86::kAcpiPm1EventPort, kAcpiPmPortSize, "ACPI PM1"},
-      {std::make_shared<AcpiResetDevice>(stopper()), x86::kAcpiResetPort, 1, "ACPI reset"},
+      {std::make_shared<AcpiPmDevice>(stopper(), std::make_shared<KvmIrqLine>(vm_, x86::kAcpiSciIrq)),
+       x86::kAcpiPm1EventPort, kAcpiPmDeviceSize, "ACPI PM1"},
+      {std::make_shared<AcpiResetDevice>(stopper()), x86::kAcpiResetPort, kAcpiResetRegisterSize, "ACPI reset"},
       {std::make_shared<SinkDevice>(), kPostDelayPort, 1, "POST delay port"},
   };
   for (const Mapping& m : mappings) {

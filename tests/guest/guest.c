@@ -46,6 +46,8 @@ enum {
   kAcpiPm1aControlPort = 0x604,
   kPm1SlpTypS5 = 5 << 10,
   kPm1SlpEn = 1 << 13,
+  kActionGracePolls = 20000,
+  kSerialLsrPort = 0x3fd,
 };
 
 static const u64 kFnvOffsetBasis = 0xcbf29ce484222325ull;
@@ -336,6 +338,10 @@ __attribute__((noreturn)) static void act(u64 cmdline) {
     case kActionHalt:
       halt_forever();
   }
+  // A VMM may act on the request asynchronously (QEMU queues reset and shutdown for
+  // its main loop): give it a bounded number of port reads (VM exits) before
+  // declaring failure. A VMM that stops synchronously never gets here.
+  for (u32 i = 0; i < kActionGracePolls; ++i) (void)inb(kSerialLsrPort);
   line_begin();
   put_str("action-failed");
   line_end();
@@ -348,6 +354,7 @@ void guest_main(u32 tag, u64 boot_info);
 
 void guest_main(u32 tag, u64 boot_info) {
   serial_init();
+  line_end();  // firmware (SeaBIOS "Booting from ROM..") may have left a partial line
 
   static const char* const kEntryNames[] = {"?", "32", "16", "32", "64"};
   int is_pvh = tag == kBootPvh;

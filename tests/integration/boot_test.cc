@@ -3,6 +3,8 @@
 // guest reports about the machine it was given.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <fstream>
 #include <random>
 #include <sstream>

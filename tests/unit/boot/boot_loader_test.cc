@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstddef>
 #include <string>
 
 #include "unit/boot/boot_test_images.h"
@@ -151,6 +152,20 @@ TEST(BootLoader, BzImageWithoutInitrd) {
   EXPECT_EQ(guest.obj<uint8_t>(kCmdlineAddr), 0);
 }
 
+TEST(BootLoader, ZeroPageClearsLoaderOwnedFieldsFromImage) {
+  TestGuest guest;
+  ASSERT_TRUE(guest.ok());
+  auto kernel = make_bzimage();
+  const uint64_t setup_data_offset = 0x1f1 + offsetof(setup_header, setup_data);
+  boot_test::write_at<uint64_t>(kernel, setup_data_offset, 0x12345000);
+  kernel[0x1f1 + offsetof(setup_header, type_of_loader)] = 0x71;
+  auto plan = load_kernel(guest.mem(), kernel, {}, "", 0);
+  ASSERT_TRUE(plan) << plan.error().message();
+  const auto params = guest.obj<boot_params>(kZeroPageAddr);
+  EXPECT_EQ(params.hdr.setup_data, 0u);
+  EXPECT_EQ(params.hdr.type_of_loader, 0xff);
+}
+
 TEST(BootLoader, InitrdStaysBelowInitrdAddrMax) {
   TestGuest guest;
   ASSERT_TRUE(guest.ok());
@@ -257,8 +272,8 @@ TEST(BootLoader, LoadsElfWithoutPvhNote) {
   EXPECT_EQ(params.acpi_rsdp_addr, kRsdp);
   EXPECT_EQ(params.e820_entries, 4);
   EXPECT_EQ(params.e820_table[3].addr + params.e820_table[3].size, 64 * kMiB);
-  EXPECT_EQ(guest.obj<std::array<char, 6>>(kCmdlineAddr),
-            (std::array<char, 6>{'q', 'u', 'i', 'e', 't', '\0'}));
+  const auto cmdline = guest.bytes(kCmdlineAddr, 6);
+  EXPECT_EQ(std::string(cmdline.begin(), cmdline.end()), std::string("quiet\0", 6));
 }
 
 TEST(BootLoader, LoadsElfWithPvhNote) {

@@ -34,8 +34,8 @@ struct BzImageOptions {
   uint64_t pref_address = 0x1000000;  // LOAD_PHYSICAL_ADDR, 16 MiB
   uint32_t init_size = 0x400000;      // 4 MiB
   uint64_t payload_size = 0x3000;     // protected-mode code bytes
-  std::optional<uint32_t> syssize;    // default: payload_size / 16, rounded up
-  std::optional<uint64_t> truncate_to;
+  std::optional<uint32_t> syssize = std::nullopt;    // default: payload_size / 16, rounded up
+  std::optional<uint64_t> truncate_to = std::nullopt;
 };
 
 // Fills byte i of the protected-mode code with a recognisable pattern.
@@ -73,16 +73,16 @@ inline std::vector<uint8_t> make_bzimage(const BzImageOptions& o = {}) {
 
 struct ElfSegmentSpec {
   uint64_t paddr = 0;
-  std::vector<uint8_t> data;
+  std::vector<uint8_t> data = {};
   uint64_t mem_size = 0;  // 0: data.size()
 };
 
 struct ElfNoteSpec {
-  std::string name;  // written with its NUL; namesz = name.size() + 1 unless overridden
+  std::string name = {};  // written with its NUL; namesz = name.size() + 1 unless overridden
   uint32_t type = 0;
-  std::vector<uint8_t> desc;
-  std::optional<uint32_t> namesz_override;
-  std::optional<uint32_t> descsz_override;
+  std::vector<uint8_t> desc = {};
+  std::optional<uint32_t> namesz_override = std::nullopt;
+  std::optional<uint32_t> descsz_override = std::nullopt;
 };
 
 struct ElfOptions {
@@ -92,8 +92,8 @@ struct ElfOptions {
   uint64_t entry = 0x1000000;
   std::vector<ElfSegmentSpec> segments = {
       {.paddr = 0x1000000, .data = std::vector<uint8_t>(0x2000, 0x90), .mem_size = 0x3000}};
-  std::vector<ElfNoteSpec> notes;
-  std::optional<uint16_t> phnum_override;
+  std::vector<ElfNoteSpec> notes = {};
+  std::optional<uint16_t> phnum_override = std::nullopt;
 };
 
 inline std::vector<uint8_t> pvh_note_desc(uint64_t entry, size_t bytes) {

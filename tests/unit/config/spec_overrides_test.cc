@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/spec_overrides.h"
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 namespace skiff::config {
 namespace {
@@ -27,10 +27,27 @@ TEST(SpecMemorySize, AcceptsMiBAndGiB) {
 }
 
 TEST(SpecMemorySize, Rejects) {
-  for (std::string_view text :
-       {"", "0", "0G", "M", "G", "-512", "+512", " 512", "512 ", "512MB", "2GB", "512K", "512KiB",
-        "1.5G", "0x200", "512MiBs", "abc", "2 G", "18446744073709551616", "18014398509481984G",
-        "99999999999999999999999"}) {
+  for (std::string_view text : {"",
+                                "0",
+                                "0G",
+                                "M",
+                                "G",
+                                "-512",
+                                "+512",
+                                " 512",
+                                "512 ",
+                                "512MB",
+                                "2GB",
+                                "512K",
+                                "512KiB",
+                                "1.5G",
+                                "0x200",
+                                "512MiBs",
+                                "abc",
+                                "2 G",
+                                "18446744073709551616",
+                                "18014398509481984G",
+                                "99999999999999999999999"}) {
     auto result = parse_memory_size(text);
     ASSERT_FALSE(result) << "accepted \"" << text << "\" as " << *result;
     EXPECT_EQ(result.error().kind(), ErrorKind::kConfig);

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // parse_spec: accepted specs, defaults, one negative case per rule, JSON syntax errors,
 // spec_to_json round trips and load_spec_file.
-#include <string>
-#include <vector>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "config/spec_rules.h"
-#include "unit/config/spec_test_util.h"
 #include "skiff/spec.h"
+#include "unit/config/spec_test_util.h"
 
 namespace skiff {
 namespace {
@@ -109,26 +109,26 @@ TEST(SpecParser, AcceptsBoundaryValues) {
   EXPECT_TRUE(parse_spec(spec_with_machine(R"("hugepages": "1G", "memory_mib": 3072)"), kBase));
   EXPECT_TRUE(parse_spec(spec_with_machine(R"("numa_node": 1023)"), kBase));
   EXPECT_TRUE(parse_spec(spec_with_machine(R"("vcpus": 1, "vcpu_affinity": [[1023]])"), kBase));
-  EXPECT_TRUE(parse_spec(spec_with_boot(fmt::format(R"("kernel": "k", "cmdline": "{}")",
-                                                    std::string(65535, 'a'))),
-                         kBase));
+  EXPECT_TRUE(parse_spec(
+      spec_with_boot(fmt::format(R"("kernel": "k", "cmdline": "{}")", std::string(65535, 'a'))),
+      kBase));
   EXPECT_TRUE(parse_spec(spec_with_boot(R"("kernel": "k", "cmdline": "a\tb")"), kBase));
   EXPECT_TRUE(parse_spec(spec_with_top(R"("name": "a.b_c-9")"), kBase));
-  EXPECT_TRUE(parse_spec(spec_with_top(fmt::format(R"("name": "{}")", std::string(64, 'n'))),
-                         kBase));
+  EXPECT_TRUE(
+      parse_spec(spec_with_top(fmt::format(R"("name": "{}")", std::string(64, 'n'))), kBase));
 }
 
 TEST(SpecParser, AcceptsEmptyReservedKeys) {
-  auto spec = parse_spec(spec_with_top(R"("disks": [], "nets": [], "balloon": null, "api": null)"),
-                         kBase);
+  auto spec =
+      parse_spec(spec_with_top(R"("disks": [], "nets": [], "balloon": null, "api": null)"), kBase);
   EXPECT_TRUE(spec) << spec.error().message();
   EXPECT_TRUE(parse_spec(spec_with_top(R"("disks": null, "nets": null)"), kBase));
 }
 
 TEST(SpecParser, SerialInputFalseIsAllowedWithEveryMode) {
   for (std::string_view mode : {"stdout", "none"}) {
-    auto spec = parse_spec(spec_with_serial(fmt::format(R"("mode": "{}", "input": false)", mode)),
-                           kBase);
+    auto spec =
+        parse_spec(spec_with_serial(fmt::format(R"("mode": "{}", "input": false)", mode)), kBase);
     ASSERT_TRUE(spec) << spec.error().message();
     EXPECT_FALSE(spec->serial.input);
   }
@@ -169,66 +169,66 @@ std::vector<RejectCase> reject_cases() {
   return {
       // Document structure.
       {"RootNotObject", "[1, 2]", "/: ", "expected a JSON object, got array"},
-      {"UnknownTopKey", spec_with_top(R"("nmae": "x")"), "/nmae: ",
-       R"(unknown key (did you mean "name"?))"},
-      {"UnknownKeyWithoutSuggestion", spec_with_top(R"("zzzzzzzzzzzz": 1)"), "/zzzzzzzzzzzz: ",
-       "unknown key (known keys: name, machine, boot"},
+      {"UnknownTopKey", spec_with_top(R"("nmae": "x")"),
+       "/nmae: ", R"(unknown key (did you mean "name"?))"},
+      {"UnknownKeyWithoutSuggestion", spec_with_top(R"("zzzzzzzzzzzz": 1)"),
+       "/zzzzzzzzzzzz: ", "unknown key (known keys: name, machine, boot"},
       {"UnknownKeyIsEscaped", spec_with_top(R"("a/b~c": 1)"), "/a~1b~0c: ", "unknown key"},
-      {"DuplicateTopKey", R"({"boot": {"kernel": "k"}, "name": "a", "name": "b"})", "/name: ",
-       "duplicate key"},
-      {"DuplicateNestedKey", spec_with_machine(R"("vcpus": 1, "vcpus": 2)"), "/machine/vcpus: ",
-       "duplicate key"},
-      {"NameWrongType", spec_with_top(R"("name": 5)"), "/name: ",
-       "expected a string, got integer 5"},
+      {"DuplicateTopKey", R"({"boot": {"kernel": "k"}, "name": "a", "name": "b"})",
+       "/name: ", "duplicate key"},
+      {"DuplicateNestedKey", spec_with_machine(R"("vcpus": 1, "vcpus": 2)"),
+       "/machine/vcpus: ", "duplicate key"},
+      {"NameWrongType", spec_with_top(R"("name": 5)"),
+       "/name: ", "expected a string, got integer 5"},
       {"NameEmpty", spec_with_top(R"("name": "")"), "/name: ", "1 to 64 characters"},
       {"NameTooLong", spec_with_top(fmt::format(R"("name": "{}")", std::string(65, 'n'))),
        "/name: ", "1 to 64 characters"},
-      {"NameBadCharacter", spec_with_top(R"("name": "web 01")"), "/name: ",
-       "contains character 0x20"},
-      {"MachineNotObject", spec_with_top(R"("machine": [])"), "/machine: ",
-       "expected an object, got array"},
+      {"NameBadCharacter", spec_with_top(R"("name": "web 01")"),
+       "/name: ", "contains character 0x20"},
+      {"MachineNotObject", spec_with_top(R"("machine": [])"),
+       "/machine: ", "expected an object, got array"},
       {"BootMissing", R"({"name": "x"})", "/boot: ", "is required"},
       {"BootNotObject", R"({"boot": "vmlinuz"})", "/boot: ", "expected an object, got string"},
-      {"SerialNotObject", spec_with_top(R"("serial": "stdout")"), "/serial: ",
-       "expected an object, got string"},
+      {"SerialNotObject", spec_with_top(R"("serial": "stdout")"),
+       "/serial: ", "expected an object, got string"},
 
       // machine
-      {"MachineUnknownKey", spec_with_machine(R"("vcpu": 2)"), "/machine/vcpu: ",
-       R"(unknown key (did you mean "vcpus"?))"},
-      {"MachineUnknownKeyMemory", spec_with_machine(R"("memory": 2)"), "/machine/memory: ",
-       R"(did you mean "memory_mib"?)"},
-      {"VcpusString", spec_with_machine(R"("vcpus": "2")"), "/machine/vcpus: ",
-       "expected an unsigned integer, got string"},
-      {"VcpusNegative", spec_with_machine(R"("vcpus": -1)"), "/machine/vcpus: ",
-       "expected an unsigned integer, got negative integer -1"},
-      {"VcpusFloat", spec_with_machine(R"("vcpus": 2.5)"), "/machine/vcpus: ",
-       "expected an unsigned integer, got number 2.5"},
-      {"VcpusBoolean", spec_with_machine(R"("vcpus": true)"), "/machine/vcpus: ",
-       "got boolean true"},
-      {"VcpusAboveUint32", spec_with_machine(R"("vcpus": 4294967296)"), "/machine/vcpus: ",
-       "out of range"},
-      {"VcpusZero", spec_with_machine(R"("vcpus": 0)"), "/machine/vcpus: ",
-       "must be between 1 and 254"},
-      {"VcpusAboveMax", spec_with_machine(R"("vcpus": 255)"), "/machine/vcpus: ",
-       "must be between 1 and 254"},
-      {"MemoryString", spec_with_machine(R"("memory_mib": "512M")"), "/machine/memory_mib: ",
-       "expected an unsigned integer, got string"},
-      {"MemoryTooSmall", spec_with_machine(R"("memory_mib": 15)"), "/machine/memory_mib: ",
-       "must be between 16 and 1048576"},
-      {"MemoryTooLarge", spec_with_machine(R"("memory_mib": 1048577)"), "/machine/memory_mib: ",
-       "must be between 16 and 1048576"},
-      {"HugepagesWrongType", spec_with_machine(R"("hugepages": true)"), "/machine/hugepages: ",
-       "expected a string, got boolean true"},
-      {"HugepagesUnknown", spec_with_machine(R"("hugepages": "4M")"), "/machine/hugepages: ",
-       R"(unknown value "4M")"},
+      {"MachineUnknownKey", spec_with_machine(R"("vcpu": 2)"),
+       "/machine/vcpu: ", R"(unknown key (did you mean "vcpus"?))"},
+      {"MachineUnknownKeyMemory", spec_with_machine(R"("memory": 2)"),
+       "/machine/memory: ", R"(did you mean "memory_mib"?)"},
+      {"VcpusString", spec_with_machine(R"("vcpus": "2")"),
+       "/machine/vcpus: ", "expected an unsigned integer, got string"},
+      {"VcpusNegative", spec_with_machine(R"("vcpus": -1)"),
+       "/machine/vcpus: ", "expected an unsigned integer, got negative integer -1"},
+      {"VcpusFloat", spec_with_machine(R"("vcpus": 2.5)"),
+       "/machine/vcpus: ", "expected an unsigned integer, got number 2.5"},
+      {"VcpusBoolean", spec_with_machine(R"("vcpus": true)"),
+       "/machine/vcpus: ", "got boolean true"},
+      {"VcpusAboveUint32", spec_with_machine(R"("vcpus": 4294967296)"),
+       "/machine/vcpus: ", "out of range"},
+      {"VcpusZero", spec_with_machine(R"("vcpus": 0)"),
+       "/machine/vcpus: ", "must be between 1 and 254"},
+      {"VcpusAboveMax", spec_with_machine(R"("vcpus": 255)"),
+       "/machine/vcpus: ", "must be between 1 and 254"},
+      {"MemoryString", spec_with_machine(R"("memory_mib": "512M")"),
+       "/machine/memory_mib: ", "expected an unsigned integer, got string"},
+      {"MemoryTooSmall", spec_with_machine(R"("memory_mib": 15)"),
+       "/machine/memory_mib: ", "must be between 16 and 1048576"},
+      {"MemoryTooLarge", spec_with_machine(R"("memory_mib": 1048577)"),
+       "/machine/memory_mib: ", "must be between 16 and 1048576"},
+      {"HugepagesWrongType", spec_with_machine(R"("hugepages": true)"),
+       "/machine/hugepages: ", "expected a string, got boolean true"},
+      {"HugepagesUnknown", spec_with_machine(R"("hugepages": "4M")"),
+       "/machine/hugepages: ", R"(unknown value "4M")"},
       {"Hugepages2MOddMemory", spec_with_machine(R"("hugepages": "2M", "memory_mib": 513)"),
        "/machine/memory_mib: ", "use 512 or 514"},
       {"Hugepages1GUnaligned", spec_with_machine(R"("hugepages": "1G", "memory_mib": 1500)"),
        "/machine/memory_mib: ", "use 1024 or 2048"},
       {"Hugepages1GBelowOnePage", spec_with_machine(R"("hugepages": "1G", "memory_mib": 512)"),
        "/machine/memory_mib: ", "; use 1024"},
-      {"PrefaultWrongType", spec_with_machine(R"("prefault": 1)"), "/machine/prefault: ",
-       "expected a boolean, got integer 1"},
+      {"PrefaultWrongType", spec_with_machine(R"("prefault": 1)"),
+       "/machine/prefault: ", "expected a boolean, got integer 1"},
       {"LockMemoryWrongType", spec_with_machine(R"("lock_memory": "yes")"),
        "/machine/lock_memory: ", "expected a boolean, got string"},
       {"SharedMemoryWrongType", spec_with_machine(R"("shared_memory": null)"),
@@ -249,76 +249,76 @@ std::vector<RejectCase> reject_cases() {
        "/machine/vcpu_affinity/0/1: ", "host CPU 1024 is out of range: must be below 1024"},
       {"AffinityCpuTwice", spec_with_machine(R"("vcpu_affinity": [[3, 4, 3]])"),
        "/machine/vcpu_affinity/0/2: ", "host CPU 3 is listed twice"},
-      {"NumaNodeWrongType", spec_with_machine(R"("numa_node": "0")"), "/machine/numa_node: ",
-       "expected an unsigned integer or null, got string"},
-      {"NumaNodeTooLarge", spec_with_machine(R"("numa_node": 1024)"), "/machine/numa_node: ",
-       "must be at most 1023"},
+      {"NumaNodeWrongType", spec_with_machine(R"("numa_node": "0")"),
+       "/machine/numa_node: ", "expected an unsigned integer or null, got string"},
+      {"NumaNodeTooLarge", spec_with_machine(R"("numa_node": 1024)"),
+       "/machine/numa_node: ", "must be at most 1023"},
 
       // boot
-      {"BootUnknownKey", spec_with_boot(R"("kernal": "k")"), "/boot/kernal: ",
-       R"(did you mean "kernel"?)"},
+      {"BootUnknownKey", spec_with_boot(R"("kernal": "k")"),
+       "/boot/kernal: ", R"(did you mean "kernel"?)"},
       {"KernelMissing", spec_with_boot(R"("cmdline": "x")"), "/boot/kernel: ", "is required"},
       {"KernelNull", spec_with_boot(R"("kernel": null)"), "/boot/kernel: ", "is required"},
       {"KernelEmpty", spec_with_boot(R"("kernel": "")"), "/boot/kernel: ", "is required"},
-      {"KernelWrongType", spec_with_boot(R"("kernel": 7)"), "/boot/kernel: ",
-       "expected a string, got integer 7"},
-      {"KernelNul", spec_with_boot(R"("kernel": "vm\u0000linuz")"), "/boot/kernel: ",
-       "NUL character"},
-      {"InitrdWrongType", spec_with_boot(R"("kernel": "k", "initrd": ["a"])"), "/boot/initrd: ",
-       "expected a string or null, got array"},
-      {"InitrdEmpty", spec_with_boot(R"("kernel": "k", "initrd": "")"), "/boot/initrd: ",
-       "is an empty string"},
+      {"KernelWrongType", spec_with_boot(R"("kernel": 7)"),
+       "/boot/kernel: ", "expected a string, got integer 7"},
+      {"KernelNul", spec_with_boot(R"("kernel": "vm\u0000linuz")"),
+       "/boot/kernel: ", "NUL character"},
+      {"InitrdWrongType", spec_with_boot(R"("kernel": "k", "initrd": ["a"])"),
+       "/boot/initrd: ", "expected a string or null, got array"},
+      {"InitrdEmpty", spec_with_boot(R"("kernel": "k", "initrd": "")"),
+       "/boot/initrd: ", "is an empty string"},
       {"CmdlineWrongType", spec_with_boot(R"("kernel": "k", "cmdline": ["a"])"),
        "/boot/cmdline: ", "expected a string, got array"},
       {"CmdlineTooLong",
        spec_with_boot(fmt::format(R"("kernel": "k", "cmdline": "{}")", std::string(65536, 'a'))),
        "/boot/cmdline: ", "is 65536 bytes long; the maximum is 65535 bytes"},
-      {"CmdlineNewline", spec_with_boot(R"("kernel": "k", "cmdline": "a\nb")"), "/boot/cmdline: ",
-       "contains a line break at byte 1"},
+      {"CmdlineNewline", spec_with_boot(R"("kernel": "k", "cmdline": "a\nb")"),
+       "/boot/cmdline: ", "contains a line break at byte 1"},
       {"CmdlineCarriageReturn", spec_with_boot(R"("kernel": "k", "cmdline": "ab\r")"),
        "/boot/cmdline: ", "contains a line break at byte 2"},
-      {"CmdlineNul", spec_with_boot(R"("kernel": "k", "cmdline": "a\u0000b")"), "/boot/cmdline: ",
-       "contains a NUL character at byte 1"},
+      {"CmdlineNul", spec_with_boot(R"("kernel": "k", "cmdline": "a\u0000b")"),
+       "/boot/cmdline: ", "contains a NUL character at byte 1"},
 
       // serial
-      {"SerialUnknownKey", spec_with_serial(R"("mdoe": "file")"), "/serial/mdoe: ",
-       R"(did you mean "mode"?)"},
-      {"SerialModeWrongType", spec_with_serial(R"("mode": 1)"), "/serial/mode: ",
-       "expected a string, got integer 1"},
-      {"SerialModeUnknown", spec_with_serial(R"("mode": "pty")"), "/serial/mode: ",
-       R"(unknown value "pty")"},
+      {"SerialUnknownKey", spec_with_serial(R"("mdoe": "file")"),
+       "/serial/mdoe: ", R"(did you mean "mode"?)"},
+      {"SerialModeWrongType", spec_with_serial(R"("mode": 1)"),
+       "/serial/mode: ", "expected a string, got integer 1"},
+      {"SerialModeUnknown", spec_with_serial(R"("mode": "pty")"),
+       "/serial/mode: ", R"(unknown value "pty")"},
       {"SerialFileWithoutPath", spec_with_serial(R"("mode": "file", "input": false)"),
        "/serial/path: ", R"(is required when serial.mode is "file")"},
-      {"SerialPathWithStdout", spec_with_serial(R"("path": "log")"), "/serial/path: ",
-       R"(but the mode is "stdout")"},
+      {"SerialPathWithStdout", spec_with_serial(R"("path": "log")"),
+       "/serial/path: ", R"(but the mode is "stdout")"},
       {"SerialPathWithNone", spec_with_serial(R"("mode": "none", "path": "log", "input": false)"),
        "/serial/path: ", R"(but the mode is "none")"},
-      {"SerialPathWrongType", spec_with_serial(R"("mode": "file", "path": 3)"), "/serial/path: ",
-       "expected a string or null, got integer 3"},
-      {"SerialPathEmpty", spec_with_serial(R"("mode": "file", "path": "")"), "/serial/path: ",
-       "is an empty string"},
+      {"SerialPathWrongType", spec_with_serial(R"("mode": "file", "path": 3)"),
+       "/serial/path: ", "expected a string or null, got integer 3"},
+      {"SerialPathEmpty", spec_with_serial(R"("mode": "file", "path": "")"),
+       "/serial/path: ", "is an empty string"},
       {"SerialPathNul", spec_with_serial(R"("mode": "file", "path": "a\u0000")"),
        "/serial/path: ", "NUL character"},
-      {"SerialInputWrongType", spec_with_serial(R"("input": "yes")"), "/serial/input: ",
-       "expected a boolean, got string"},
+      {"SerialInputWrongType", spec_with_serial(R"("input": "yes")"),
+       "/serial/input: ", "expected a boolean, got string"},
       {"SerialInputWithFile", spec_with_serial(R"("mode": "file", "path": "log", "input": true)"),
        "/serial/input: ", R"(has no effect with serial.mode "file")"},
       {"SerialInputWithNone", spec_with_serial(R"("mode": "none", "input": true)"),
        "/serial/input: ", R"(has no effect with serial.mode "none")"},
 
       // reserved keys
-      {"DisksNotEmpty", spec_with_top(R"("disks": [{"path": "/dev/vdb"}])"), "/disks: ",
-       "virtio-blk disks are not supported by this version of skiff yet"},
-      {"DisksWrongType", spec_with_top(R"("disks": {})"), "/disks: ",
-       "expected an array, got object"},
-      {"NetsNotEmpty", spec_with_top(R"("nets": [{"tap": "tap0"}])"), "/nets: ",
-       "virtio-net interfaces are not supported by this version of skiff yet"},
-      {"NetsWrongType", spec_with_top(R"("nets": "tap0")"), "/nets: ",
-       "expected an array, got string"},
-      {"BalloonSet", spec_with_top(R"("balloon": {})"), "/balloon: ",
-       "the virtio-balloon device is not supported by this version of skiff yet"},
-      {"ApiSet", spec_with_top(R"("api": {"socket": "/run/skiff.sock"})"), "/api: ",
-       "the API socket is not supported by this version of skiff yet"},
+      {"DisksNotEmpty", spec_with_top(R"("disks": [{"path": "/dev/vdb"}])"),
+       "/disks: ", "virtio-blk disks are not supported by this version of skiff yet"},
+      {"DisksWrongType", spec_with_top(R"("disks": {})"),
+       "/disks: ", "expected an array, got object"},
+      {"NetsNotEmpty", spec_with_top(R"("nets": [{"tap": "tap0"}])"),
+       "/nets: ", "virtio-net interfaces are not supported by this version of skiff yet"},
+      {"NetsWrongType", spec_with_top(R"("nets": "tap0")"),
+       "/nets: ", "expected an array, got string"},
+      {"BalloonSet", spec_with_top(R"("balloon": {})"),
+       "/balloon: ", "the virtio-balloon device is not supported by this version of skiff yet"},
+      {"ApiSet", spec_with_top(R"("api": {"socket": "/run/skiff.sock"})"),
+       "/api: ", "the API socket is not supported by this version of skiff yet"},
   };
 }
 

@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // validate_spec: the host-independent rules on specs built in code, and the checks of
 // host files, CPUs and NUMA nodes against temporary files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "skiff/spec.h"
 #include "unit/config/spec_test_util.h"
@@ -79,9 +78,9 @@ TEST_F(SpecValidator, AppliesTheParserRulesToSpecsBuiltInCode) {
 
 TEST_F(SpecValidator, MissingKernel) {
   spec_.boot.kernel = dir_.path() / "absent";
-  expect_rejected(fmt::format("/boot/kernel \"{}\": No such file or directory; ",
-                              spec_.boot.kernel.string()),
-                  "set boot.kernel to a bzImage or ELF vmlinux");
+  expect_rejected(
+      fmt::format("/boot/kernel \"{}\": No such file or directory; ", spec_.boot.kernel.string()),
+      "set boot.kernel to a bzImage or ELF vmlinux");
 }
 
 TEST_F(SpecValidator, KernelIsADirectory) {
@@ -110,9 +109,9 @@ TEST_F(SpecValidator, KernelIsUnreadable) {
 
 TEST_F(SpecValidator, MissingInitrd) {
   spec_.boot.initrd = dir_.path() / "absent.cpio";
-  expect_rejected(fmt::format("/boot/initrd \"{}\": No such file or directory; ",
-                              spec_.boot.initrd.string()),
-                  "set boot.initrd to an initramfs image");
+  expect_rejected(
+      fmt::format("/boot/initrd \"{}\": No such file or directory; ", spec_.boot.initrd.string()),
+      "set boot.initrd to an initramfs image");
 }
 
 TEST_F(SpecValidator, InitrdIsADirectory) {

@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-#include "legacy/fake_irq_line.h"
+#include "unit/legacy/fake_irq_line.h"
 
 namespace skiff {
 namespace {

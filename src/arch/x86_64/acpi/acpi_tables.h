@@ -36,13 +36,13 @@ inline constexpr uint32_t kAcpiMaxVcpus = 254;
 // to AcpiPlatform::dsdt_devices.
 struct AcpiDevice {
   // One NameSeg of 1-4 characters, unique within \_SB (e.g. "COM1", "VR00").
-  std::string name;
+  std::string name{};
   // A compressed EISA id when of the form "PNP0501" (three letters, four hex digits), else
   // an ACPI id string of four letters/digits and four hex digits (e.g. "LNRO0005").
-  std::string hid;
-  std::optional<uint64_t> uid;                 // _UID when set
-  std::vector<aml::Bytes> resources;           // _CRS descriptors; no _CRS when empty
-  std::vector<aml::Bytes> extra;               // more terms inside the Device (_CID, _STA...)
+  std::string hid{};
+  std::optional<uint64_t> uid{};               // _UID when set
+  std::vector<aml::Bytes> resources{};         // _CRS descriptors; no _CRS when empty
+  std::vector<aml::Bytes> extra{};             // more terms inside the Device (_CID, _STA...)
 
   // The Device() term, or a config error naming the invalid name or id.
   Result<aml::Bytes> to_aml() const;
@@ -51,9 +51,9 @@ struct AcpiDevice {
 struct AcpiPlatform {
   uint32_t vcpus = 1;
   // Device() terms placed inside Scope(\_SB) after the built-in legacy devices.
-  std::vector<std::vector<uint8_t>> dsdt_devices;
+  std::vector<std::vector<uint8_t>> dsdt_devices{};
   // Complete tables (header included, checksum valid), listed in the XSDT after the MADT.
-  std::vector<std::vector<uint8_t>> extra_tables;
+  std::vector<std::vector<uint8_t>> extra_tables{};
 };
 
 // Builds a complete table: the standard header with skiff's OEM fields, then `body`, with

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace skiff::x86 {
 namespace {
@@ -202,6 +203,10 @@ Result<BootPlan> load_bzimage(const GuestMemory& mem, std::span<const uint8_t> k
   const uint64_t header_end =
       std::min<uint64_t>(info.setup_header_end, kSetupHeaderOffset + sizeof(setup_header));
   std::memcpy(&params.hdr, kernel.data() + kSetupHeaderOffset, header_end - kSetupHeaderOffset);
+  // Loader-owned fields that a crafted image could pre-fill: no setup_data chain, PC subarch.
+  params.hdr.setup_data = 0;
+  params.hdr.hardware_subarch = 0;
+  params.hdr.hardware_subarch_data = 0;
   auto zero_page =
       finish_zero_page(mem, params, plan.initrd_addr, plan.initrd_size, acpi_rsdp_addr);
   if (!zero_page) return std::unexpected(zero_page.error());
@@ -364,10 +369,16 @@ Result<BootPlan> load_kernel(const GuestMemory& mem, std::span<const uint8_t> ke
   if (!image) return std::unexpected(image.error());
   auto low_end = low_ram_end(mem);
   if (!low_end) return std::unexpected(low_end.error());
-  if (image->format == KernelFormat::kBzImage) {
-    return load_bzimage(mem, kernel, image->bzimage, initrd, cmdline, acpi_rsdp_addr, *low_end);
+  auto plan = image->format == KernelFormat::kBzImage
+                  ? load_bzimage(mem, kernel, image->bzimage, initrd, cmdline, acpi_rsdp_addr,
+                                 *low_end)
+                  : load_elf(mem, kernel, image->elf, initrd, cmdline, acpi_rsdp_addr, *low_end);
+  if (plan) {
+    spdlog::debug("kernel: {} ({} entry at {:#x}), kernel end {:#x}, initrd {:#x}+{:#x}",
+                  kernel_format_name(plan->format), plan->pvh_entry ? "PVH" : "64-bit",
+                  plan->entry, plan->kernel_end, plan->initrd_addr, plan->initrd_size);
   }
-  return load_elf(mem, kernel, image->elf, initrd, cmdline, acpi_rsdp_addr, *low_end);
+  return plan;
 }
 
 }  // namespace skiff::x86
