@@ -75,7 +75,9 @@ Entries parse(const LowMemory& low, uint32_t vcpus) {
         break;
       case 3:
         EXPECT_EQ(low.u8(at + 6), vcpus);  // destination IOAPIC
-        if (low.u8(at + 5) == 0) EXPECT_EQ(low.u8(at + 7), 2) << "IRQ0 -> INTIN2";
+        if (low.u8(at + 5) == 0) {
+          EXPECT_EQ(low.u8(at + 7), 2) << "IRQ0 -> INTIN2";
+        }
         ++entries.io_interrupts;
         at += 8;
         break;

@@ -178,12 +178,16 @@ inline std::vector<uint8_t> make_elf(const ElfOptions& o = {}) {
     std::memcpy(image.data() + at, &p, sizeof(p));
   }
   image.insert(image.end(), notes.begin(), notes.end());
-  for (const ElfSegmentSpec& s : o.segments) image.insert(image.end(), s.data.begin(), s.data.end());
+  for (const ElfSegmentSpec& s : o.segments) {
+    image.insert(image.end(), s.data.begin(), s.data.end());
+  }
   return image;
 }
 
 // Offset of program header `index` in an image built by make_elf.
-inline uint64_t phdr_offset(size_t index) { return sizeof(Elf64_Ehdr) + index * sizeof(Elf64_Phdr); }
+inline uint64_t phdr_offset(size_t index) {
+  return sizeof(Elf64_Ehdr) + index * sizeof(Elf64_Phdr);
+}
 
 template <typename T>
 T read_at(const std::vector<uint8_t>& image, uint64_t offset) {
