@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/spec_overrides.h"
 
-#include <fmt/format.h>
-
 #include <array>
 #include <cctype>
 #include <limits>
 #include <string>
+
+#include <fmt/format.h>
 
 namespace skiff::config {
 

@@ -3,7 +3,6 @@
 // every value for its exact JSON type, and every error names the JSON pointer (RFC 6901)
 // of the offending field. Field reference: docs/config.md.
 #include <fcntl.h>
-#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,12 +10,14 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
@@ -193,8 +194,9 @@ Result<HugePages> parse_hugepages(const json& value, const std::string& pointer)
        {HugePages::kNone, HugePages::kTransparent, HugePages::k2M, HugePages::k1G}) {
     if (text == to_string(mode)) return mode;
   }
-  return config_error(fmt::format(
-      "{}: unknown value \"{}\": use \"none\", \"thp\", \"2M\" or \"1G\"", pointer, text));
+  return config_error(
+      fmt::format("{}: unknown value \"{}\": use \"none\", \"thp\", \"2M\" or \"1G\"", pointer,
+                  config::printable(text)));
 }
 
 Result<SerialMode> parse_serial_mode(const json& value, const std::string& pointer) {
@@ -203,8 +205,8 @@ Result<SerialMode> parse_serial_mode(const json& value, const std::string& point
   for (SerialMode mode : {SerialMode::kStdout, SerialMode::kFile, SerialMode::kNone}) {
     if (text == to_string(mode)) return mode;
   }
-  return config_error(
-      fmt::format("{}: unknown value \"{}\": use \"stdout\", \"file\" or \"none\"", pointer, text));
+  return config_error(fmt::format("{}: unknown value \"{}\": use \"stdout\", \"file\" or \"none\"",
+                                  pointer, config::printable(text)));
 }
 
 Result<std::vector<std::vector<uint32_t>>> parse_affinity(const json& value,
@@ -332,22 +334,27 @@ Result<void> check_reserved(const ObjectReader& top) {
   return {};
 }
 
-// Tracks where the parser is, to name duplicate keys: nlohmann::json keeps the last of
-// two equal keys silently, and a spec with two "memory_mib" is a mistake worth reporting.
-class DuplicateKeyFinder {
+// Watches the parser's events for what nlohmann::json accepts but a spec must not have:
+// duplicate keys (nlohmann keeps the last of two equal keys silently, and a spec with two
+// "memory_mib" is a mistake worth reporting) and absurd nesting.
+class ParseWatcher {
  public:
   bool on_event(json::parse_event_t event, const json& parsed) {
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
-        frames_.push_back(Frame{event == json::parse_event_t::array_start, segment(), {}, {}, 0});
+        if (frames_.size() >= kMaxNestingDepth && !error_) {
+          error_ = fmt::format("{}: nested deeper than {} levels; this is not a VM spec",
+                               pointer_to_current(), kMaxNestingDepth);
+        }
+        frames_.push_back(Frame{event == json::parse_event_t::array_start, {}, {}, 0});
         break;
       case json::parse_event_t::key: {
         Frame& frame = frames_.back();
         frame.key = parsed.get<std::string>();
         if (!frame.keys.insert(frame.key).second && !error_) {
-          error_ =
-              fmt::format("{}: duplicate key; each key may appear only once per object", pointer());
+          error_ = fmt::format("{}: duplicate key; each key may appear only once per object",
+                               pointer_to_current());
         }
         break;
       }
@@ -365,22 +372,26 @@ class DuplicateKeyFinder {
   const std::optional<std::string>& error() const { return error_; }
 
  private:
+  // The deepest legitimate spec value, /machine/vcpu_affinity/N/M, is at depth 4.
+  static constexpr size_t kMaxNestingDepth = 64;
+
   struct Frame {
     bool is_array;
-    std::string pointer;  // of this container
-    std::set<std::string> keys;
-    std::string key;  // current key, in objects
-    size_t index;     // current element, in arrays
+    std::set<std::string> keys;  // seen so far, in objects
+    std::string key;             // current key, in objects
+    size_t index;                // current element, in arrays
   };
 
-  // The pointer segment of the value that starts now, relative to the innermost frame.
-  std::string segment() const {
-    if (frames_.empty()) return "";
-    const Frame& frame = frames_.back();
-    return frame.is_array ? fmt::format("{}/{}", frame.pointer, frame.index)
-                          : child_pointer(frame.pointer, frame.key);
+  // The pointer of the value being parsed. Built only for an error message: each frame
+  // keeps just its own position, so memory stays linear in the nesting depth.
+  std::string pointer_to_current() const {
+    std::string pointer;
+    for (const Frame& frame : frames_) {
+      pointer = frame.is_array ? fmt::format("{}/{}", pointer, frame.index)
+                               : child_pointer(pointer, frame.key);
+    }
+    return pointer.empty() ? "/" : pointer;
   }
-  std::string pointer() const { return segment(); }
   void element_done() {
     if (!frames_.empty() && frames_.back().is_array) ++frames_.back().index;
   }
@@ -421,12 +432,12 @@ std::string parser_reason(std::string_view what) {
 }
 
 Result<json> parse_json(std::string_view text) {
-  DuplicateKeyFinder duplicates;
+  ParseWatcher watcher;
   json document;
   try {
     document = json::parse(text.begin(), text.end(),
-                           [&duplicates](int /*depth*/, json::parse_event_t event, json& parsed) {
-                             return duplicates.on_event(event, parsed);
+                           [&watcher](int /*depth*/, json::parse_event_t event, json& parsed) {
+                             return watcher.on_event(event, parsed);
                            });
   } catch (const json::parse_error& error) {
     auto [line, column] = line_and_column(text, error.byte);
@@ -436,7 +447,7 @@ Result<json> parse_json(std::string_view text) {
     // E.g. out_of_range.406, a number too large for a double; nlohmann gives no position.
     return config_error(fmt::format("invalid JSON: {}", parser_reason(error.what())));
   }
-  if (duplicates.error()) return config_error(*duplicates.error());
+  if (watcher.error()) return config_error(*watcher.error());
   return document;
 }
 

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "config/spec_rules.h"
 
-#include <fmt/format.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <cctype>
 #include <set>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "arch/x86_64/layout.h"
 
@@ -33,7 +34,7 @@ Result<void> check_name(const std::string& name) {
   if (bad != name.end()) {
     return config_error(fmt::format(
         "/name: \"{}\" contains character {:#04x}; use only letters, digits, '.', '_' and '-'",
-        name, static_cast<unsigned char>(*bad)));
+        printable(name), static_cast<unsigned char>(*bad)));
   }
   return {};
 }
@@ -211,6 +212,20 @@ std::optional<std::vector<uint32_t>> parse_cpu_list(std::string_view text) {
   return cpus;
 }
 
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      out += fmt::format("\\u{:04x}", byte);
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string escape_pointer_token(std::string_view token) {
   std::string out;
   out.reserve(token.size());
@@ -223,7 +238,7 @@ std::string escape_pointer_token(std::string_view token) {
       out += c;
     }
   }
-  return out;
+  return printable(out);
 }
 
 std::optional<std::string_view> closest_key(std::string_view key,

@@ -39,8 +39,12 @@ Result<void> check_spec_rules(const VmSpec& spec);
 std::optional<std::vector<uint32_t>> parse_cpu_list(std::string_view text);
 
 // Escapes one reference token of a JSON pointer (RFC 6901 section 3: '~' -> "~0",
-// '/' -> "~1").
+// '/' -> "~1"), and control characters as \u00XX so that a key holding a line break
+// cannot split an error message.
 std::string escape_pointer_token(std::string_view token);
+
+// `text` with control characters written as \u00XX, for quoting user strings in messages.
+std::string printable(std::string_view text);
 
 // The candidate closest to `key` by case-insensitive edit distance, if it is close
 // enough to be a plausible typo.

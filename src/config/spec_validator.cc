@@ -3,7 +3,6 @@
 // look at this host: host CPUs and NUMA nodes exist, the files the spec names can be read
 // or written. Everything here reports ErrorKind::kConfig: the spec is what must change.
 #include <fcntl.h>
-#include <fmt/format.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +14,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
@@ -111,7 +112,8 @@ class FdCloser {
 Result<void> check_input_file(std::string_view pointer, const std::filesystem::path& path,
                               std::string_view fix) {
   auto fail = [&](std::string_view reason) {
-    return config_error(fmt::format("{} \"{}\": {}; {}", pointer, path.string(), reason, fix));
+    return config_error(
+        fmt::format("{} \"{}\": {}; {}", pointer, config::printable(path.string()), reason, fix));
   };
   struct stat status {};
   if (::stat(path.c_str(), &status) != 0) return fail(std::strerror(errno));
@@ -134,7 +136,8 @@ Result<void> check_serial_file(const std::filesystem::path& path) {
   constexpr std::string_view kFix =
       "serial.path must name a writable file in an existing directory";
   auto fail = [&](std::string_view reason) {
-    return config_error(fmt::format("/serial/path \"{}\": {}; {}", path.string(), reason, kFix));
+    return config_error(
+        fmt::format("/serial/path \"{}\": {}; {}", config::printable(path.string()), reason, kFix));
   };
   std::filesystem::path parent = path.parent_path();
   if (parent.empty()) parent = ".";

@@ -125,7 +125,9 @@ void AcpiResetDevice::write(uint64_t offset, std::span<const uint8_t> data) {
     reset_ = true;
   }
   spdlog::info("acpi: guest wrote the reset register: ending the VM (reboot)");
-  if (on_stop_) on_stop_(VmExit{StopReason::kGuestReboot, kExitOk, "guest reset (ACPI reset register)"});
+  if (on_stop_) {
+    on_stop_(VmExit{StopReason::kGuestReboot, kExitOk, "guest reset (ACPI reset register)"});
+  }
 }
 
 }  // namespace skiff

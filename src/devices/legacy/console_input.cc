@@ -80,7 +80,21 @@ Result<std::unique_ptr<ConsoleInput>> ConsoleInput::start(int fd, std::shared_pt
   }
 
   bool raw = false;
-  if (::isatty(fd) == 1) {
+  const bool terminal = ::isatty(fd) == 1;
+  if (terminal) {
+    // A background job (`skiff run ... &`) would be stopped by SIGTTOU at tcsetattr and by
+    // SIGTTIN at the first read: leave such a terminal alone. tcgetpgrp fails when `fd` is
+    // not our controlling terminal; that one can be used.
+    const pid_t foreground = ::tcgetpgrp(fd);
+    if (foreground >= 0 && foreground != ::getpgrp()) {
+      spdlog::info("console input: skiff is not in the foreground of its terminal; terminal "
+                   "input is not forwarded to the guest");
+      close_fd(space_fd);
+      return std::unique_ptr<ConsoleInput>(new ConsoleInput(fd, std::move(serial),
+                                                            std::move(stop), false, stop_fd,
+                                                            -1));
+    }
+
     if (g_raw_claimed.exchange(true)) {
       close_fd(stop_fd);
       close_fd(space_fd);

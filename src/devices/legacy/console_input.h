@@ -7,6 +7,9 @@
 // handler may call. Output post-processing (OPOST) stays on so that skiff's own log lines
 // on the same terminal still start at column 0.
 //
+// When skiff runs as a background job of that terminal, terminal input is not forwarded
+// (switching modes or reading would stop the process with SIGTTOU/SIGTTIN).
+//
 // When the input is a pipe or a file, its bytes are forwarded as they are, without any
 // terminal change; end of input ends forwarding quietly.
 //

@@ -114,7 +114,8 @@ TEST(AcpiTables, XsdtListsEveryTableWithValidPointers) {
   EXPECT_EQ(low.text(tables.xsdt_entries[2], 4), "MCFG");
   EXPECT_EQ(low.text(tables.xsdt_entries[3], 4), "SSDT");
   for (uint64_t entry : tables.xsdt_entries) EXPECT_EQ(entry % 16, 0u);
-  EXPECT_TRUE(std::equal(mcfg.begin(), mcfg.end(), low.bytes(tables.xsdt_entries[2], mcfg.size()).begin()));
+  const auto written = low.bytes(tables.xsdt_entries[2], mcfg.size());
+  EXPECT_TRUE(std::equal(mcfg.begin(), mcfg.end(), written.begin()));
   EXPECT_EQ(expect_valid_table(low, tables.by_signature["DSDT"]), "DSDT");
 }
 
@@ -234,7 +235,7 @@ TEST_P(AcpiMadtTest, OneLocalApicPerVcpuAndTheIoApic) {
   EXPECT_EQ(nmis, 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(VcpuCounts, AcpiMadtTest, ::testing::Values(1u, 4u, 254u));
+INSTANTIATE_TEST_SUITE_P(AcpiMadt, AcpiMadtTest, ::testing::Values(1u, 4u, 254u));
 
 TEST(AcpiTables, VcpuCountOutOfRangeIsRejected) {
   LowMemory low;
@@ -259,7 +260,8 @@ TEST(AcpiTables, DsdtParsesAndHoldsS5AndAppendedDevices) {
   ASSERT_EQ(expect_valid_table(low, dsdt), "DSDT");
   EXPECT_EQ(low.u8(dsdt + 8), 2);  // revision 2: 64-bit integers
   const uint32_t length = low.u32(dsdt + 4);
-  std::span<const uint8_t> aml = low.bytes(dsdt + kAcpiTableHeaderSize, length - kAcpiTableHeaderSize);
+  std::span<const uint8_t> aml =
+      low.bytes(dsdt + kAcpiTableHeaderSize, length - kAcpiTableHeaderSize);
 
   // Walk the top-level terms: Scope(\_SB_) {...} then Name(\_S5_, Package...). Every
   // PkgLength must end exactly where the next term starts.

@@ -25,8 +25,12 @@ class LowMemory {
   }
   uint8_t u8(uint64_t gpa) const { return buffer_.at(gpa); }
   uint16_t u16(uint64_t gpa) const { return static_cast<uint16_t>(u8(gpa) | (u8(gpa + 1) << 8)); }
-  uint32_t u32(uint64_t gpa) const { return u16(gpa) | (static_cast<uint32_t>(u16(gpa + 2)) << 16); }
-  uint64_t u64(uint64_t gpa) const { return u32(gpa) | (static_cast<uint64_t>(u32(gpa + 4)) << 32); }
+  uint32_t u32(uint64_t gpa) const {
+    return u16(gpa) | (static_cast<uint32_t>(u16(gpa + 2)) << 16);
+  }
+  uint64_t u64(uint64_t gpa) const {
+    return u32(gpa) | (static_cast<uint64_t>(u32(gpa + 4)) << 32);
+  }
   std::string text(uint64_t gpa, uint64_t len) const {
     return std::string(buffer_.begin() + static_cast<ptrdiff_t>(gpa),
                        buffer_.begin() + static_cast<ptrdiff_t>(gpa + len));

@@ -117,7 +117,7 @@ TEST_P(MpTableTest, ChecksumsAndProcessorCount) {
   EXPECT_EQ(entries.local_interrupts, 2u);
 }
 
-INSTANTIATE_TEST_SUITE_P(VcpuCounts, MpTableTest, ::testing::Values(1u, 4u, 40u));
+INSTANTIATE_TEST_SUITE_P(MpTable, MpTableTest, ::testing::Values(1u, 4u, 40u));
 
 TEST(MpTable, TooManyVcpusIsAnError) {
   LowMemory low;

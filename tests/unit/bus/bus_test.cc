@@ -69,8 +69,10 @@ TEST(Bus, RejectsEmptyWrappingAndNullRanges) {
   EXPECT_FALSE(bus.insert(device, 0x1000, 0, "empty"));
   EXPECT_FALSE(bus.insert(device, std::numeric_limits<uint64_t>::max() - 4, 0x10, "wraps"));
   EXPECT_FALSE(bus.insert(nullptr, 0x1000, 0x10, "null"));
-  // A range ending exactly at the top of the address space is fine.
-  EXPECT_TRUE(bus.insert(device, std::numeric_limits<uint64_t>::max() - 0xf, 0x10, "top"));
+  // Ends are exclusive, so the last byte of the address space cannot be mapped; the range
+  // just below it can.
+  EXPECT_FALSE(bus.insert(device, std::numeric_limits<uint64_t>::max() - 0xf, 0x10, "to-2^64"));
+  EXPECT_TRUE(bus.insert(device, std::numeric_limits<uint64_t>::max() - 0x10, 0x10, "top"));
 }
 
 TEST(Bus, RemoveFreesTheRange) {

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Every example in configs/ must parse. Kernels named there do not exist in the source
 // tree, so validate_spec (which opens them) is not called.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "skiff/spec.h"
 

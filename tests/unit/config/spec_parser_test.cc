@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // parse_spec: accepted specs, defaults, one negative case per rule, JSON syntax errors,
 // spec_to_json round trips and load_spec_file.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <string>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
@@ -174,6 +174,7 @@ std::vector<RejectCase> reject_cases() {
       {"UnknownKeyWithoutSuggestion", spec_with_top(R"("zzzzzzzzzzzz": 1)"),
        "/zzzzzzzzzzzz: ", "unknown key (known keys: name, machine, boot"},
       {"UnknownKeyIsEscaped", spec_with_top(R"("a/b~c": 1)"), "/a~1b~0c: ", "unknown key"},
+      {"UnknownKeyWithLineBreak", spec_with_top(R"("a\nb": 1)"), "/a\\u000ab: ", "unknown key"},
       {"DuplicateTopKey", R"({"boot": {"kernel": "k"}, "name": "a", "name": "b"})",
        "/name: ", "duplicate key"},
       {"DuplicateNestedKey", spec_with_machine(R"("vcpus": 1, "vcpus": 2)"),
@@ -371,6 +372,21 @@ TEST(SpecParserSyntax, HugeIntegerIsATypeError) {
   EXPECT_THAT(spec.error().message(), StartsWith("/machine/memory_mib: expected an unsigned"));
 }
 
+TEST(SpecParserSyntax, RejectsDeepNesting) {
+  std::string nested = std::string(100000, '[') + std::string(100000, ']');
+  auto spec = parse_spec(spec_with_top(fmt::format(R"("disks": {})", nested)), kBase);
+  ASSERT_FALSE(spec);
+  EXPECT_THAT(spec.error().message(), StartsWith("/disks/0/0/0/"));
+  EXPECT_THAT(spec.error().message(), HasSubstr("nested deeper than 64 levels"));
+}
+
+TEST(SpecParserSyntax, DuplicateKeyInsideAnArray) {
+  auto spec =
+      parse_spec(spec_with_top(R"("nets": [], "disks": [{}, {"a": 1, "b": [], "a": 2}])"), kBase);
+  ASSERT_FALSE(spec);
+  EXPECT_THAT(spec.error().message(), StartsWith("/disks/1/a: duplicate key"));
+}
+
 TEST(SpecParserSyntax, InvalidUtf8) {
   auto spec = parse_spec("{\"name\": \"\xff\"}", kBase);
   ASSERT_FALSE(spec);
@@ -513,6 +529,11 @@ TEST(SpecLoadFile, PrefixesParseErrorsWithTheFileName) {
 TEST(SpecRules, EscapesPointerTokens) {
   EXPECT_EQ(config::escape_pointer_token("a/b~c"), "a~1b~0c");
   EXPECT_EQ(config::escape_pointer_token("plain"), "plain");
+}
+
+TEST(SpecRules, MakesControlCharactersPrintable) {
+  EXPECT_EQ(config::printable("a\nb\x7f"), "a\\u000ab\\u007f");
+  EXPECT_EQ(config::escape_pointer_token("a\tb/"), "a\\u0009b~1");
 }
 
 TEST(SpecRules, SuggestsCloseKeysOnly) {

@@ -2,8 +2,6 @@
 // Helpers shared by the spec tests: a temporary directory and spec-text builders.
 #pragma once
 
-#include <fmt/format.h>
-#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,6 +10,9 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 
 namespace skiff::testing_util {
 

@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // validate_spec: the host-independent rules on specs built in code, and the checks of
 // host files, CPUs and NUMA nodes against temporary files.
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "skiff/spec.h"
 #include "unit/config/spec_test_util.h"

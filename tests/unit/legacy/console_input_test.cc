@@ -2,6 +2,8 @@
 #include "devices/legacy/console_input.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -162,6 +164,70 @@ TEST_F(ConsoleInputTest, RestoreWithoutATerminalIsHarmless) {
 TEST_F(ConsoleInputTest, RejectsAMissingSerial) {
   auto console = ConsoleInput::start(fds_[0], nullptr, {});
   EXPECT_FALSE(console.has_value());
+}
+
+// A pseudo-terminal stands in for an interactive stdin.
+TEST(ConsoleInputTerminalTest, RawModeWhileRunningRestoredAfterwards) {
+  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0);
+  ASSERT_EQ(grantpt(master), 0);
+  ASSERT_EQ(unlockpt(master), 0);
+  const int slave = ::open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(slave, 0);
+  struct termios before {};
+  ASSERT_EQ(tcgetattr(slave, &before), 0);
+  ASSERT_TRUE(before.c_lflag & ICANON);
+
+  auto serial = std::make_shared<Serial>(nullptr, nullptr);
+  {
+    auto console = ConsoleInput::start(slave, serial, {});
+    ASSERT_TRUE(console.has_value()) << console.error().message();
+    EXPECT_TRUE((*console)->raw_mode());
+    struct termios raw {};
+    ASSERT_EQ(tcgetattr(slave, &raw), 0);
+    EXPECT_FALSE(raw.c_lflag & (ICANON | ECHO | ISIG));
+    EXPECT_TRUE(raw.c_oflag & OPOST) << "output processing stays on for skiff's logs";
+
+    auto second = ConsoleInput::start(slave, serial, {});
+    EXPECT_FALSE(second.has_value()) << "only one console can hold a terminal in raw mode";
+
+    // Ctrl-C reaches the guest instead of raising SIGINT; no line buffering.
+    const char input[] = {'\x03', 'r'};
+    ASSERT_EQ(::write(master, input, sizeof(input)), 2);
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (got.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+      uint8_t lsr = 0;
+      serial->read(kLsr, std::span<uint8_t>(&lsr, 1));
+      if ((lsr & kLsrDataReady) == 0) {
+        std::this_thread::sleep_for(1ms);
+        continue;
+      }
+      uint8_t byte = 0;
+      serial->read(kData, std::span<uint8_t>(&byte, 1));
+      got.push_back(static_cast<char>(byte));
+    }
+    EXPECT_EQ(got, std::string("\x03r"));
+
+    // The signal-handler path: restores at once, and the destructor does not mind.
+    ConsoleInput::restore();
+    struct termios restored {};
+    ASSERT_EQ(tcgetattr(slave, &restored), 0);
+    EXPECT_TRUE(restored.c_lflag & ICANON);
+  }
+  struct termios after {};
+  ASSERT_EQ(tcgetattr(slave, &after), 0);
+  EXPECT_EQ(after.c_lflag, before.c_lflag);
+  EXPECT_EQ(after.c_iflag, before.c_iflag);
+
+  // Destroyed: another console may take the terminal now.
+  auto again = ConsoleInput::start(slave, serial, {});
+  ASSERT_TRUE(again.has_value()) << again.error().message();
+  again->reset();
+  ASSERT_EQ(tcgetattr(slave, &after), 0);
+  EXPECT_EQ(after.c_lflag, before.c_lflag);
+  ::close(slave);
+  ::close(master);
 }
 
 }  // namespace

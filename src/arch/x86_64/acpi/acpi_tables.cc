@@ -359,12 +359,13 @@ aml::Bytes build_dsdt_aml(const AcpiPlatform& platform) {
                                      {aml::io(kSerialCom1Port, kSerialCom1Port, 1,
                                               static_cast<uint8_t>(kSerialPortSize)),
                                       aml::irq_no_flags(static_cast<uint8_t>(kSerialCom1Irq))}))}));
+  const aml::Bytes i8042_resources = aml::resource_template(
+      {aml::io(kI8042DataPort, kI8042DataPort, 1, 1),
+       aml::io(kI8042CommandPort, kI8042CommandPort, 1, 1),
+       aml::irq_no_flags(static_cast<uint8_t>(kI8042KeyboardIrq))});
   devices.push_back(aml::device(
       "PS2K", {aml::name("_HID", aml::eisa_id(*aml::encode_eisa_id("PNP0303"))),
-               aml::name("_CRS", aml::resource_template(
-                                     {aml::io(kI8042DataPort, kI8042DataPort, 1, 1),
-                                      aml::io(kI8042CommandPort, kI8042CommandPort, 1, 1),
-                                      aml::irq_no_flags(static_cast<uint8_t>(kI8042KeyboardIrq))}))}));
+               aml::name("_CRS", i8042_resources)}));
   devices.push_back(aml::device(
       "RTC_", {aml::name("_HID", aml::eisa_id(*aml::encode_eisa_id("PNP0B00"))),
                aml::name("_CRS", aml::resource_template(
@@ -399,9 +400,11 @@ Result<uint64_t> write_acpi_tables(const GuestMemory& mem, const AcpiPlatform& p
     }
   }
 
-  const std::vector<uint8_t> dsdt = make_acpi_table("DSDT", kDsdtRevision, build_dsdt_aml(platform));
+  const std::vector<uint8_t> dsdt =
+      make_acpi_table("DSDT", kDsdtRevision, build_dsdt_aml(platform));
   const std::vector<uint8_t> facs = build_facs();
-  const std::vector<uint8_t> madt = make_acpi_table("APIC", kMadtRevision, build_madt_body(platform.vcpus));
+  const std::vector<uint8_t> madt =
+      make_acpi_table("APIC", kMadtRevision, build_madt_body(platform.vcpus));
   const size_t xsdt_size = kAcpiTableHeaderSize + 8 * (2 + platform.extra_tables.size());
 
   // Layout: RSDP first (the scan target), then each table 16-byte aligned, FACS 64-byte.
@@ -445,7 +448,9 @@ Result<uint64_t> write_acpi_tables(const GuestMemory& mem, const AcpiPlatform& p
   place(facs_offset, facs);
   place(madt_offset, madt);
   place(dsdt_offset, dsdt);
-  for (size_t i = 0; i < extra_offsets.size(); ++i) place(extra_offsets[i], platform.extra_tables[i]);
+  for (size_t i = 0; i < extra_offsets.size(); ++i) {
+    place(extra_offsets[i], platform.extra_tables[i]);
+  }
 
   if (auto ok = mem.write(kAcpiTablesAddr, image); !ok) {
     return std::unexpected(ok.error().with_context(

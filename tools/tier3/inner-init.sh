@@ -1,0 +1,44 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# /init of the INNER tier-3 guest: the initramfs that skiff boots with a Debian kernel.
+# Reports what the guest sees on the serial console, then does what the kernel command line
+# asks (tier3.action=poweroff|reboot|panic|shell) and ends the VM.
+# The TIER3-* lines are the markers tools/tier3/scenarios.sh checks.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+echo "TIER3-INNER-UP"
+echo "TIER3-NPROC $(nproc)"
+echo "TIER3-CPUINFO $(grep -c '^processor' /proc/cpuinfo)"
+echo "TIER3-CMDLINE $(cat /proc/cmdline)"
+echo "TIER3-MEMTOTAL $(awk '/^MemTotal:/ { print $2 " " $3 }' /proc/meminfo)"
+echo "TIER3-KERNEL $(uname -r)"
+echo "TIER3-UPTIME $(cut -d' ' -f1 /proc/uptime)"
+
+# The kernel keeps dotted words (module parameters of a module it does not know) out of
+# init's arguments and environment, so read the action from /proc/cmdline.
+action=poweroff
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    tier3.action=*) action=${word#tier3.action=} ;;
+  esac
+done
+echo "TIER3-ACTION $action"
+
+case "$action" in
+  reboot)
+    reboot -f ;;
+  panic)
+    # sysrq 'c' dereferences NULL in the kernel → oops → panic; with panic=-1 the kernel
+    # restarts at once, which skiff reports as a reboot.
+    echo c > /proc/sysrq-trigger ;;
+  shell)
+    sh ;;
+esac
+poweroff -f
+# poweroff -f only returns if the reboot() system call failed.
+echo "TIER3-INNER-POWEROFF-FAILED"
+sleep 5

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Builds the two busybox-static initramfs images of the tier-3 tests.
+#
+#   make-initramfs.sh inner OUT.cpio.gz
+#       The guest skiff boots: /init = tools/tier3/inner-init.sh.
+#
+#   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
+#       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
+#       [--inner-extra "WORDS"] [--inner-memory 256M] [--panic-rc N]
+#       The VM QEMU boots: busybox, the KVM modules of the outer kernel (DIR is its
+#       lib/modules/<version>), skiff with its shared libraries, the inner kernel(s) and
+#       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh.
+#       OUT ending in .gz is gzip-compressed, anything else is a plain cpio (faster for
+#       QEMU's TCG to unpack).
+#
+# Needs busybox-static, cpio and gzip. Run as root so /dev/console can be created
+# (without it the kernel's built-in initramfs provides one).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+die() { echo "make-initramfs.sh: $*" >&2; exit 1; }
+
+[ $# -ge 2 ] || die "usage: make-initramfs.sh inner|outer OUT [options] (see the header)"
+kind=$1
+out=$2
+shift 2
+
+skiff= modules= inner_kernel= inner_initrd= generic_kernel= inner_extra= inner_memory=256M panic_rc=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --skiff) skiff=$2; shift 2 ;;
+    --modules) modules=$2; shift 2 ;;
+    --inner-kernel) inner_kernel=$2; shift 2 ;;
+    --inner-initrd) inner_initrd=$2; shift 2 ;;
+    --generic-kernel) generic_kernel=$2; shift 2 ;;
+    --inner-extra) inner_extra=$2; shift 2 ;;
+    --inner-memory) inner_memory=$2; shift 2 ;;
+    --panic-rc) panic_rc=$2; shift 2 ;;
+    *) die "unknown option '$1'" ;;
+  esac
+done
+
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] || die "busybox not found (apt-get install busybox-static)"
+# The initramfs has no libc: the busybox must be static.
+if ldd "$busybox" >/dev/null 2>&1; then
+  die "$busybox is dynamically linked; install busybox-static"
+fi
+command -v cpio >/dev/null || die "cpio not found (apt-get install cpio)"
+
+stage=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tier3-initramfs.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+
+# Busybox and a link for every applet it has, at the paths it names.
+install_busybox() {
+  mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,root}
+  cp "$busybox" "$stage/bin/busybox"
+  local applet
+  while read -r applet; do
+    [ "$applet" = "bin/busybox" ] && continue
+    mkdir -p "$stage/$(dirname "$applet")"
+    ln -sf /bin/busybox "$stage/$applet"
+  done < <("$busybox" --list-full)
+  if [ "$(id -u)" -eq 0 ]; then
+    mknod -m 600 "$stage/dev/console" c 5 1
+    mknod -m 666 "$stage/dev/null" c 1 3
+  fi
+}
+
+# Copies a file into the stage at the same absolute path (shared libraries).
+copy_at_path() {
+  local src=$1
+  mkdir -p "$stage/$(dirname "$src")"
+  cp -L "$src" "$stage/$src"
+}
+
+# Copies a kernel module, decompressing .ko.xz/.ko.zst/.ko.gz (Debian 12 ships plain .ko;
+# later releases compress them, and busybox insmod cannot read every format).
+copy_module() {
+  local name=$1 dest=$stage/lib/modules/tier3 found
+  found=$(find "$modules" -name "$name.ko" -o -name "$name.ko.xz" -o -name "$name.ko.zst" \
+            -o -name "$name.ko.gz" | head -n1)
+  [ -n "$found" ] || die "module $name not found under $modules"
+  mkdir -p "$dest"
+  case "$found" in
+    *.ko) cp "$found" "$dest/$name.ko" ;;
+    *.ko.xz) xz -dc "$found" > "$dest/$name.ko" ;;
+    *.ko.zst) zstd -qdc "$found" > "$dest/$name.ko" ;;
+    *.ko.gz) gzip -dc "$found" > "$dest/$name.ko" ;;
+  esac
+}
+
+write_archive() {
+  local tmp=$out.tmp
+  mkdir -p "$(dirname "$out")"
+  case "$out" in
+    *.gz) (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6) > "$tmp" ;;
+    *) (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$tmp" ;;
+  esac
+  mv "$tmp" "$out"
+  echo "make-initramfs.sh: wrote $out ($(du -h "$out" | cut -f1))" >&2
+}
+
+case "$kind" in
+  inner)
+    install_busybox
+    install -m 0755 "$here/inner-init.sh" "$stage/init"
+    write_archive
+    ;;
+  outer)
+    [ -n "$skiff" ] && [ -x "$skiff" ] || die "--skiff BIN: executable skiff binary needed"
+    [ -n "$modules" ] && [ -d "$modules" ] || die "--modules DIR: the kernel's lib/modules/<version> needed"
+    [ -n "$inner_kernel" ] && [ -f "$inner_kernel" ] || die "--inner-kernel VMLINUZ needed"
+    [ -n "$inner_initrd" ] && [ -f "$inner_initrd" ] || die "--inner-initrd INNER.cpio.gz needed"
+    install_busybox
+    for m in irqbypass kvm kvm-amd kvm-intel; do copy_module "$m"; done
+
+    mkdir -p "$stage/tier3"
+    install -m 0755 "$skiff" "$stage/tier3/skiff"
+    # The shared libraries ldd lists, and the dynamic loader, at their own paths.
+    while read -r lib; do
+      copy_at_path "$lib"
+    done < <(ldd "$skiff" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
+    cp "$inner_kernel" "$stage/tier3/vmlinuz"
+    cp "$inner_initrd" "$stage/tier3/inner.cpio.gz"
+    generic_path=
+    if [ -n "$generic_kernel" ]; then
+      cp "$generic_kernel" "$stage/tier3/vmlinuz-generic"
+      generic_path=/tier3/vmlinuz-generic
+    fi
+    install -m 0755 "$here/scenarios.sh" "$stage/tier3/scenarios.sh"
+    install -m 0755 "$here/outer-init.sh" "$stage/init"
+    {
+      echo "SKIFF=/tier3/skiff"
+      echo "INNER_KERNEL=/tier3/vmlinuz"
+      echo "INNER_INITRD=/tier3/inner.cpio.gz"
+      echo "GENERIC_KERNEL=$generic_path"
+      printf 'INNER_EXTRA=%q\n' "$inner_extra"
+      printf 'INNER_MEMORY=%q\n' "$inner_memory"
+      printf 'PANIC_RC=%q\n' "$panic_rc"
+    } > "$stage/tier3/env"
+    write_archive
+    ;;
+  *) die "first argument must be inner or outer, not '$kind'" ;;
+esac

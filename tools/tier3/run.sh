@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Tier-3 tests: skiff boots real Debian kernels.
+#
+# On hosts whose /dev/kvm cannot run a stock kernel (the paravirtual kvm_pvm of our build
+# machines emulates guest ring 0; see /work/shared/ENVIRONMENT.md and docs/testing.md),
+# skiff runs nested: QEMU's TCG emulates an AMD CPU with SVM and nested paging, a Debian
+# cloud kernel boots in it from an initramfs, loads kvm-amd, and runs skiff once per
+# scenario. On a host with real VT-x/AMD-V the scenarios run directly.
+#
+# Usage: tools/tier3/run.sh [options]
+#   --skiff BIN            skiff binary (default: build/skiff next to this checkout)
+#   --cache DIR            kernel download cache (default: <dir of skiff>/tier3-cache)
+#   --work DIR             initramfs images and logs (default: <dir of skiff>/tier3-work)
+#   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,generic
+#                          (default: boot1,boot2,reboot,panic)
+#   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
+#   --timeout SECONDS      wall limit of the whole run (default 1200)
+#   --scenario-timeout S   limit of one skiff run (default 240)
+#   --inner-extra "WORDS"  extra words for the inner kernel's command line (workarounds)
+#   --smp N                outer VM's vCPUs (default 2)
+# Exit: 0 every scenario passed, 1 something failed, 77 skipped (no QEMU for the nested
+# mode, or the kernel package could not be downloaded), 2 usage.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+
+skiff=$root/build/skiff
+cache= work=
+scenarios=boot1,boot2,reboot,panic
+mode=auto
+total_timeout=1200
+scenario_timeout=240
+inner_extra=
+smp=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --skiff) skiff=$2; shift 2 ;;
+    --cache) cache=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --scenarios) scenarios=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
+    --timeout) total_timeout=$2; shift 2 ;;
+    --scenario-timeout) scenario_timeout=$2; shift 2 ;;
+    --inner-extra) inner_extra=$2; shift 2 ;;
+    --smp) smp=$2; shift 2 ;;
+    -h|--help) sed -n '3,24p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "tier3: $*" >&2; }
+skip() { echo "tier3: SKIP: $*" >&2; exit 77; }
+fail() { echo "tier3: FAIL: $*" >&2; exit 1; }
+
+[ -x "$skiff" ] || fail "skiff binary '$skiff' not found or not executable (build it, or pass --skiff)"
+skiff=$(cd "$(dirname "$skiff")" && pwd)/$(basename "$skiff")
+build_dir=$(dirname "$skiff")
+cache=${cache:-$build_dir/tier3-cache}
+work=${work:-$build_dir/tier3-work}
+mkdir -p "$cache" "$work"
+
+# Which way: nested under QEMU, or directly on this host's /dev/kvm.
+if [ "$mode" = auto ]; then
+  if grep -qwE 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ] && [ -c /dev/kvm ]; then
+    mode=direct
+  else
+    mode=nested
+  fi
+fi
+case "$mode" in nested|direct) ;; *) echo "run.sh: --mode must be auto, nested or direct" >&2; exit 2 ;; esac
+log "mode: $mode ($( [ "$mode" = nested ] && echo 'skiff inside a QEMU TCG VM with emulated AMD SVM' || echo 'skiff on this host'\''s /dev/kvm'))"
+
+if [ "$mode" = nested ]; then
+  command -v qemu-system-x86_64 >/dev/null ||
+    skip "qemu-system-x86_64 is not installed (tools/install-deps.sh --tier3); nested tier-3 tests need it"
+fi
+for tool in busybox cpio gzip; do
+  command -v "$tool" >/dev/null || fail "$tool is not installed (tools/install-deps.sh --tier3)"
+done
+
+# Kernels: the cloud flavour always; the generic flavour only for the `generic` scenario.
+fetch() {
+  local out rc=0
+  out=$("$here/fetch-kernel.sh" "$@" "$cache") || rc=$?
+  if [ "$rc" -eq 3 ]; then
+    skip "the Debian kernel package could not be resolved or downloaded (fetch-kernel.sh $*)"
+  elif [ "$rc" -ne 0 ]; then
+    fail "fetch-kernel.sh $* failed with exit code $rc"
+  fi
+  echo "$out"
+}
+t0=$(date +%s)
+cloud=$(fetch --flavour cloud)
+cloud_vmlinuz=$(sed -n 's/^VMLINUZ=//p' <<<"$cloud")
+cloud_modules=$(sed -n 's/^MODULES=//p' <<<"$cloud")
+generic_vmlinuz=
+if [[ ",$scenarios," == *",generic,"* ]]; then
+  generic=$(fetch --flavour generic)
+  generic_vmlinuz=$(sed -n 's/^VMLINUZ=//p' <<<"$generic")
+fi
+log "kernel: $cloud_vmlinuz${generic_vmlinuz:+ and $generic_vmlinuz}"
+
+"$here/make-initramfs.sh" inner "$work/inner.cpio.gz"
+
+console_log=$work/console.log
+: > "$console_log"
+run_rc=0
+start=$(date +%s)
+if [ "$mode" = nested ]; then
+  # A plain (uncompressed) cpio: TCG unpacks it faster than it inflates gzip.
+  "$here/make-initramfs.sh" outer "$work/outer.cpio" --skiff "$skiff" --modules "$cloud_modules" \
+    --inner-kernel "$cloud_vmlinuz" --inner-initrd "$work/inner.cpio.gz" \
+    ${generic_vmlinuz:+--generic-kernel "$generic_vmlinuz"} --inner-extra "$inner_extra"
+  # -M microvm: no firmware, no PCI; the bzImage boots directly; ISA serial on ttyS0.
+  # x-option-roms=off and rtc=off as measured in ENVIRONMENT.md. -cpu EPYC,+svm,+npt gives the
+  # outer kernel AMD-V with nested paging for kvm-amd. -no-reboot: a reset ends QEMU.
+  qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel tcg,thread=multi
+        -cpu EPYC,+svm,+npt -m 2048 -smp "$smp" -nographic -no-reboot
+        -kernel "$cloud_vmlinuz" -initrd "$work/outer.cpio"
+        -append "console=ttyS0 panic=-1 quiet tier3.scenarios=$scenarios tier3.timeout=$scenario_timeout")
+  log "running: ${qemu[*]}"
+  timeout -s TERM -k 10 "$total_timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$console_log" || run_rc=$?
+else
+  run_rc=0
+  SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
+    GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra SCENARIO_TIMEOUT=$scenario_timeout \
+    LOG_DIR=$work/logs \
+    timeout -s TERM -k 10 "$total_timeout" sh "$here/scenarios.sh" $(tr ',' ' ' <<<"$scenarios") \
+    2>&1 | tee "$console_log" || run_rc=$?
+fi
+end=$(date +%s)
+
+# Summary: every requested scenario must have reported PASS.
+echo
+echo "=== tier-3 summary ($mode, $((end - start)) s run, $((end - t0)) s with preparation; console: $console_log)"
+ok=1
+for name in $(tr ',' ' ' <<<"$scenarios"); do
+  line=$(tr -d '\r' < "$console_log" | grep -a "^TIER3-RESULT name=$name " | tail -n1 || true)
+  if [ -z "$line" ]; then
+    echo "  $name: no result (the run did not get that far: timeout or crash; see the console log)"
+    ok=0
+  else
+    echo "  ${line#TIER3-RESULT }"
+    [[ "$line" == *" status=PASS"* ]] || ok=0
+  fi
+done
+if [ "$run_rc" -eq 124 ] || [ "$run_rc" -eq 137 ]; then
+  echo "  the whole run hit the ${total_timeout}s wall limit"
+  ok=0
+fi
+if [ "$ok" -eq 1 ]; then
+  echo "tier3: PASS"
+  exit 0
+fi
+echo "tier3: FAIL"
+exit 1

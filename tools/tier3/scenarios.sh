@@ -1,0 +1,109 @@
+#!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
+# Tier-3 scenario runner: boots real Linux kernels with skiff, one skiff run per scenario,
+# and checks each run's exit code and console markers.
+#
+# Runs in two places, so it is plain POSIX sh (busybox ash and bash both run it):
+#   - inside the outer QEMU VM, called by the outer initramfs's /init (nested case);
+#   - directly on a host with real VT-x/AMD-V, called by tools/tier3/run.sh.
+#
+# Usage: scenarios.sh SCENARIO...        (boot1 boot2 reboot panic generic)
+# Environment:
+#   SKIFF            skiff binary                                   (required)
+#   INNER_KERNEL     cloud kernel bzImage for the inner guest       (required)
+#   INNER_INITRD     inner initramfs (make-initramfs.sh inner)      (required)
+#   GENERIC_KERNEL   generic-flavour bzImage (scenario `generic`)   (optional)
+#   INNER_MEMORY     guest RAM per run, default 256M
+#   INNER_EXTRA      extra inner kernel command-line words (workarounds, debugging)
+#   SCENARIO_TIMEOUT seconds before a run is stopped with SIGTERM, default 240
+#   LOG_DIR          where each run's console log goes, default /tmp/tier3-logs
+#   PANIC_RC         exit code expected from the panic scenario, default 0 (today a guest
+#                    panic with panic=-1 is a reboot, and skiff treats reboot as exit)
+#
+# Output: each run's console and skiff's log lines prefixed with "[name] ", then one line
+#   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL [missing=<marker>,...]
+# and at the end `TIER3-DONE passed=N failed=M`. Exit status: 0 when every scenario passed.
+
+: "${SKIFF:?SKIFF is not set}"
+: "${INNER_KERNEL:?INNER_KERNEL is not set}"
+: "${INNER_INITRD:?INNER_INITRD is not set}"
+INNER_MEMORY=${INNER_MEMORY:-256M}
+SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
+LOG_DIR=${LOG_DIR:-/tmp/tier3-logs}
+PANIC_RC=${PANIC_RC:-0}
+INNER_EXTRA=${INNER_EXTRA:-}
+mkdir -p "$LOG_DIR"
+
+# Seconds since boot with centiseconds, from /proc/uptime (busybox date has no %N).
+now() { cut -d' ' -f1 /proc/uptime; }
+
+passed=0
+failed=0
+
+# run_one NAME KERNEL VCPUS ACTION EXPECT_RC MARKER...
+#   MARKER: a fixed string that must appear in the run's output (console + skiff log).
+run_one() {
+  name=$1 kernel=$2 vcpus=$3 action=$4 expect_rc=$5
+  shift 5
+  log=$LOG_DIR/$name.log
+  : > "$log"
+  # panic=-1: reboot at once on a panic (the panic scenario relies on it; elsewhere it turns
+  # an unexpected panic into a quick exit instead of a hang).
+  cmdline="console=ttyS0 panic=-1 tier3.action=$action $INNER_EXTRA"
+  echo "TIER3-RUN name=$name vcpus=$vcpus memory=$INNER_MEMORY kernel=${kernel##*/} cmdline=\"$cmdline\""
+  start=$(now)
+  # stdin from /dev/null: skiff must not take the outer console as interactive input.
+  # awk streams the output live (prefixed) and keeps an unprefixed copy for the checks.
+  {
+    timeout -s TERM "$SCENARIO_TIMEOUT" "$SKIFF" run --kernel "$kernel" --initrd "$INNER_INITRD" \
+      --cmdline "$cmdline" --vcpus "$vcpus" --memory "$INNER_MEMORY" </dev/null 2>&1
+    echo "$?" > "$LOG_DIR/$name.rc"
+  } | awk -v prefix="[$name] " -v logfile="$log" '{ sub(/\r$/, ""); print prefix $0; print $0 >> logfile; fflush() }'
+  end=$(now)
+  rc=$(cat "$LOG_DIR/$name.rc" 2>/dev/null || echo "?")
+  seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+
+  missing=
+  for marker in "$@"; do
+    grep -qF -- "$marker" "$log" || missing="$missing${missing:+,}$(echo "$marker" | tr ' ' '_')"
+  done
+  if [ "$rc" = "$expect_rc" ] && [ -z "$missing" ]; then
+    status=PASS
+    passed=$((passed + 1))
+  else
+    status=FAIL
+    failed=$((failed + 1))
+  fi
+  echo "TIER3-RESULT name=$name rc=$rc seconds=$seconds expect_rc=$expect_rc status=$status${missing:+ missing=$missing}"
+}
+
+for scenario in "$@"; do
+  case "$scenario" in
+    boot1)
+      run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
+        "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;
+    boot2)
+      # The cloud kernel has no MP-table parser: the second CPU can only come from the MADT.
+      run_one boot2 "$INNER_KERNEL" 2 poweroff 0 \
+        "TIER3-INNER-UP" "TIER3-NPROC 2" "TIER3-CPUINFO 2" "TIER3-ACTION poweroff" ;;
+    reboot)
+      run_one reboot "$INNER_KERNEL" 1 reboot 0 "TIER3-INNER-UP" "TIER3-ACTION reboot" ;;
+    panic)
+      run_one panic "$INNER_KERNEL" 1 panic "$PANIC_RC" \
+        "TIER3-INNER-UP" "TIER3-ACTION panic" "Kernel panic - not syncing" ;;
+    generic)
+      if [ -z "${GENERIC_KERNEL:-}" ]; then
+        echo "TIER3-RESULT name=generic rc=? seconds=0 expect_rc=0 status=FAIL missing=GENERIC_KERNEL"
+        failed=$((failed + 1))
+        continue
+      fi
+      run_one generic "$GENERIC_KERNEL" 2 poweroff 0 \
+        "TIER3-INNER-UP" "TIER3-NPROC 2" "TIER3-ACTION poweroff" ;;
+    *)
+      echo "TIER3-RESULT name=$scenario rc=? seconds=0 expect_rc=? status=FAIL missing=unknown_scenario"
+      failed=$((failed + 1)) ;;
+  esac
+done
+
+echo "TIER3-DONE passed=$passed failed=$failed"
+[ "$failed" -eq 0 ]
