@@ -288,7 +288,14 @@ Result<void> Vm::Impl::build() {
   if (auto r = setup_memory(); !r) return r;
   if (auto r = setup_devices(); !r) return r;
 
-  if (auto r = x86::write_mp_table(memory_, spec_.machine.vcpus); !r) return r;
+  // The MP table lives in the 1 KiB EBDA and holds at most mp_table_max_vcpus() processors.
+  // Beyond that only the ACPI MADT describes the vCPUs; every kernel that can use so many
+  // parses ACPI.
+  if (spec_.machine.vcpus <= x86::mp_table_max_vcpus()) {
+    if (auto r = x86::write_mp_table(memory_, spec_.machine.vcpus); !r) return r;
+  } else {
+    spdlog::debug("{} vCPUs do not fit in the MP table; describing them in ACPI only", spec_.machine.vcpus);
+  }
   x86::AcpiPlatform platform;
   platform.vcpus = spec_.machine.vcpus;
   auto rsdp = x86::write_acpi_tables(memory_, platform);

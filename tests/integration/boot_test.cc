@@ -242,3 +242,19 @@ TEST_F(GuestBoot, StopRequestEndsAHaltedGuest) {
 
 }  // namespace
 }  // namespace skiff::test
+
+namespace skiff::test {
+namespace {
+
+TEST_F(GuestBoot, ManyVcpusBeyondTheMpTableAreInTheMadt) {
+  // 48 vCPUs: more than the EBDA's MP table holds (40), so only the MADT lists them.
+  auto run = run_guest(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=0", 48, 128));
+  ASSERT_FALSE(run.timed_out) << run.report.console;
+  EXPECT_EQ(run.exit.reason, StopReason::kDebugExit) << run.exit.detail << "\n" << run.report.console;
+  EXPECT_EQ(run.report.value("madt-cpus"), "48") << run.report.console;
+  EXPECT_EQ(run.report.value("mptable-cpus"), "none") << run.report.console;
+  EXPECT_EQ(run.report.value("cpus-started"), "48") << run.report.console;
+}
+
+}  // namespace
+}  // namespace skiff::test

@@ -90,6 +90,6 @@ inline constexpr uint32_t kAcpiSciIrq = 9;
 
 // Interrupt controller numbers.
 inline constexpr uint32_t kIoapicPins = 24;
-inline constexpr uint8_t kIoapicId = 0;  // MP table/MADT id; APIC ids of vCPUs start at 0
+// vCPU APIC ids are 0..vcpus-1; the IOAPIC's id (MADT and MP table) is the vCPU count.
 
 }  // namespace skiff::x86
