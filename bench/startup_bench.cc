@@ -563,7 +563,8 @@ std::vector<Verdict> verdicts(const VmmRuns* skiff, const VmmRuns* qemu) {
       }
       overhead_verdict.text = fmt::format(
           "skiff {:.2f} MiB beyond guest RAM (target <= {:.1f} MiB{}{})", s.median, kOverheadTargetMib,
-          *overhead_verdict.pass ? "" : fmt::format(", {:.2f} MiB over", s.median - kOverheadTargetMib), qemu_text);
+          *overhead_verdict.pass ? "" : fmt::format(", {:.0f} KiB over", (s.median - kOverheadTargetMib) * 1024),
+          qemu_text);
     }
   }
   out.push_back(overhead_verdict);
@@ -788,9 +789,13 @@ int run(const Options& options) {
         }
         continue;
       }
-      if (!result.console.starts_with(kGuestLinePrefix)) {
+      // The guest may open with a line break (to end a line firmware left open); after
+      // that the first bytes must be its own, not something the VMM printed on stdout.
+      std::string_view console = result.console;
+      console.remove_prefix(std::min(console.find_first_not_of("\r\n"), console.size()));
+      if (!console.starts_with(kGuestLinePrefix)) {
         fmt::print(stderr, "{}: warning: the first console bytes are not guest output: \"{}\"\n", progress,
-                   result.console.substr(0, std::min<size_t>(result.console.find('\n'), 60)));
+                   console.substr(0, std::min<size_t>(console.find('\n'), 60)));
       }
       std::string memory_text = result.memory ? fmt::format("{:.2f} MiB", kib_to_mib(result.memory->rss_beyond_guest_kib()))
                                               : fmt::format("? ({})", result.memory_error);
