@@ -58,29 +58,30 @@ const Bus::Entry* Bus::find(uint64_t addr, uint64_t len, uint64_t* base) const {
   return &it->second;
 }
 
-bool Bus::read(uint64_t addr, std::span<uint8_t> data) const {
-  std::shared_ptr<BusDevice> device;
+std::shared_ptr<BusDevice> Bus::device_at(uint64_t addr, uint64_t len, uint64_t* offset) const {
+  std::shared_lock lock(mutex_);
   uint64_t base = 0;
-  {
-    std::shared_lock lock(mutex_);
-    const Entry* entry = find(addr, data.size(), &base);
-    if (!entry) return false;
-    device = entry->device;
-  }
-  device->read(addr - base, data);
+  const Entry* entry = find(addr, len, &base);
+  if (!entry) return nullptr;
+  *offset = addr - base;
+  // A copy of the pointer: the access runs without the bus lock, and a device removed
+  // meanwhile stays alive until it returns.
+  return entry->device;
+}
+
+bool Bus::read(uint64_t addr, std::span<uint8_t> data) const {
+  uint64_t offset = 0;
+  auto device = device_at(addr, data.size(), &offset);
+  if (!device) return false;
+  device->read(offset, data);
   return true;
 }
 
 bool Bus::write(uint64_t addr, std::span<const uint8_t> data) const {
-  std::shared_ptr<BusDevice> device;
-  uint64_t base = 0;
-  {
-    std::shared_lock lock(mutex_);
-    const Entry* entry = find(addr, data.size(), &base);
-    if (!entry) return false;
-    device = entry->device;
-  }
-  device->write(addr - base, data);
+  uint64_t offset = 0;
+  auto device = device_at(addr, data.size(), &offset);
+  if (!device) return false;
+  device->write(offset, data);
   return true;
 }
 

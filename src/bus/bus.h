@@ -41,6 +41,8 @@ class Bus {
   };
   // Finds the device whose range covers [addr, addr + len).
   const Entry* find(uint64_t addr, uint64_t len, uint64_t* base) const;
+  // The device covering [addr, addr + len) and the offset of addr within it, or nullptr.
+  std::shared_ptr<BusDevice> device_at(uint64_t addr, uint64_t len, uint64_t* offset) const;
 
   std::string name_;
   mutable std::shared_mutex mutex_;
