@@ -8,6 +8,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "guest_runner.h"
 #include "memory/guest_memory.h"
@@ -254,6 +255,51 @@ TEST_F(GuestBoot, ManyVcpusBeyondTheMpTableAreInTheMadt) {
   EXPECT_EQ(run.report.value("madt-cpus"), "48") << run.report.console;
   EXPECT_EQ(run.report.value("mptable-cpus"), "none") << run.report.console;
   EXPECT_EQ(run.report.value("cpus-started"), "48") << run.report.console;
+}
+
+}  // namespace
+}  // namespace skiff::test
+
+namespace skiff::test {
+namespace {
+
+TEST_F(GuestBoot, PinnedVcpusNumaNodeAndLockedMemory) {
+  auto spec = guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=21", 2, 64);
+  spec.machine.vcpu_affinity = {{0}, {1 % std::max(1u, std::thread::hardware_concurrency())}};
+  spec.machine.numa_node = 0;
+  spec.machine.lock_memory = true;
+  spec.machine.prefault = true;
+  auto run = run_guest(spec);
+  EXPECT_EQ(run.exit.exit_code, 21) << run.exit.detail << "\n" << run.report.console;
+  EXPECT_EQ(run.report.value("cpus-started"), "2");
+}
+
+TEST_F(GuestBoot, SharedMemfdBacking) {
+  auto spec = guest_spec(SKIFF_TEST_GUEST_BZIMAGE, "skiff.exit=22", 1, 64);
+  spec.machine.shared_memory = true;
+  auto run = run_guest(spec);
+  EXPECT_EQ(run.exit.exit_code, 22) << run.exit.detail;
+}
+
+// Reserves one 1 GiB hugepage for the test when the kernel can find a free gigabyte.
+TEST_F(GuestBoot, OneGigabyteHugepagesBackGuestMemory) {
+  if (geteuid() != 0) GTEST_SKIP() << "reserving hugepages needs root";
+  const std::string knob = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
+  auto pool = read_hugepage_pool(1ull << 30);
+  if (!pool) GTEST_SKIP() << "no 1 GiB hugepage pool: " << pool.error().message();
+  const uint64_t original = pool->total;
+  std::ofstream(knob) << original + 1;
+  auto reserved = read_hugepage_pool(1ull << 30);
+  if (!reserved || reserved->available() < 1) {
+    std::ofstream(knob) << original;
+    GTEST_SKIP() << "the kernel could not find a free, contiguous 1 GiB page for the test";
+  }
+  auto spec = guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=23", 2, 1024);
+  spec.machine.hugepages = HugePages::k1G;
+  auto run = run_guest(spec);
+  std::ofstream(knob) << original;
+  EXPECT_EQ(run.exit.exit_code, 23) << run.exit.detail << "\n" << run.report.console;
+  EXPECT_EQ(reported_e820(run.report), expected_low_e820(1024));
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <fstream>
 #include <iterator>
+#include <unistd.h>
+#include <cstdio>
 
 #include "guest_runner.h"
 
@@ -111,6 +113,30 @@ TEST(CliInfo, VersionAndHostCheck) {
   EXPECT_EQ(check.exit_code, kvm_ok ? 0 : 69) << check.err;
   EXPECT_NE(check.out.find("\"hugepages\""), std::string::npos) << check.out;
   EXPECT_NE(check.out.find("\"stock_kernels_directly\""), std::string::npos) << check.out;
+}
+
+}  // namespace
+}  // namespace skiff::test
+
+namespace skiff::test {
+namespace {
+
+TEST_F(Cli, SerialToFileKeepsStdoutClean) {
+  char dir[] = "/tmp/skiff-serial-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string log = std::string(dir) + "/console.log";
+  const std::string spec_text = R"({"machine": {"vcpus": 1, "memory_mib": 32},
+    "boot": {"kernel": ")" + std::string(SKIFF_TEST_GUEST_ELF) + R"(", "cmdline": "skiff.exit=6"},
+    "serial": {"mode": "file", "path": ")" + log + R"("}})";
+  TempFile spec(spec_text, ".json");
+  auto run = run_cli({"run", spec.path()});
+  EXPECT_EQ(run.exit_code, 6) << run.err;
+  EXPECT_EQ(run.out, "");
+  std::ifstream in(log);
+  std::string console((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(console.find("SKIFF-GUEST action=exit code=6"), std::string::npos) << console;
+  std::remove(log.c_str());
+  rmdir(dir);
 }
 
 }  // namespace
