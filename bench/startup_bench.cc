@@ -738,7 +738,7 @@ int run(const Options& options) {
   if (options.only != "qemu") {
     auto program = resolve_program(options.skiff);
     if (!program) {
-      fmt::print(stderr, "skiff_bench_startup: skiff: {}\n", program.error());
+      fmt::print(stderr, "skiff_bench_startup: --skiff: {}\n", program.error());
       return 1;
     }
     Vmm vmm{"skiff", "skiff", *program, {}, ""};
@@ -750,19 +750,23 @@ int run(const Options& options) {
   if (options.only != "skiff") {
     auto program = resolve_program(options.qemu);
     if (!program) {
-      fmt::print(stderr, "skiff_bench_startup: QEMU: {}\n", program.error());
+      fmt::print(stderr, "skiff_bench_startup: --qemu: {}\n", program.error());
       return 1;
     }
     Vmm vmm{"qemu", "QEMU", *program, {}, ""};
     // The same machine as skiff's: microvm without option ROMs or RTC, one COM1 16550 on
     // stdout, no default devices, the guest's PVH entry through -kernel.
-    vmm.argv = {*program,       "-M",      "microvm,x-option-roms=off,rtc=off,isa-serial=on",
-                "-accel",       "kvm",     "-cpu",
-                options.qemu_cpu, "-m",    memory,
-                "-smp",         vcpus,     "-nodefaults",
-                "-no-user-config", "-nographic", "-serial",
-                "stdio",        "-no-reboot", "-kernel",
-                options.guest,  "-append", options.cmdline};
+    vmm.argv = {*program,
+                "-M", "microvm,x-option-roms=off,rtc=off,isa-serial=on",
+                "-accel", "kvm",
+                "-cpu", options.qemu_cpu,
+                "-m", memory,
+                "-smp", vcpus,
+                "-nodefaults", "-no-user-config", "-nographic",
+                "-serial", "stdio",
+                "-no-reboot",
+                "-kernel", options.guest,
+                "-append", options.cmdline};
     vmm.argv.insert(vmm.argv.end(), options.qemu_args.begin(), options.qemu_args.end());
     vmm.version = first_output_line(*program, {*program, "--version"});
     all.push_back({std::move(vmm), {}, std::nullopt});

@@ -21,11 +21,25 @@ echo "TIER3-UPTIME $(cut -d' ' -f1 /proc/uptime)"
 # The kernel keeps dotted words (module parameters of a module it does not know) out of
 # init's arguments and environment, so read the action from /proc/cmdline.
 action=poweroff
+debug=0
 for word in $(cat /proc/cmdline); do
   case "$word" in
     tier3.action=*) action=${word#tier3.action=} ;;
+    tier3.debug=1) debug=1 ;;
   esac
 done
+
+# tier3.debug=1: what the timer and interrupt set-up looks like (for diagnosing a VMM).
+if [ "$debug" = 1 ]; then
+  echo "TIER3-DEBUG clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+  for d in /sys/devices/system/clockevents/clockevent*; do
+    [ -e "$d/current_device" ] && echo "TIER3-DEBUG ${d##*/} $(cat "$d/current_device")"
+  done
+  cat /proc/interrupts
+  echo "TIER3-DEBUG uptime $(cut -d' ' -f1 /proc/uptime)"
+  cat /proc/interrupts | head -3
+  grep -E '^(jiffies|now at|  mode|  event_handler|Tick Device|Clock Event Device| set_next_event| next_event)' /proc/timer_list 2>/dev/null
+fi
 echo "TIER3-ACTION $action"
 
 case "$action" in

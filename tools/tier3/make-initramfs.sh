@@ -7,7 +7,7 @@
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
-#       [--inner-extra "WORDS"] [--inner-memory 256M] [--panic-rc N]
+#       [--inner-extra "WORDS"] [--workarounds "WORDS"|none] [--inner-memory 256M] [--panic-rc N]
 #       The VM QEMU boots: busybox, the KVM modules of the outer kernel (DIR is its
 #       lib/modules/<version>), skiff with its shared libraries, the inner kernel(s) and
 #       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh.
@@ -27,6 +27,7 @@ out=$2
 shift 2
 
 skiff= modules= inner_kernel= inner_initrd= generic_kernel= inner_extra= inner_memory=256M panic_rc=0
+workarounds=
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff) skiff=$2; shift 2 ;;
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --inner-initrd) inner_initrd=$2; shift 2 ;;
     --generic-kernel) generic_kernel=$2; shift 2 ;;
     --inner-extra) inner_extra=$2; shift 2 ;;
+    --workarounds) workarounds=$2; shift 2 ;;
     --inner-memory) inner_memory=$2; shift 2 ;;
     --panic-rc) panic_rc=$2; shift 2 ;;
     *) die "unknown option '$1'" ;;
@@ -143,6 +145,8 @@ case "$kind" in
       echo "INNER_INITRD=/tier3/inner.cpio.gz"
       echo "GENERIC_KERNEL=$generic_path"
       printf 'INNER_EXTRA=%q\n' "$inner_extra"
+      # Empty: scenarios.sh's default workarounds apply.
+      printf 'WORKAROUNDS=%q\n' "$workarounds"
       printf 'INNER_MEMORY=%q\n' "$inner_memory"
       printf 'PANIC_RC=%q\n' "$panic_rc"
     } > "$stage/tier3/env"

@@ -58,7 +58,7 @@ echo "TIER3-KVM-READY module=$vendor uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # shellcheck disable=SC1091
 . /tier3/env
-export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA PANIC_RC
+export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC
 export SCENARIO_TIMEOUT=$timeout LOG_DIR=/tmp/tier3-logs
 # shellcheck disable=SC2086
 sh /tier3/scenarios.sh $scenarios

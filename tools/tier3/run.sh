@@ -17,7 +17,9 @@
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)
 #   --scenario-timeout S   limit of one skiff run (default 240)
-#   --inner-extra "WORDS"  extra words for the inner kernel's command line (workarounds)
+#   --inner-extra "WORDS"  extra words for the inner kernel's command line (debugging)
+#   --workarounds "WORDS"  replace the inner command-line workarounds for known skiff bugs
+#                          (scenarios.sh has the default); "none" runs without any
 #   --smp N                outer VM's vCPUs (default 2)
 # Exit: 0 every scenario passed, 1 something failed, 77 skipped (no QEMU for the nested
 # mode, or the kernel package could not be downloaded), 2 usage.
@@ -33,6 +35,7 @@ mode=auto
 total_timeout=1200
 scenario_timeout=240
 inner_extra=
+workarounds=
 smp=2
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,8 +47,9 @@ while [ $# -gt 0 ]; do
     --timeout) total_timeout=$2; shift 2 ;;
     --scenario-timeout) scenario_timeout=$2; shift 2 ;;
     --inner-extra) inner_extra=$2; shift 2 ;;
+    --workarounds) workarounds=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
-    -h|--help) sed -n '3,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -112,7 +116,8 @@ if [ "$mode" = nested ]; then
   # A plain (uncompressed) cpio: TCG unpacks it faster than it inflates gzip.
   "$here/make-initramfs.sh" outer "$work/outer.cpio" --skiff "$skiff" --modules "$cloud_modules" \
     --inner-kernel "$cloud_vmlinuz" --inner-initrd "$work/inner.cpio.gz" \
-    ${generic_vmlinuz:+--generic-kernel "$generic_vmlinuz"} --inner-extra "$inner_extra"
+    ${generic_vmlinuz:+--generic-kernel "$generic_vmlinuz"} --inner-extra "$inner_extra" \
+    --workarounds "$workarounds"
   # -M microvm: no firmware, no PCI; the bzImage boots directly; ISA serial on ttyS0.
   # x-option-roms=off and rtc=off as measured in ENVIRONMENT.md. -cpu EPYC,+svm,+npt gives the
   # outer kernel AMD-V with nested paging for kvm-amd. -no-reboot: a reset ends QEMU.
@@ -125,7 +130,7 @@ if [ "$mode" = nested ]; then
 else
   run_rc=0
   SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
-    GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra SCENARIO_TIMEOUT=$scenario_timeout \
+    GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra WORKAROUNDS=$workarounds SCENARIO_TIMEOUT=$scenario_timeout \
     LOG_DIR=$work/logs \
     timeout -s TERM -k 10 "$total_timeout" sh "$here/scenarios.sh" $(tr ',' ' ' <<<"$scenarios") \
     2>&1 | tee "$console_log" || run_rc=$?
