@@ -47,6 +47,26 @@ constexpr uint8_t kCmdWriteKeyboardBuffer = 0xd2;
 // about 6 us; 0xfe pulses only bit 0, the reset line.
 constexpr uint8_t kCmdPulseOutputPortFirst = 0xf0;
 
+// PS/2 keyboard commands and replies.
+constexpr uint8_t kKbdSetLeds = 0xed;
+constexpr uint8_t kKbdEcho = 0xee;
+constexpr uint8_t kKbdScancodeSet = 0xf0;
+constexpr uint8_t kKbdIdentify = 0xf2;
+constexpr uint8_t kKbdTypematic = 0xf3;
+constexpr uint8_t kKbdEnable = 0xf4;
+constexpr uint8_t kKbdDisable = 0xf5;
+constexpr uint8_t kKbdDefaults = 0xf6;
+constexpr uint8_t kKbdReset = 0xff;
+constexpr uint8_t kKbdAck = 0xfa;
+constexpr uint8_t kKbdResend = 0xfe;
+constexpr uint8_t kKbdSelfTestPassed = 0xaa;
+constexpr uint8_t kKbdIdFirst = 0xab;
+constexpr uint8_t kKbdIdSecondTranslated = 0x41;
+constexpr uint8_t kKbdIdSecondRaw = 0x83;
+constexpr uint8_t kKbdScancodeSetInUse = 2;
+// Bound on queued replies: a guest that never reads cannot make the queue grow.
+constexpr size_t kMaxKeyboardReplies = 16;
+
 constexpr uint8_t kSelfTestPassed = 0x55;
 constexpr uint8_t kInterfaceTestPassed = 0x00;
 
@@ -84,7 +104,13 @@ uint8_t I8042::read(Port port) {
   if (!output_full_) return 0;
   output_full_ = false;
   update_irq_locked();
-  return output_buffer_;
+  const uint8_t value = output_buffer_;
+  // The next queued keyboard byte moves into the buffer: a new rising edge on IRQ1.
+  if (!keyboard_replies_.empty()) {
+    output_locked(keyboard_replies_.front());
+    keyboard_replies_.pop_front();
+  }
+  return value;
 }
 
 void I8042::write(Port port, uint8_t value) {
@@ -153,7 +179,7 @@ std::optional<VmExit> I8042::command_locked(uint8_t command) {
 
 std::optional<VmExit> I8042::data_locked(uint8_t value) {
   if (!waiting_command_) {
-    log_oddity("byte {:#04x} for the keyboard dropped: no keyboard is attached", value);
+    keyboard_locked(value);
     return std::nullopt;
   }
   const uint8_t command = *waiting_command_;
@@ -172,6 +198,60 @@ std::optional<VmExit> I8042::data_locked(uint8_t value) {
       return std::nullopt;
     default:
       return std::nullopt;
+  }
+}
+
+void I8042::keyboard_locked(uint8_t value) {
+  if (keyboard_command_) {
+    // The parameter of a command sent before.
+    const uint8_t command = *keyboard_command_;
+    keyboard_command_.reset();
+    if (command == kKbdScancodeSet && value == 0) {
+      keyboard_reply_locked({kKbdAck, kKbdScancodeSetInUse});
+    } else {
+      keyboard_reply_locked({kKbdAck});
+    }
+    return;
+  }
+  switch (value) {
+    case kKbdReset:
+      keyboard_replies_.clear();
+      keyboard_reply_locked({kKbdAck, kKbdSelfTestPassed});
+      break;
+    case kKbdIdentify: {
+      const bool translated = (command_byte_ & kCommandByteTranslate) != 0;
+      keyboard_reply_locked({kKbdAck, kKbdIdFirst, translated ? kKbdIdSecondTranslated : kKbdIdSecondRaw});
+      break;
+    }
+    case kKbdSetLeds:
+    case kKbdTypematic:
+    case kKbdScancodeSet:
+      keyboard_command_ = value;
+      keyboard_reply_locked({kKbdAck});
+      break;
+    case kKbdEnable:
+    case kKbdDisable:
+    case kKbdDefaults:
+      keyboard_reply_locked({kKbdAck});
+      break;
+    case kKbdEcho:
+      keyboard_reply_locked({kKbdEcho});
+      break;
+    default:
+      log_oddity("unsupported keyboard command {:#04x}: answered with resend", value);
+      keyboard_reply_locked({kKbdResend});
+      break;
+  }
+}
+
+void I8042::keyboard_reply_locked(std::initializer_list<uint8_t> bytes) {
+  for (uint8_t byte : bytes) {
+    if (keyboard_replies_.size() >= kMaxKeyboardReplies) break;
+    keyboard_replies_.push_back(byte);
+  }
+  if (!output_full_ && !keyboard_replies_.empty()) {
+    output_locked(keyboard_replies_.front());
+    keyboard_replies_.pop_front();
   }
 }
 

@@ -21,12 +21,21 @@
 // interface test (answers 0x00), 0xad/0xae disable/enable the keyboard, 0xd0 read the
 // output port, 0xd1 write the output port (bit 0 clear = assert reset), 0xd2 write the
 // keyboard output buffer, 0xf0-0xff pulse output-port lines (bit 0 clear = reset).
-// Others are ignored. Bytes written to port 0x60 with no command waiting are meant for
-// the keyboard, which is absent: they are dropped and never answered. The A20 gate (output
-// port bit 1) is stored but A20 is always enabled.
+// Others are ignored. The A20 gate (output port bit 1) is stored but A20 is always enabled.
+//
+// Bytes written to port 0x60 with no controller command waiting go to the keyboard, a
+// minimal PS/2 keyboard that never has a key pressed but answers the commands a driver
+// probes with, so Linux's atkbd finds it at once instead of waiting for timeouts:
+// 0xff reset (ACK, then self-test passed 0xaa), 0xf2 identify (ACK, 0xab, then 0x41 when
+// the controller translates scancodes, 0x83 when not), 0xed LEDs / 0xf3 typematic rate /
+// 0xf0 scancode set (ACK, and ACK for the parameter; set query answers 2), 0xf4 enable,
+// 0xf5 disable, 0xf6 defaults (ACK), 0xee echo (0xee); anything else gets 0xfe (resend).
+// Replies queue behind the one-byte output buffer and raise IRQ1 one byte at a time.
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -58,6 +67,10 @@ class I8042 {
   // Returns the reset request to make once the lock is released.
   std::optional<VmExit> command_locked(uint8_t command);
   std::optional<VmExit> data_locked(uint8_t value);
+  // A byte for the keyboard (port 0x60 with no controller command waiting).
+  void keyboard_locked(uint8_t value);
+  // Queues keyboard replies behind the output buffer.
+  void keyboard_reply_locked(std::initializer_list<uint8_t> bytes);
   uint8_t status_locked() const;
 
   std::shared_ptr<IrqLine> irq_;
@@ -70,6 +83,8 @@ class I8042 {
   bool output_full_ = false;
   bool last_write_was_command_ = true;  // status bit 3
   std::optional<uint8_t> waiting_command_;  // a command that takes a byte on port 0x60
+  std::optional<uint8_t> keyboard_command_;  // a keyboard command waiting for its parameter
+  std::deque<uint8_t> keyboard_replies_;     // keyboard bytes behind the output buffer
   bool irq_level_ = false;
 };
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "devices/legacy/i8042.h"
 
+#include <algorithm>
 #include <array>
 #include <memory>
 #include <vector>
@@ -112,12 +113,59 @@ TEST_F(I8042Test, KeyboardIrqOnlyWithDataAndEnabled) {
   EXPECT_FALSE(irq_->level());
 }
 
-TEST_F(I8042Test, UnknownCommandsAndKeyboardBytesAreIgnored) {
+TEST_F(I8042Test, UnknownControllerCommandsAreIgnored) {
   controller_->write(Port::kCommand, 0x12);
-  controller_->write(Port::kData, 0xff);  // keyboard reset, no keyboard
-  controller_->write(Port::kData, 0xed);
   EXPECT_FALSE(controller_->read(Port::kCommand) & kStatusOutputFull);
   EXPECT_TRUE(stops_.empty());
+}
+
+// Reads every byte the keyboard queued, one output-buffer fill at a time.
+std::vector<uint8_t> drain(I8042& controller) {
+  std::vector<uint8_t> bytes;
+  for (int i = 0; i < 32 && (controller.read(Port::kCommand) & kStatusOutputFull); ++i) {
+    bytes.push_back(controller.read(Port::kData));
+  }
+  return bytes;
+}
+
+TEST_F(I8042Test, KeyboardResetAnswersAckThenSelfTestPassed) {
+  controller_->write(Port::kData, 0xff);
+  EXPECT_TRUE(irq_->level());
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa, 0xaa}));
+  EXPECT_FALSE(irq_->level());
+  // Each queued byte is a new rising edge on IRQ1 (edge-triggered ISA pin).
+  // The device only reports changes, so every recorded `true` is a rising edge.
+  auto levels = irq_->levels();
+  EXPECT_EQ(std::count(levels.begin(), levels.end(), true), 2);
+  EXPECT_TRUE(stops_.empty());
+}
+
+TEST_F(I8042Test, KeyboardIdentifyDependsOnTranslation) {
+  controller_->write(Port::kData, 0xf2);
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa, 0xab, 0x41}));
+  controller_->write(Port::kCommand, 0x60);  // command byte without translation
+  controller_->write(Port::kData, 0x01);
+  controller_->write(Port::kData, 0xf2);
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa, 0xab, 0x83}));
+}
+
+TEST_F(I8042Test, KeyboardCommandsWithParameters) {
+  controller_->write(Port::kData, 0xed);  // LEDs
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa}));
+  controller_->write(Port::kData, 0x07);  // the LED bits: a parameter, not a command
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa}));
+  controller_->write(Port::kData, 0xf0);  // scancode set: query
+  controller_->write(Port::kData, 0x00);
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfa, 0xfa, 0x02}));
+  controller_->write(Port::kData, 0xee);
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xee}));
+  controller_->write(Port::kData, 0x42);  // not a keyboard command
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0xfe}));
+}
+
+TEST_F(I8042Test, KeyboardReplyQueueIsBounded) {
+  for (int i = 0; i < 100; ++i) controller_->write(Port::kData, 0xf4);  // guest never reads
+  EXPECT_LE(drain(*controller_).size(), 17u);
 }
 
 TEST_F(I8042Test, PortDevicesShareTheController) {
