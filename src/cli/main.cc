@@ -43,7 +43,8 @@ int fail(const Error& error) {
 }
 
 // Loads the spec (or starts from defaults when only --kernel is given) and applies the
-// command-line overrides, which take precedence over the file.
+// command-line overrides, which take precedence over the file. Vm::create validates the
+// result.
 Result<VmSpec> build_spec(const RunOptions& options) {
   VmSpec spec;
   if (!options.spec_path.empty()) {
@@ -62,8 +63,7 @@ Result<VmSpec> build_spec(const RunOptions& options) {
     if (!mib) return std::unexpected(mib.error().with_context("--memory"));
     spec.machine.memory_mib = *mib;
   }
-  if (auto valid = validate_spec(spec); !valid) return std::unexpected(valid.error());
-  return spec;
+  return spec;  // Vm::create validates it, files included
 }
 
 // SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken by one waiting thread,
