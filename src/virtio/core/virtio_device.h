@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+// The seam between virtio devices (blk, net, balloon, ...) and virtio transports (PCI, MMIO).
+// A device implements VirtioDevice and never learns which transport carries it; a transport
+// implements VirtioInterrupt and owns the device's Queues and DeviceStatus.
+//
+// What a transport does, in order:
+//   - construction: one Queue per entry of queue_max_sizes(), a DeviceStatus over
+//     device_features();
+//   - register accesses: status and feature words → DeviceStatus; queue size, addresses and
+//     enable → the Queue's setters; device config → read_config()/write_config();
+//   - DRIVER_OK (StatusAction::kActivate): install each queue's fatal-error handler
+//     (→ signal_needs_reset()), Queue::activate(memory, driver_features) every ready queue,
+//     then activate(driver_features, queues, interrupt). Any error → DEVICE_NEEDS_RESET;
+//   - queue notification: if queue_notify_fd(i) gave an eventfd, it is registered as a KVM
+//     ioeventfd on the queue's notify address, so the guest's write wakes the device thread
+//     without an exit to user space; otherwise the transport calls notify_queue(i);
+//   - reset (status 0, or the transport goes away): reset(), then Queue::reset() on every
+//     queue and DeviceStatus::reset().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "skiff/error.h"
+#include "virtio/core/queue.h"
+
+namespace skiff::virtio {
+
+// Interrupts from a device to its driver, implemented by the transport: MSI-X vectors
+// through irqfd for PCI, or the ISR status plus an INTx/IOAPIC line for MMIO and PCI
+// without MSI-X. Callable from any device thread; implementations lock what they need.
+class VirtioInterrupt {
+ public:
+  virtual ~VirtioInterrupt() = default;
+  // A used-buffer notification for queue `queue_index` (§2.3). The device first asks
+  // Queue::needs_notification() whether the driver wants one.
+  virtual void signal_used_queue(uint16_t queue_index) = 0;
+  // A configuration change notification (§2.3). The transport bumps the configuration
+  // generation (DeviceStatus::bump_config_generation()) before raising it.
+  virtual void signal_config_change() = 0;
+  // The device entered an error state only a reset can clear: the transport sets
+  // DEVICE_NEEDS_RESET and, when DRIVER_OK is set, sends a configuration change
+  // notification (§2.1.2).
+  virtual void signal_needs_reset() = 0;
+};
+
+class VirtioDevice {
+ public:
+  virtual ~VirtioDevice() = default;
+
+  // The device ID (§5, kDeviceId* in virtio_constants.h).
+  virtual uint32_t device_type() const = 0;
+  // The maximum size of each queue, one entry per queue; each a power of two <= 32768.
+  virtual std::vector<uint16_t> queue_max_sizes() const = 0;
+  // The features offered. Always includes VIRTIO_F_VERSION_1; never VIRTIO_F_RING_PACKED.
+  virtual uint64_t device_features() const = 0;
+  // Device-specific rules on the driver's features beyond "offered and VERSION_1" (§2.2.1,
+  // e.g. a feature that depends on another). Returns why it refuses, or an empty string.
+  // The transport passes it to DeviceStatus as its FeatureCheck.
+  virtual std::string check_features(uint64_t /*driver_features*/) const { return {}; }
+
+  // Size of the device-specific configuration space in bytes (§2.5).
+  virtual uint32_t config_size() const = 0;
+  // Reads config bytes at `offset`; bytes outside the config space read as 0 (see
+  // read_config_bytes()). Writes outside it, or to read-only fields, are ignored.
+  virtual void read_config(uint64_t offset, std::span<uint8_t> data) = 0;
+  virtual void write_config(uint64_t offset, std::span<const uint8_t> data) = 0;
+
+  // The driver set DRIVER_OK. `queues` has one entry per queue_max_sizes() entry, owned by
+  // the transport and valid until reset() returns; queues the driver did not enable are
+  // not active (Queue::active() is false) and must be left alone. The device starts its
+  // worker(s) here. An error puts the device into DEVICE_NEEDS_RESET.
+  virtual Result<void> activate(uint64_t acked_features, std::vector<Queue*> queues,
+                                std::shared_ptr<VirtioInterrupt> interrupt) = 0;
+
+  // The driver notified queue `queue_index` (§2.3) and the notification reached user
+  // space. Called on a vCPU thread: must not block (typically it writes the device's own
+  // eventfd for its worker).
+  virtual void notify_queue(uint16_t queue_index) = 0;
+  // An eventfd the transport registers as KVM ioeventfd for the queue's notifications,
+  // valid from activate() until reset(); nullopt when the device wants notify_queue().
+  virtual std::optional<int> queue_notify_fd(uint16_t /*queue_index*/) const {
+    return std::nullopt;
+  }
+
+  // Stops the device's workers, drops its references to the queues and the interrupt, and
+  // returns it to its initial state (§2.4). Chains still held are dropped before it
+  // returns. Called on reset even if activate() was never called.
+  virtual void reset() = 0;
+};
+
+// Copies config bytes for read_config(): `out` gets config[offset, offset + out.size()),
+// with every byte beyond the end of `config` (or an offset past it) read as 0.
+void read_config_bytes(std::span<const uint8_t> config, uint64_t offset, std::span<uint8_t> out);
+
+// The write side: copies `data` into config[offset, ...) where it fits, dropping the rest.
+// Returns the number of bytes written.
+size_t write_config_bytes(std::span<uint8_t> config, uint64_t offset,
+                          std::span<const uint8_t> data);
+
+}  // namespace skiff::virtio
