@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: Apache-2.0
+// A named thread running an epoll loop over a few file descriptors, dispatching each
+// readable fd to its handler. Device I/O runs here, never on vCPU threads.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "skiff/error.h"
+
+namespace skiff {
+
+class EventLoop {
+ public:
+  using Handler = std::function<void()>;
+
+  // `thread_name` is at most 15 characters (the kernel's limit), e.g. "skiff-rng0".
+  static Result<std::unique_ptr<EventLoop>> create(std::string thread_name);
+  ~EventLoop();  // stops and joins
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Calls `on_readable` on the loop thread whenever `fd` is readable (level-triggered:
+  // the handler must drain it). Only before start().
+  Result<void> add(int fd, Handler on_readable);
+  void start();
+  // Ends the loop after the handler running now, if any, and joins the thread. Idempotent.
+  void stop();
+
+ private:
+  EventLoop(std::string thread_name, UniqueFd epoll, UniqueFd stop_event);
+  void run();
+
+  std::string thread_name_;
+  UniqueFd epoll_;
+  UniqueFd stop_event_;
+  std::vector<Handler> handlers_;  // indexed by the epoll token
+  std::thread thread_;
+};
+
+}  // namespace skiff
