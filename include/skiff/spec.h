@@ -27,6 +27,20 @@ struct MachineSpec {
   // each a non-empty list of host CPU numbers.
   std::vector<std::vector<uint32_t>> vcpu_affinity;
   std::optional<uint32_t> numa_node;  // host NUMA node for guest RAM (mbind)
+  // Also list virtio-mmio devices on the kernel command line (virtio_mmio.device=...), for
+  // kernels built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES; ACPI describes them always.
+  bool mmio_cmdline = false;
+};
+
+// How a virtio device reaches the guest.
+enum class VirtioTransport {
+  kPci,   // virtio-pci: found by PCI probing (stock distribution kernels)
+  kMmio,  // virtio-mmio: found through ACPI (LNRO0005) or the kernel command line
+};
+
+// virtio-rng: an entropy source for the guest, backed by the host's getrandom(2).
+struct RngSpec {
+  VirtioTransport transport = VirtioTransport::kPci;
 };
 
 struct BootSpec {
@@ -52,6 +66,7 @@ struct VmSpec {
   MachineSpec machine;
   BootSpec boot;
   SerialSpec serial;
+  std::optional<RngSpec> rng;  // absent: no entropy device
 };
 
 // Parses a spec from JSON text. Relative paths are resolved against `base_dir`. Unknown
@@ -71,5 +86,6 @@ std::string spec_to_json(const VmSpec& spec);
 
 std::string_view to_string(HugePages hugepages);
 std::string_view to_string(SerialMode mode);
+std::string_view to_string(VirtioTransport transport);
 
 }  // namespace skiff

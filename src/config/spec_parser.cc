@@ -34,11 +34,12 @@ using config::escape_pointer_token;
 // A spec is a few KiB; anything this large is the wrong file (or /dev/zero).
 constexpr size_t kMaxSpecFileBytes = 16 * 1024 * 1024;
 
-constexpr std::array<std::string_view, 8> kTopKeys = {"name",  "machine", "boot",    "serial",
+constexpr std::array<std::string_view, 9> kTopKeys = {"name",  "machine", "boot",    "serial", "rng",
                                                       "disks", "nets",    "balloon", "api"};
-constexpr std::array<std::string_view, 8> kMachineKeys = {
-    "vcpus",       "memory_mib",    "hugepages",     "prefault",
-    "lock_memory", "shared_memory", "vcpu_affinity", "numa_node"};
+constexpr std::array<std::string_view, 9> kMachineKeys = {
+    "vcpus",       "memory_mib",    "hugepages",     "prefault",    "lock_memory",
+    "shared_memory", "vcpu_affinity", "numa_node", "mmio_cmdline"};
+constexpr std::array<std::string_view, 1> kRngKeys = {"transport"};
 constexpr std::array<std::string_view, 3> kBootKeys = {"kernel", "initrd", "cmdline"};
 constexpr std::array<std::string_view, 3> kSerialKeys = {"mode", "path", "input"};
 
@@ -247,6 +248,7 @@ Result<void> parse_machine(const json& object, MachineSpec& machine) {
   }
   if (auto result = reader.read_bool("prefault", machine.prefault); !result) return result;
   if (auto result = reader.read_bool("lock_memory", machine.lock_memory); !result) return result;
+  if (auto result = reader.read_bool("mmio_cmdline", machine.mmio_cmdline); !result) return result;
   if (auto result = reader.read_bool("shared_memory", machine.shared_memory); !result) {
     return result;
   }
@@ -300,6 +302,27 @@ Result<void> parse_serial(const json& object, const std::filesystem::path& base_
         "/serial/input: true has no effect with serial.mode \"{}\": guest input is only read "
         "from stdin with mode \"stdout\"; remove the key or set it to false",
         to_string(serial.mode)));
+  }
+  return {};
+}
+
+Result<VirtioTransport> parse_transport(const json& value, const std::string& pointer) {
+  if (!value.is_string()) return type_error(pointer, "a string", value);
+  const auto& text = value.get_ref<const std::string&>();
+  for (VirtioTransport transport : {VirtioTransport::kPci, VirtioTransport::kMmio}) {
+    if (text == to_string(transport)) return transport;
+  }
+  return config_error(fmt::format("{}: unknown value \"{}\": use \"pci\" or \"mmio\"", pointer,
+                                  config::printable(text)));
+}
+
+Result<void> parse_rng(const json& object, RngSpec& rng) {
+  ObjectReader reader(object, "/rng");
+  if (auto result = reader.reject_unknown_keys(kRngKeys); !result) return result;
+  if (const json* value = reader.find("transport")) {
+    auto transport = parse_transport(*value, reader.pointer("transport"));
+    if (!transport) return std::unexpected(transport.error());
+    rng.transport = *transport;
   }
   return {};
 }
@@ -494,6 +517,16 @@ Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::pat
     }
   }
 
+  // "rng": null means no device, like leaving the key out (spec_to_json writes it so).
+  const json* rng_value = top.find("rng");
+  auto rng = rng_value != nullptr && rng_value->is_null() ? Result<const json*>(nullptr)
+                                                          : optional_object(top, "rng");
+  if (!rng) return std::unexpected(rng.error());
+  if (*rng != nullptr) {
+    spec.rng.emplace();
+    if (auto result = parse_rng(**rng, *spec.rng); !result) return std::unexpected(result.error());
+  }
+
   if (auto result = check_reserved(top); !result) return std::unexpected(result.error());
   if (auto result = config::check_spec_rules(spec); !result) {
     return std::unexpected(result.error());
@@ -555,6 +588,7 @@ std::string spec_to_json(const VmSpec& spec) {
            {"shared_memory", machine.shared_memory},
            {"vcpu_affinity", std::move(affinity)},
            {"numa_node", machine.numa_node ? json(*machine.numa_node) : json(nullptr)},
+           {"mmio_cmdline", machine.mmio_cmdline},
        }},
       {"boot",
        {
@@ -573,6 +607,7 @@ std::string spec_to_json(const VmSpec& spec) {
     serial["input"] = spec.serial.input;
   }
   document["serial"] = std::move(serial);
+  document["rng"] = spec.rng ? json{{"transport", to_string(spec.rng->transport)}} : json(nullptr);
   // Non-UTF-8 bytes (possible in paths built in code) are replaced rather than thrown on.
   return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -587,6 +622,16 @@ std::string_view to_string(HugePages hugepages) {
       return "2M";
     case HugePages::k1G:
       return "1G";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(VirtioTransport transport) {
+  switch (transport) {
+    case VirtioTransport::kPci:
+      return "pci";
+    case VirtioTransport::kMmio:
+      return "mmio";
   }
   return "unknown";
 }

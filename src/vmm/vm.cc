@@ -37,7 +37,11 @@
 #include "kvm/kvm_system.h"
 #include "memory/guest_memory.h"
 #include "vcpu/vcpu_runner.h"
+#include "virtio/rng/virtio_rng.h"
+#include "virtio/transport/mmio_transport.h"
 #include "vmm/kvm_irq_line.h"
+#include "vmm/kvm_irqfd_line.h"
+#include "vmm/kvm_notify_registrar.h"
 
 namespace skiff {
 
@@ -104,6 +108,8 @@ class Vm::Impl {
   ~Impl() {
     stop_all_runners();
     join_all();
+    // Device threads stop before guest memory is unmapped.
+    for (auto& transport : virtio_mmio_) transport->reset();
   }
 
   Result<void> build();
@@ -122,6 +128,10 @@ class Vm::Impl {
  private:
   Result<void> setup_memory();
   Result<void> setup_devices();
+  // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
+  Result<void> add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
+  Result<void> setup_virtio_devices();
+  std::string kernel_cmdline() const;
   Result<Serial::OutputSink> console_sink();
   Result<x86::BootPlan> load_boot_images(uint64_t rsdp_addr);
   Result<void> create_vcpus(const x86::BootPlan& plan);
@@ -141,6 +151,10 @@ class Vm::Impl {
   UniqueFd serial_file_;
   std::shared_ptr<Serial> serial_;
   std::unique_ptr<ConsoleInput> console_input_;
+  std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
+  std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
+  x86::AcpiPlatform acpi_platform_;
+  std::vector<std::string> cmdline_additions_;
 
   mutable std::mutex mutex_;
   std::condition_variable stopped_cv_;
@@ -232,6 +246,60 @@ Result<void> Vm::Impl::setup_devices() {
   return {};
 }
 
+Result<void> Vm::Impl::add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
+  const size_t slot = virtio_mmio_.size();
+  if (slot >= x86::kVirtioMmioSlots) {
+    return config_error(fmt::format("{}: no virtio-mmio slot left (at most {} devices on virtio-mmio)", label,
+                                    x86::kVirtioMmioSlots));
+  }
+  const uint64_t base = x86::kVirtioMmioBase + slot * x86::kVirtioMmioSlotSize;
+  const uint32_t irq = x86::kVirtioMmioIrqs[slot];
+  auto line = KvmIrqfdLine::create(vm_, irq);
+  if (!line) return std::unexpected(line.error());
+  if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
+  auto transport = virtio::MmioTransport::create(std::move(device), memory_, base, *line, notify_registrar_,
+                                                 fmt::format("{} (virtio-mmio {:#x})", label, base));
+  if (auto r = mmio_bus_.insert(transport, base, x86::kVirtioMmioSlotSize, label); !r) return r;
+  virtio_mmio_.push_back(transport);
+
+  // ACPI: Linux's virtio_mmio driver binds to LNRO0005 devices (what stock kernels use, since
+  // they lack CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
+  x86::AcpiDevice acpi;
+  acpi.name = fmt::format("VR{:02X}", slot);
+  acpi.hid = "LNRO0005";
+  acpi.uid = slot;
+  acpi.resources.push_back(x86::aml::memory32_fixed(true, static_cast<uint32_t>(base),
+                                                    static_cast<uint32_t>(x86::kVirtioMmioSlotSize)));
+  acpi.resources.push_back(x86::aml::interrupt(irq, x86::aml::InterruptFlags{}));
+  auto aml = acpi.to_aml();
+  if (!aml) return std::unexpected(aml.error());
+  acpi_platform_.dsdt_devices.push_back(std::move(*aml));
+  if (spec_.machine.mmio_cmdline) {
+    cmdline_additions_.push_back(fmt::format("virtio_mmio.device={}K@{:#x}:{}", x86::kVirtioMmioSlotSize / 1024,
+                                             base, irq));
+  }
+  return {};
+}
+
+Result<void> Vm::Impl::setup_virtio_devices() {
+  if (spec_.rng) {
+    auto rng = virtio::VirtioRng::create("rng0");
+    if (!rng) return std::unexpected(rng.error());
+    // Only virtio-mmio exists today; the spec rules refuse "pci" until it lands.
+    if (auto r = add_virtio_mmio(*rng, "rng"); !r) return r;
+  }
+  return {};
+}
+
+std::string Vm::Impl::kernel_cmdline() const {
+  std::string cmdline = spec_.boot.cmdline;
+  for (const std::string& addition : cmdline_additions_) {
+    if (!cmdline.empty()) cmdline += ' ';
+    cmdline += addition;
+  }
+  return cmdline;
+}
+
 Result<x86::BootPlan> Vm::Impl::load_boot_images(uint64_t rsdp_addr) {
   auto kernel = MappedFile::open(spec_.boot.kernel, "boot.kernel");
   if (!kernel) return std::unexpected(kernel.error());
@@ -241,7 +309,7 @@ Result<x86::BootPlan> Vm::Impl::load_boot_images(uint64_t rsdp_addr) {
     if (!mapped) return std::unexpected(mapped.error());
     initrd = std::move(*mapped);
   }
-  auto plan = x86::load_kernel(memory_, kernel->bytes(), initrd.bytes(), spec_.boot.cmdline, rsdp_addr);
+  auto plan = x86::load_kernel(memory_, kernel->bytes(), initrd.bytes(), kernel_cmdline(), rsdp_addr);
   if (!plan) {
     return std::unexpected(plan.error().with_context(fmt::format("boot.kernel \"{}\"", spec_.boot.kernel.string())));
   }
@@ -289,6 +357,7 @@ Result<void> Vm::Impl::build() {
   if (auto r = vm_.create_irqchip(); !r) return r;
   if (auto r = vm_.create_pit2(); !r) return r;
   if (auto r = setup_devices(); !r) return r;
+  if (auto r = setup_virtio_devices(); !r) return r;
 
   // The MP table lives in the 1 KiB EBDA and holds at most mp_table_max_vcpus() processors.
   // Beyond that only the ACPI MADT describes the vCPUs; every kernel that can use so many
@@ -298,9 +367,8 @@ Result<void> Vm::Impl::build() {
   } else {
     spdlog::debug("{} vCPUs do not fit in the MP table; describing them in ACPI only", spec_.machine.vcpus);
   }
-  x86::AcpiPlatform platform;
-  platform.vcpus = spec_.machine.vcpus;
-  auto rsdp = x86::write_acpi_tables(memory_, platform);
+  acpi_platform_.vcpus = spec_.machine.vcpus;
+  auto rsdp = x86::write_acpi_tables(memory_, acpi_platform_);
   if (!rsdp) return std::unexpected(rsdp.error());
 
   auto plan = load_boot_images(*rsdp);

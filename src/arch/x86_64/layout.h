@@ -11,7 +11,8 @@
 //   0x000e_0000  ACPI tables: RSDP first, then XSDT, FADT, MADT, DSDT... (reserved)
 //   0x0010_0000  kernel load address (1 MiB); initrd at the top of low RAM
 //   0xc000_0000  32-bit MMIO hole start: PCI/virtio-mmio windows, then chipset devices
-//   0xe000_0000  PCI ECAM window             0xfec0_0000  IOAPIC   0xfee0_0000  LAPIC
+//   0xe000_0000  PCI ECAM window   0xf000_0000  virtio-mmio slots (4 KiB each)
+//   0xfec0_0000  IOAPIC   0xfee0_0000  LAPIC
 //   0xfffb_c000  KVM identity-map page + TSS (3 pages), inside the hole
 //   0x1_0000_0000  RAM above the hole, when the spec asks for more than the hole leaves
 #pragma once
@@ -60,6 +61,14 @@ inline constexpr uint64_t kMmio32WindowStart = kMmioHoleStart;  // device BARs, 
 inline constexpr uint64_t kMmio32WindowSize = 512 * kMiB;
 inline constexpr uint64_t kPciEcamAddr = 0xe0000000;
 inline constexpr uint64_t kPciEcamSize = 256 * kMiB;  // buses 0..255
+// virtio-mmio register blocks, one 4 KiB slot per device, after the ECAM window and
+// outside the PCI BAR windows.
+inline constexpr uint64_t kVirtioMmioBase = 0xf0000000;
+inline constexpr uint64_t kVirtioMmioSlotSize = 0x1000;
+// Their interrupts: ISA IRQs no legacy device of ours uses, edge-triggered and active high
+// (the MADT's default for ISA IRQs), so a KVM irqfd pulse is one interrupt.
+inline constexpr uint32_t kVirtioMmioIrqs[] = {5, 6, 7, 10, 11, 12, 13, 14, 15};
+inline constexpr uint64_t kVirtioMmioSlots = sizeof(kVirtioMmioIrqs) / sizeof(kVirtioMmioIrqs[0]);
 inline constexpr uint64_t kIoapicAddr = 0xfec00000;
 inline constexpr uint64_t kIoapicSize = 0x1000;
 inline constexpr uint64_t kLapicAddr = 0xfee00000;

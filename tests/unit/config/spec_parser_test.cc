@@ -411,6 +411,11 @@ void expect_same_spec(const VmSpec& a, const VmSpec& b) {
   EXPECT_EQ(a.serial.mode, b.serial.mode);
   EXPECT_EQ(a.serial.path, b.serial.path);
   EXPECT_EQ(a.serial.input, b.serial.input);
+  EXPECT_EQ(a.machine.mmio_cmdline, b.machine.mmio_cmdline);
+  EXPECT_EQ(a.rng.has_value(), b.rng.has_value());
+  if (a.rng && b.rng) {
+    EXPECT_EQ(a.rng->transport, b.rng->transport);
+  }
 }
 
 void expect_round_trip(const VmSpec& spec) {
@@ -554,6 +559,52 @@ TEST(SpecRules, ParsesSysfsCpuLists) {
   EXPECT_EQ(config::parse_cpu_list("0-99999"), std::nullopt);
   EXPECT_EQ(config::parse_cpu_list("a"), std::nullopt);
   EXPECT_EQ(config::parse_cpu_list("1,,2"), std::nullopt);
+}
+
+}  // namespace
+}  // namespace skiff
+
+namespace skiff {
+namespace {
+
+TEST(SpecRng, AbsentByDefaultAndMmioWhenAsked) {
+  auto none = parse_spec(testing_util::spec_with_top(R"("rng": null)"), kBase);
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_FALSE(none->rng);
+  auto mmio = parse_spec(testing_util::spec_with_top(R"("rng": {"transport": "mmio"}, "machine": {"mmio_cmdline": true})"), kBase);
+  ASSERT_TRUE(mmio) << mmio.error().message();
+  ASSERT_TRUE(mmio->rng);
+  EXPECT_EQ(mmio->rng->transport, VirtioTransport::kMmio);
+  EXPECT_TRUE(mmio->machine.mmio_cmdline);
+  expect_round_trip(*mmio);
+}
+
+TEST(SpecRng, PciIsRefusedUntilTheTransportExists) {
+  // "pci" is the default transport, so an empty object asks for it too.
+  for (std::string_view members : {R"("rng": {})", R"("rng": {"transport": "pci"})"}) {
+    auto spec = parse_spec(testing_util::spec_with_top(members), kBase);
+    ASSERT_FALSE(spec);
+    EXPECT_THAT(spec.error().message(), StartsWith("/rng/transport: "));
+    EXPECT_THAT(spec.error().message(), HasSubstr("\"mmio\""));
+  }
+}
+
+TEST(SpecRng, BadValues) {
+  auto unknown = parse_spec(testing_util::spec_with_top(R"("rng": {"transport": "usb"})"), kBase);
+  ASSERT_FALSE(unknown);
+  EXPECT_THAT(unknown.error().message(), StartsWith("/rng/transport: unknown value \"usb\""));
+  auto wrong_type = parse_spec(testing_util::spec_with_top(R"("rng": {"transport": 1})"), kBase);
+  ASSERT_FALSE(wrong_type);
+  EXPECT_THAT(wrong_type.error().message(), StartsWith("/rng/transport: "));
+  auto extra = parse_spec(testing_util::spec_with_top(R"("rng": {"transport": "mmio", "rate": 5})"), kBase);
+  ASSERT_FALSE(extra);
+  EXPECT_THAT(extra.error().message(), StartsWith("/rng/rate: unknown key"));
+  auto not_object = parse_spec(testing_util::spec_with_top(R"("rng": true)"), kBase);
+  ASSERT_FALSE(not_object);
+  EXPECT_THAT(not_object.error().message(), StartsWith("/rng: "));
+  auto bad_flag = parse_spec(testing_util::spec_with_top(R"("machine": {"mmio_cmdline": "yes"})"), kBase);
+  ASSERT_FALSE(bad_flag);
+  EXPECT_THAT(bad_flag.error().message(), StartsWith("/machine/mmio_cmdline: "));
 }
 
 }  // namespace
