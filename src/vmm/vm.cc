@@ -22,6 +22,7 @@
 #include "arch/x86_64/boot/boot_loader.h"
 #include "arch/x86_64/boot/cpu_boot_state.h"
 #include "arch/x86_64/cpuid.h"
+#include "arch/x86_64/irq_routing.h"
 #include "arch/x86_64/layout.h"
 #include "arch/x86_64/mptable.h"
 #include "arch/x86_64/vcpu_setup.h"
@@ -356,6 +357,8 @@ Result<void> Vm::Impl::build() {
   if (auto r = vm_.set_identity_map_address(x86::kKvmIdentityMapAddr); !r) return r;
   if (auto r = vm_.create_irqchip(); !r) return r;
   if (auto r = vm_.create_pit2(); !r) return r;
+  // Routes that agree with the MADT and MP table (PIT on IOAPIC pin 2); see irq_routing.h.
+  if (auto r = vm_.set_gsi_routing(x86::pc_gsi_routes()); !r) return r;
   if (auto r = setup_devices(); !r) return r;
   if (auto r = setup_virtio_devices(); !r) return r;
 
