@@ -2,7 +2,7 @@
 # Sets up a fresh Debian 12 machine and runs every test tier this host can run:
 #   tier 1  unit tests (no KVM)
 #   tier 2  freestanding guest payloads booted by skiff on /dev/kvm
-#   (tier 3, real Linux boots, arrives with the boot-test harness; see docs/testing.md)
+#   tier 3  real Debian kernels booted by skiff (nested under QEMU TCG here; docs/testing.md)
 # Warnings are errors here. Usage (as root): tools/test.sh [extra ctest arguments]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

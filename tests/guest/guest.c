@@ -38,7 +38,6 @@ enum {
 };
 
 enum {
-  kCmdlineMaxPrint = 4095,  // = setup header cmdline_size
   kInitrdHashWindow = 4096,
   kDebugExitPort = 0xf4,
   kI8042CommandPort = 0x64,
@@ -205,8 +204,25 @@ static void print_initrd(const BootInfo* info) {
 
 // ---- command line: space-separated key=value tokens -----------------------------------
 
-static int token_has_key(const char* token, usize length, const char* key, const char** value,
-                         usize* value_length) {
+const char* cmdline_text(u64 cmdline) {
+  static const char kEmpty[] = "";
+  return cmdline != 0 && phys_range_mapped(cmdline, kCmdlineMaxPrint) ? (const char*)phys_ptr(cmdline)
+                                                                      : kEmpty;
+}
+
+int cmdline_next_token(const char* cmdline, usize* position, const char** token, usize* length) {
+  usize i = *position;
+  while (i < kCmdlineMaxPrint && cmdline[i] == ' ') ++i;
+  usize start = i;
+  while (i < kCmdlineMaxPrint && cmdline[i] && cmdline[i] != ' ') ++i;
+  *position = i;
+  *token = cmdline + start;
+  *length = i - start;
+  return i > start;
+}
+
+int token_has_key(const char* token, usize length, const char* key, const char** value,
+                  usize* value_length) {
   usize key_length = 0;
   while (key[key_length]) ++key_length;
   if (length <= key_length || token[key_length] != '=' || !bytes_equal(token, key, key_length)) {
@@ -218,20 +234,18 @@ static int token_has_key(const char* token, usize length, const char* key, const
 }
 
 // The last occurrence of `key` wins, as in Linux's parser. Returns 0 if absent.
-static int cmdline_value(const char* cmdline, const char* key, const char** value,
-                         usize* value_length) {
+int cmdline_value(const char* cmdline, const char* key, const char** value, usize* value_length) {
   int found = 0;
-  usize i = 0;
-  while (i < kCmdlineMaxPrint && cmdline[i]) {
-    while (i < kCmdlineMaxPrint && cmdline[i] == ' ') ++i;
-    usize start = i;
-    while (i < kCmdlineMaxPrint && cmdline[i] && cmdline[i] != ' ') ++i;
-    if (i > start && token_has_key(cmdline + start, i - start, key, value, value_length)) found = 1;
+  usize position = 0;
+  const char* token;
+  usize length;
+  while (cmdline_next_token(cmdline, &position, &token, &length)) {
+    if (token_has_key(token, length, key, value, value_length)) found = 1;
   }
   return found;
 }
 
-static int parse_u64(const char* text, usize length, u64* out) {
+int parse_u64(const char* text, usize length, u64* out) {
   u64 value = 0;
   u32 base = 10;
   usize i = 0;
@@ -278,11 +292,7 @@ static int name_matches(const char* name, const char* text, usize length) {
   return n == length && bytes_equal(name, text, length);
 }
 
-__attribute__((noreturn)) static void act(u64 cmdline) {
-  static const char kEmpty[] = "";
-  const char* text = cmdline != 0 && phys_range_mapped(cmdline, kCmdlineMaxPrint)
-                         ? (const char*)phys_ptr(cmdline)
-                         : kEmpty;
+__attribute__((noreturn)) static void act(const char* text) {
   const char* value;
   usize value_length;
 
@@ -388,5 +398,7 @@ void guest_main(u32 tag, u64 boot_info) {
   put_dec(cpus);
   line_end();
 
-  act(info.cmdline);
+  const char* cmdline = cmdline_text(info.cmdline);
+  virtio_mmio_report(cmdline);
+  act(cmdline);
 }

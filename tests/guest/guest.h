@@ -89,6 +89,17 @@ void* memcpy(void* dst, const void* src, usize size);
 int bytes_equal(const void* a, const void* b, usize size);
 u8 byte_sum(u64 addr, u64 size);
 
+// guest.c: the command line, space-separated key=value tokens, read in place (at most
+// kCmdlineMaxPrint bytes, NUL-terminated earlier).
+#define kCmdlineMaxPrint 4095  // = setup header cmdline_size
+const char* cmdline_text(u64 cmdline);  // "" when absent or unmapped
+// Next space-separated token at or after *position; 0 at the end of the line.
+int cmdline_next_token(const char* cmdline, usize* position, const char** token, usize* length);
+int token_has_key(const char* token, usize length, const char* key, const char** value,
+                  usize* value_length);
+int cmdline_value(const char* cmdline, const char* key, const char** value, usize* value_length);
+int parse_u64(const char* text, usize length, u64* out);  // decimal or 0x hex, whole text
+
 // acpi.c: CPU enumeration from the firmware tables.
 #define kMaxCpus 256
 typedef struct {
@@ -102,3 +113,7 @@ void mptable_report(void);
 
 // smp.c
 u32 start_application_processors(const MadtInfo* madt);  // returns CPUs running, BSP included
+
+// virtio.c: virtio-mmio devices named by virtio_mmio.device= tokens; with skiff.virtio=1
+// each is probed and an entropy device is driven through one request round.
+void virtio_mmio_report(const char* cmdline);

@@ -18,7 +18,7 @@ for entry in 64 32; do
   status=$?
   if [ "$status" -eq 77 ]; then cat "$work/out"; exit 77; fi
   for line in "boot=bzimage" "entry=$entry" "cmdline=skiff.exit=$entry a=b" "e820-count 4" \
-      "madt-cpus=none" "cpus-started=1" "action=exit code=$entry"; do
+      "madt-cpus=none" "cpus-started=1" "virtio-mmio-devices=0" "action=exit code=$entry"; do
     grep -qxF "SKIFF-GUEST $line" "$work/out" || { echo "entry $entry: missing '$line'"; failures=$((failures + 1)); }
   done
   grep -qE '^SKIFF-GUEST initrd addr=0x2000000 size=10000 head_fnv1a=0x[0-9a-f]{16} tail_fnv1a=0x[0-9a-f]{16}$' \

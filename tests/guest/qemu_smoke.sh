@@ -82,6 +82,15 @@ expect_no_line() {
 expect_match() {  # extended regex over a whole line
   grep -qxE -- "SKIFF-GUEST $1" "$work/$current.lines" || fail "no line matching 'SKIFF-GUEST $1'"
 }
+expect_order() {  # the first line matching each extended regex, in this order
+  local previous=0 regex number
+  for regex in "$@"; do
+    number=$(grep -nxE -m 1 -- "SKIFF-GUEST $regex" "$work/$current.lines" | cut -d: -f1)
+    if [ -z "$number" ]; then fail "no line matching 'SKIFF-GUEST $regex'"; return; fi
+    [ "$number" -gt "$previous" ] || fail "line 'SKIFF-GUEST $regex' out of order"
+    previous=$number
+  done
+}
 expect_status() {
   [ "$status" -eq "$1" ] || fail "exit status $status, expected $1"
 }
@@ -117,6 +126,7 @@ expect_line "cmdline=skiff.exit=3 console=none  spaced=1"
 expect_line "initrd none"
 expect_line "madt-cpus=1"
 expect_line "cpus-started=1"
+expect_line "virtio-mmio-devices=0"
 expect_line "action=exit code=3"
 expect_status "$(debug_exit_status 3)"
 
@@ -157,6 +167,7 @@ expect_match "rsdp=0x[0-9a-f]+ from=scan"
 expect_line "madt-cpus=2"
 expect_line "mptable-cpus=2"
 expect_line "cpus-started=2"
+expect_line "virtio-mmio-devices=0"
 expect_line "action=exit code=9"
 expect_status "$(debug_exit_status 9)"
 
@@ -198,6 +209,73 @@ expect_line "error unknown-action"
 expect_line "action=exit code=2"
 expect_line "action-failed"
 expect_status 124
+
+# 6. virtio-mmio on microvm. With ACPI off, QEMU appends one Linux-style
+#    "virtio_mmio.device=512@<base>:<irq>" token per transport that has a device (512-byte
+#    slots at 0xfeb00000 + 0x200 * i, IRQ 5 + i). Its transports speak the legacy layout
+#    (version 1) unless force-legacy is off.
+microvm_virtio=(-M microvm,x-option-roms=off,rtc=off,acpi=off -global virtio-mmio.force-legacy=false)
+# An entropy device and a balloon (id 5, only listed). Under TCG a poll of the used ring
+# takes ~70 ns, and QEMU's main loop fills the buffers only when it gets a CPU: allow
+# 20M polls (~1.5 s) instead of the default 200000 (~15 ms here).
+run microvm-virtio 60 "${microvm_virtio[@]}" -device virtio-rng-device -device virtio-balloon-device \
+  -kernel "$elf" -append "skiff.virtio=1 skiff.virtio-polls=20000000 skiff.exit=6"
+check_common
+expect_line "virtio-mmio-devices=2"
+tokens=$(sed -n 's/^SKIFF-GUEST cmdline=//p' "$work/$current.lines" | tr ' ' '\n' |
+  sed -n 's/^virtio_mmio\.device=512@\(0xfeb00[0-9a-f]*\):\([0-9]*\)$/\1 \2/p')
+[ "$(echo "$tokens" | grep -c .)" = 2 ] || fail "expected 2 virtio_mmio.device tokens, got '$tokens'"
+while read -r base irq; do
+  [ -n "$base" ] && expect_match "virtio-mmio base=$base irq=$irq id=(4|5) vendor=0x554d4551"
+done <<<"$tokens"
+expect_match "virtio-mmio base=0x[0-9a-f]+ irq=[0-9]+ id=4 vendor=0x554d4551"
+expect_match "virtio-mmio base=0x[0-9a-f]+ irq=[0-9]+ id=5 vendor=0x554d4551"
+expect_match "virtio-rng device-features=0x[0-9a-f]+ features-ok=1"
+features=$(sed -n 's/^SKIFF-GUEST virtio-rng device-features=\(0x[0-9a-f]*\) .*/\1/p' "$work/$current.lines")
+[ -n "$features" ] && [ $(((features >> 32) & 1)) = 1 ] || fail "device features '$features' lack VIRTIO_F_VERSION_1"
+expect_match "virtio-rng queue-num-max=[0-9]+ queue-num=8 status=15"
+expect_line "virtio-rng used=2 len0=64 len1=64 nonzero=1 isr=1"
+expect_line "virtio-rng isr-after-ack=0"
+expect_line "virtio-rng reset-status=0"
+expect_order "cpus-started=1" "virtio-mmio-devices=2" "virtio-mmio base=.* id=4 .*" \
+  "virtio-rng device-features=.*" "virtio-rng queue-num-max=.*" "virtio-rng used=.*" \
+  "virtio-rng isr-after-ack=0" "virtio-rng reset-status=0" "action=exit code=6"
+expect_status "$(debug_exit_status 6)"
+
+# A device that never answers (an EGD entropy source on a null chardev): the bounded
+# poll gives up with nothing used and no interrupt, and the device still resets.
+run microvm-virtio-stuck 60 "${microvm_virtio[@]}" -chardev null,id=silent \
+  -object rng-egd,id=silent-rng,chardev=silent -device virtio-rng-device,rng=silent-rng \
+  -kernel "$elf" -append "skiff.virtio=1"
+check_common
+expect_line "virtio-mmio-devices=1"
+expect_line "virtio-rng used=0 len0=0 len1=0 nonzero=0 isr=0"
+expect_line "virtio-rng isr-after-ack=0"
+expect_line "virtio-rng reset-status=0"
+expect_status "$(debug_exit_status 0)"
+
+# Without skiff.virtio=1 the devices are only counted, never touched.
+run microvm-virtio-off 60 "${microvm_virtio[@]}" -device virtio-rng-device \
+  -kernel "$elf" -append "skiff.virtio=0"
+check_common
+expect_line "virtio-mmio-devices=1"
+if grep -q '^SKIFF-GUEST virtio-\(mmio base\|rng\)' "$work/$current.lines"; then fail "device probed"; fi
+expect_status "$(debug_exit_status 0)"
+
+# Legacy transports (version 1) are reported, not driven; malformed and unmapped tokens
+# are reported and not counted; a token may carry Linux's trailing ":<id>".
+run microvm-virtio-errors 60 -M microvm,x-option-roms=off,rtc=off,acpi=off \
+  -global virtio-mmio.force-legacy=true -device virtio-rng-device -kernel "$elf" \
+  -append "skiff.virtio=1 skiff.virtio-polls=0 virtio_mmio.device=1x@0:1 virtio_mmio.device=4K@0x100000000:3 virtio_mmio.device=0x200@0xfeb00200:6:3"
+expect_line "error virtio-mmio-token index=0"
+expect_line "error virtio-mmio-range base=0x100000000 size=0x1000"
+expect_line "virtio-mmio-devices=2"
+expect_line "error bad-virtio-polls"
+expect_line "error virtio-mmio-version base=0xfeb00200 value=1"
+expect_match "error virtio-mmio-version base=0xfeb00[0-9a-f]00 value=1"
+if grep -q '^SKIFF-GUEST virtio-\(mmio base\|rng\)' "$work/$current.lines"; then fail "legacy device driven"; fi
+expect_line "action=exit code=0"
+expect_status "$(debug_exit_status 0)"
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"

@@ -44,9 +44,11 @@ resolve() {
 }
 pkg=$(resolve || true)
 if [ -z "$pkg" ]; then
-  echo "fetch-kernel.sh: apt cache does not know $meta; running apt-get update" >&2
   if [ "$(id -u)" -eq 0 ]; then
+    echo "fetch-kernel.sh: apt cache does not know $meta; running apt-get update" >&2
     apt-get update -q >&2 || true
+  else
+    echo "fetch-kernel.sh: apt cache does not know $meta (apt-get update needs root)" >&2
   fi
   pkg=$(resolve || true)
 fi
@@ -71,7 +73,7 @@ if [ ! -f "$root/.unpacked" ]; then
     echo "fetch-kernel.sh: apt-get download $pkg failed" >&2
     exit 3
   fi
-  deb=$(ls "$dl"/"$pkg"_*.deb 2>/dev/null | head -n1)
+  deb=$(find "$dl" -maxdepth 1 -name "${pkg}_*.deb" | head -n1)
   [ -n "$deb" ] || { echo "fetch-kernel.sh: no .deb for $pkg after download" >&2; exit 3; }
   mkdir -p "$root.tmp"
   dpkg-deb -x "$deb" "$root.tmp"

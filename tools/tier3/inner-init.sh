@@ -22,6 +22,7 @@ echo "TIER3-UPTIME $(cut -d' ' -f1 /proc/uptime)"
 # init's arguments and environment, so read the action from /proc/cmdline.
 action=poweroff
 debug=0
+# shellcheck disable=SC2013  # words, not lines
 for word in $(cat /proc/cmdline); do
   case "$word" in
     tier3.action=*) action=${word#tier3.action=} ;;
@@ -37,7 +38,7 @@ if [ "$debug" = 1 ]; then
   done
   cat /proc/interrupts
   echo "TIER3-DEBUG uptime $(cut -d' ' -f1 /proc/uptime)"
-  cat /proc/interrupts | head -3
+  head -n 3 /proc/interrupts
   grep -E '^(jiffies|now at|  mode|  event_handler|Tick Device|Clock Event Device| set_next_event| next_event)' /proc/timer_list 2>/dev/null
 fi
 echo "TIER3-ACTION $action"

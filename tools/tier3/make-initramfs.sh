@@ -26,8 +26,8 @@ kind=$1
 out=$2
 shift 2
 
-skiff= modules= inner_kernel= inner_initrd= generic_kernel= inner_extra= inner_memory=256M panic_rc=0
-workarounds=
+skiff='' modules='' inner_kernel='' inner_initrd='' generic_kernel='' inner_extra=''
+inner_memory=256M panic_rc=0 workarounds=
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff) skiff=$2; shift 2 ;;
@@ -111,10 +111,10 @@ case "$kind" in
     write_archive
     ;;
   outer)
-    [ -n "$skiff" ] && [ -x "$skiff" ] || die "--skiff BIN: executable skiff binary needed"
-    [ -n "$modules" ] && [ -d "$modules" ] || die "--modules DIR: the kernel's lib/modules/<version> needed"
-    [ -n "$inner_kernel" ] && [ -f "$inner_kernel" ] || die "--inner-kernel VMLINUZ needed"
-    [ -n "$inner_initrd" ] && [ -f "$inner_initrd" ] || die "--inner-initrd INNER.cpio.gz needed"
+    [ -x "$skiff" ] || die "--skiff BIN: executable skiff binary needed"
+    [ -d "$modules" ] || die "--modules DIR: the kernel's lib/modules/<version> needed"
+    [ -f "$inner_kernel" ] || die "--inner-kernel VMLINUZ needed"
+    [ -f "$inner_initrd" ] || die "--inner-initrd INNER.cpio.gz needed"
     install_busybox
     for m in irqbypass kvm kvm-amd kvm-intel; do copy_module "$m"; done
 

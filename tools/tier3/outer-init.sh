@@ -25,6 +25,7 @@ finish() {
 
 scenarios=boot1
 timeout=240
+# shellcheck disable=SC2013  # words, not lines
 for word in $(cat /proc/cmdline); do
   case "$word" in
     tier3.scenarios=*) scenarios=$(echo "${word#tier3.scenarios=}" | tr ',' ' ') ;;
@@ -59,7 +60,7 @@ echo "TIER3-KVM-READY module=$vendor uptime=$(cut -d' ' -f1 /proc/uptime)"
 # shellcheck disable=SC1091
 . /tier3/env
 export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC
-export SCENARIO_TIMEOUT=$timeout LOG_DIR=/tmp/tier3-logs
+export SCENARIO_TIMEOUT="$timeout" LOG_DIR=/tmp/tier3-logs
 # shellcheck disable=SC2086
 sh /tier3/scenarios.sh $scenarios
 finish

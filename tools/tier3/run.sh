@@ -16,11 +16,14 @@
 #                          (default: boot1,boot2,reboot,panic)
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)
+#   --boot-timeout S       nested: limit for the outer VM to reach its /init (default 180)
 #   --scenario-timeout S   limit of one skiff run (default 240)
 #   --inner-extra "WORDS"  extra words for the inner kernel's command line (debugging)
 #   --workarounds "WORDS"  replace the inner command-line workarounds for known skiff bugs
 #                          (scenarios.sh has the default); "none" runs without any
 #   --smp N                outer VM's vCPUs (default 2)
+# Environment: QEMU=<binary> instead of qemu-system-x86_64; TIER3_TSC_KHZ=<kHz>|none for
+#   the outer kernel's tsc_early_khz= (default: the host's "cpu MHz" with a constant TSC).
 # Exit: 0 every scenario passed, 1 something failed, 77 skipped (no QEMU for the nested
 # mode, or the kernel package could not be downloaded), 2 usage.
 set -euo pipefail
@@ -29,14 +32,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
 skiff=$root/build/skiff
-cache= work=
+cache=''
+work=''
 scenarios=boot1,boot2,reboot,panic
 mode=auto
 total_timeout=1200
+boot_timeout=180
 scenario_timeout=240
 inner_extra=
 workarounds=
 smp=2
+qemu_bin=${QEMU:-qemu-system-x86_64}
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff) skiff=$2; shift 2 ;;
@@ -45,11 +51,12 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --timeout) total_timeout=$2; shift 2 ;;
+    --boot-timeout) boot_timeout=$2; shift 2 ;;
     --scenario-timeout) scenario_timeout=$2; shift 2 ;;
     --inner-extra) inner_extra=$2; shift 2 ;;
     --workarounds) workarounds=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
-    -h|--help) sed -n '3,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,29p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +71,13 @@ build_dir=$(dirname "$skiff")
 cache=${cache:-$build_dir/tier3-cache}
 work=${work:-$build_dir/tier3-work}
 mkdir -p "$cache" "$work"
+# One run per work directory: two would write the same images and console log, and two
+# TCG VMs on a 2-core machine also distort every timing.
+exec 9>"$work/.lock"
+if ! flock -n 9; then
+  log "another tier-3 run is using $work; waiting for it"
+  flock 9
+fi
 
 # Which way: nested under QEMU, or directly on this host's /dev/kvm.
 if [ "$mode" = auto ]; then
@@ -77,8 +91,8 @@ case "$mode" in nested|direct) ;; *) echo "run.sh: --mode must be auto, nested o
 log "mode: $mode ($( [ "$mode" = nested ] && echo 'skiff inside a QEMU TCG VM with emulated AMD SVM' || echo 'skiff on this host'\''s /dev/kvm'))"
 
 if [ "$mode" = nested ]; then
-  command -v qemu-system-x86_64 >/dev/null ||
-    skip "qemu-system-x86_64 is not installed (tools/install-deps.sh --tier3); nested tier-3 tests need it"
+  command -v "$qemu_bin" >/dev/null ||
+    skip "$qemu_bin is not installed (tools/install-deps.sh --tier3); nested tier-3 tests need it"
 fi
 for tool in busybox cpio gzip; do
   command -v "$tool" >/dev/null || fail "$tool is not installed (tools/install-deps.sh --tier3)"
@@ -118,21 +132,62 @@ if [ "$mode" = nested ]; then
     --inner-kernel "$cloud_vmlinuz" --inner-initrd "$work/inner.cpio.gz" \
     ${generic_vmlinuz:+--generic-kernel "$generic_vmlinuz"} --inner-extra "$inner_extra" \
     --workarounds "$workarounds"
+  # The outer kernel calibrates its TSC against QEMU's PIT. Under TCG on a busy 2-core host
+  # that fails ("tsc: Unable to calibrate against PIT", "No reference (HPET/PMTIMER)
+  # available": microvm has neither) and the outer kernel then hangs before /init (0 of 3
+  # boots with three CPU hogs beside it). TCG's rdtsc returns the host's TSC, so hand the
+  # host's TSC frequency over (4 of 4 boots under the same load). Hosts with a constant TSC
+  # show it as "cpu MHz" in /proc/cpuinfo; TIER3_TSC_KHZ overrides, "none" leaves it out.
+  tsc_khz=${TIER3_TSC_KHZ:-}
+  if [ -z "$tsc_khz" ] && grep -qw constant_tsc /proc/cpuinfo; then
+    tsc_khz=$(awk -F: '/^cpu MHz/ { printf "%d", $2 * 1000; exit }' /proc/cpuinfo)
+  fi
+  [ "$tsc_khz" = none ] && tsc_khz=
   # -M microvm: no firmware, no PCI; the bzImage boots directly; ISA serial on ttyS0.
   # x-option-roms=off and rtc=off as measured in ENVIRONMENT.md. -cpu EPYC,+svm,+npt gives the
   # outer kernel AMD-V with nested paging for kvm-amd. -no-reboot: a reset ends QEMU.
-  qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,rtc=off -accel tcg,thread=multi
+  # The outer kernel's boot log stays on (no `quiet`): a few hundred lines, and the only
+  # clue when the outer VM itself gets stuck.
+  # shellcheck disable=SC2054  # the commas belong to QEMU option values
+  qemu=("$qemu_bin" -M microvm,x-option-roms=off,rtc=off -accel tcg,thread=multi
         -cpu EPYC,+svm,+npt -m 2048 -smp "$smp" -nographic -no-reboot
+        -pidfile "$work/qemu.pid"
         -kernel "$cloud_vmlinuz" -initrd "$work/outer.cpio"
-        -append "console=ttyS0 panic=-1 quiet tier3.scenarios=$scenarios tier3.timeout=$scenario_timeout")
+        -append "console=ttyS0 panic=-1${tsc_khz:+ tsc_early_khz=$tsc_khz} tier3.scenarios=$scenarios tier3.timeout=$scenario_timeout")
   log "running: ${qemu[*]}"
-  timeout -s TERM -k 10 "$total_timeout" "${qemu[@]}" </dev/null 2>&1 | tee "$console_log" || run_rc=$?
+  rm -f "$work/qemu.pid" "$work/qemu.rc" "$work/boot-timeout"
+  (
+    rc=0
+    timeout -s TERM -k 10 "$total_timeout" "${qemu[@]}" </dev/null >"$console_log" 2>&1 || rc=$?
+    echo "$rc" > "$work/qemu.rc"
+  ) &
+  runner=$!
+  tail -n +1 -f --pid="$runner" "$console_log" &
+  tailer=$!
+  # Watchdog: the outer VM must reach its /init within --boot-timeout; otherwise stop it now
+  # instead of waiting for the wall limit.
+  booted=0
+  while kill -0 "$runner" 2>/dev/null; do
+    if [ "$booted" -eq 0 ]; then
+      if grep -aq '^TIER3-OUTER-UP' "$console_log"; then
+        booted=1
+      elif [ $(($(date +%s) - start)) -ge "$boot_timeout" ] && [ -s "$work/qemu.pid" ]; then
+        touch "$work/boot-timeout"
+        kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
+        booted=2
+      fi
+    fi
+    sleep 1
+  done
+  wait "$runner" || true
+  wait "$tailer" 2>/dev/null || true
+  run_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo 1)
 else
-  run_rc=0
+  read -r -a scenario_list <<<"$(tr ',' ' ' <<<"$scenarios")"
   SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
     GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra WORKAROUNDS=$workarounds SCENARIO_TIMEOUT=$scenario_timeout \
     LOG_DIR=$work/logs \
-    timeout -s TERM -k 10 "$total_timeout" sh "$here/scenarios.sh" $(tr ',' ' ' <<<"$scenarios") \
+    timeout -s TERM -k 10 "$total_timeout" sh "$here/scenarios.sh" "${scenario_list[@]}" \
     2>&1 | tee "$console_log" || run_rc=$?
 fi
 end=$(date +%s)
@@ -151,6 +206,15 @@ for name in $(tr ',' ' ' <<<"$scenarios"); do
     [[ "$line" == *" status=PASS"* ]] || ok=0
   fi
 done
+# The outer VM's own failures (no SVM, insmod, no /dev/kvm).
+while IFS= read -r line; do
+  echo "  outer VM: ${line#TIER3-OUTER-ERROR }"
+  ok=0
+done < <(tr -d '\r' < "$console_log" | grep -a '^TIER3-OUTER-ERROR' || true)
+if [ -e "$work/boot-timeout" ]; then
+  echo "  the outer VM did not reach its /init within ${boot_timeout}s (see the console log)"
+  ok=0
+fi
 if [ "$run_rc" -eq 124 ] || [ "$run_rc" -eq 137 ]; then
   echo "  the whole run hit the ${total_timeout}s wall limit"
   ok=0

@@ -16,14 +16,15 @@
 #   INNER_MEMORY     guest RAM per run, default 256M
 #   INNER_EXTRA      extra inner kernel command-line words (debugging, e.g. tier3.debug=1)
 #   WORKAROUNDS      inner kernel command-line words that work around known skiff bugs;
-#                    default below; set to "none" to run without them
+#                    none today (the IOAPIC timer routing bug that needed `noapic` is fixed)
 #   SCENARIO_TIMEOUT seconds before a run is stopped with SIGTERM, default 240
 #   LOG_DIR          where each run's console log goes, default /tmp/tier3-logs
 #   PANIC_RC         exit code expected from the panic scenario, default 0 (today a guest
 #                    panic with panic=-1 is a reboot, and skiff treats reboot as exit)
 #
 # Output: each run's console and skiff's log lines prefixed with "[name] ", then one line
-#   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL [missing=<marker>,...]
+#   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL
+#                [missing=<marker>,...] [timed_out=yes]
 # and at the end `TIER3-DONE passed=N failed=M`. Exit status: 0 when every scenario passed.
 
 : "${SKIFF:?SKIFF is not set}"
@@ -34,12 +35,13 @@ SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
 LOG_DIR=${LOG_DIR:-/tmp/tier3-logs}
 PANIC_RC=${PANIC_RC:-0}
 INNER_EXTRA=${INNER_EXTRA:-}
-# WORKAROUND (skiff bug, see docs/testing.md "Known skiff bugs"): skiff keeps KVM's default
-# GSI routing (GSI 0 -> IOAPIC pin 0) while its MADT and MP table route ISA IRQ0 to IOAPIC
-# pin 2, so with the IOAPIC in use the PIT tick never arrives after the switch to symmetric
-# I/O mode: jiffies stop and anything that sleeps (poweroff, reboot) hangs. `noapic` makes
-# the kernel take every interrupt through the 8259 PIC, where IRQ0 is wired correctly.
-WORKAROUNDS=${WORKAROUNDS:-noapic}
+# Kernel command-line workarounds for skiff bugs: none needed today (docs/testing.md).
+WORKAROUNDS=${WORKAROUNDS:-}
+# Under two levels of emulation (QEMU TCG emulating SVM) a guest very occasionally
+# triple-faults in early SMP boot (seen once in about 20 boot2 runs; never on the rerun).
+# A run that ends with skiff's guest-crash code (71) is tried once more and both results
+# are printed (TIER3-RETRY), so a real regression, which crashes every time, still fails.
+RETRY_GUEST_CRASH=${RETRY_GUEST_CRASH:-1}
 [ "$WORKAROUNDS" = none ] && WORKAROUNDS=
 mkdir -p "$LOG_DIR"
 
@@ -52,6 +54,18 @@ failed=0
 # run_one NAME KERNEL VCPUS ACTION EXPECT_RC MARKER...
 #   MARKER: a fixed string that must appear in the run's output (console + skiff log).
 run_one() {
+  attempt "$@"
+  if [ "$status" = FAIL ] && [ "$rc" = 71 ] && [ "$expect_rc" != 71 ] && [ "$RETRY_GUEST_CRASH" = 1 ]; then
+    echo "TIER3-RETRY name=$1 first_rc=$rc reason=guest-crash (see $LOG_DIR/$1.first.log)"
+    cp "$LOG_DIR/$1.log" "$LOG_DIR/$1.first.log"
+    attempt "$@"
+  fi
+  if [ "$status" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  echo "TIER3-RESULT name=$name rc=$rc seconds=$seconds expect_rc=$expect_rc status=$status${missing:+ missing=$missing}$timed_out"
+}
+
+# One run; leaves status, rc, seconds, missing and timed_out set.
+attempt() {
   name=$1 kernel=$2 vcpus=$3 action=$4 expect_rc=$5
   shift 5
   log=$LOG_DIR/$name.log
@@ -78,12 +92,15 @@ run_one() {
   done
   if [ "$rc" = "$expect_rc" ] && [ -z "$missing" ]; then
     status=PASS
-    passed=$((passed + 1))
   else
     status=FAIL
-    failed=$((failed + 1))
   fi
-  echo "TIER3-RESULT name=$name rc=$rc seconds=$seconds expect_rc=$expect_rc status=$status${missing:+ missing=$missing}"
+  # Busybox's timeout passes on skiff's own exit code (75 after SIGTERM), GNU timeout
+  # reports 124: say it in words either way.
+  timed_out=
+  if awk -v s="$seconds" -v t="$SCENARIO_TIMEOUT" 'BEGIN { exit !(s + 0.5 >= t) }'; then
+    timed_out=" timed_out=yes"
+  fi
 }
 
 for scenario in "$@"; do
