@@ -41,6 +41,27 @@ if [ "$debug" = 1 ]; then
   head -n 3 /proc/interrupts
   grep -E '^(jiffies|now at|  mode|  event_handler|Tick Device|Clock Event Device| set_next_event| next_event)' /proc/timer_list 2>/dev/null
 fi
+# tier3.action=hwrng: the stock kernel must find skiff's virtio-mmio devices through ACPI
+# (LNRO0005 in the DSDT; Debian's kernels lack CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) and read
+# entropy from its virtio-rng.
+if [ "$action" = hwrng ]; then
+  for m in virtio_ring virtio virtio_mmio virtio-rng; do
+    insmod "/lib/modules/tier3/$m.ko" || echo "TIER3-INSMOD-FAILED $m"
+  done
+  # Driver binding is asynchronous to insmod: give it a moment (bounded).
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    [ -e /dev/hwrng ] && [ -n "$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)" ] && break
+    sleep 1
+  done
+  for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d/device" ] && echo "TIER3-VIRTIO-DEVICE ${d##*/} id=$(cat "$d/device") driver=$(basename "$(readlink "$d/driver" 2>/dev/null)")"
+  done
+  echo "TIER3-HWRNG-CURRENT $(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)"
+  bytes=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | wc -c)
+  echo "TIER3-HWRNG-BYTES $bytes"
+  grep -E 'virtio|LNRO' /proc/interrupts | sed 's/^/TIER3-IRQ /'
+  action=poweroff
+fi
 echo "TIER3-ACTION $action"
 
 case "$action" in

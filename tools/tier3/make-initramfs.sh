@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds the two busybox-static initramfs images of the tier-3 tests.
 #
-#   make-initramfs.sh inner OUT.cpio.gz
-#       The guest skiff boots: /init = tools/tier3/inner-init.sh.
+#   make-initramfs.sh inner OUT.cpio.gz [--modules DIR]
+#       The guest skiff boots: /init = tools/tier3/inner-init.sh. With --modules (the inner
+#       kernel's lib/modules/<version>), also the virtio modules the inner /init loads for
+#       the virtio scenarios (virtio_ring, virtio, virtio_mmio, virtio-rng).
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
@@ -107,6 +109,11 @@ write_archive() {
 case "$kind" in
   inner)
     install_busybox
+    if [ -n "$modules" ]; then
+      [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
+      # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
+      for m in virtio_ring virtio virtio_mmio virtio-rng; do copy_module "$m"; done
+    fi
     install -m 0755 "$here/inner-init.sh" "$stage/init"
     write_archive
     ;;

@@ -120,7 +120,8 @@ if [[ ",$scenarios," == *",generic,"* ]]; then
 fi
 log "kernel: $cloud_vmlinuz${generic_vmlinuz:+ and $generic_vmlinuz}"
 
-"$here/make-initramfs.sh" inner "$work/inner.cpio.gz"
+# The inner initramfs carries the cloud kernel's virtio modules (=m in Debian's kernels).
+"$here/make-initramfs.sh" inner "$work/inner.cpio.gz" --modules "$cloud_modules"
 
 console_log=$work/console.log
 : > "$console_log"
