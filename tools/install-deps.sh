@@ -22,6 +22,8 @@ packages=(
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libseccomp-dev liburing-dev
   python3
+  # libFuzzer targets (fuzz/): clang >= 16 with its fuzzer runtime
+  clang-16 libclang-rt-16-dev
 )
 if [ "$want_tier3" -eq 1 ]; then
   packages+=(qemu-system-x86 busybox-static cpio)

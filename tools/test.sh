@@ -3,6 +3,7 @@
 #   tier 1  unit tests (no KVM)
 #   tier 2  freestanding guest payloads booted by skiff on /dev/kvm
 #   tier 3  real Debian kernels booted by skiff (nested under QEMU TCG here; docs/testing.md)
+#   fuzz    each libFuzzer target (clang 16) for a bounded time on its seed corpus
 # Warnings are errors here. Usage (as root): tools/test.sh [extra ctest arguments]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
