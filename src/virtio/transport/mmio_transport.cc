@@ -69,7 +69,7 @@ MmioTransport::~MmioTransport() {
 }
 
 uint8_t MmioTransport::status() const {
-  std::lock_guard lock(const_cast<std::mutex&>(mutex_));
+  std::lock_guard lock(mutex_);
   return status_.status();
 }
 
@@ -237,7 +237,6 @@ Result<void> MmioTransport::activate_locked() {
   }
   interrupt_ = std::make_shared<Interrupt>(weak);
   if (auto r = device_->activate(status_.driver_features(), queues, interrupt_); !r) return r;
-  activated_ = true;
   // Notifications straight to the device thread: the write to QueueNotify with the queue's
   // index signals its eventfd inside KVM (§4.2.2: QueueNotify takes the queue index).
   if (registrar_) {
@@ -273,7 +272,6 @@ void MmioTransport::reset_locked() {
   interrupt_status_.store(0);
   interrupt_.reset();
   queue_select_ = 0;
-  activated_ = false;
 }
 
 void MmioTransport::raise_interrupt(uint32_t cause) {
@@ -282,8 +280,10 @@ void MmioTransport::raise_interrupt(uint32_t cause) {
 }
 
 void MmioTransport::needs_reset() {
-  // Called on device threads (a queue's fatal error) and never with mutex_ held by the
-  // caller's thread... except from activate_locked(), so take the lock only if free.
+  // Called on device threads (a queue's fatal error) and from activate_locked(), which
+  // holds mutex_; reset_locked() also holds it while joining the device thread that may be
+  // here. So never wait for the lock: without it, only the interrupt is raised (the status
+  // bit is set by whoever holds the lock when activation fails).
   std::unique_lock lock(mutex_, std::try_to_lock);
   bool notify = false;
   if (lock.owns_lock()) {

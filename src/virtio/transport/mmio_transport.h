@@ -110,7 +110,7 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
   std::shared_ptr<NotifyRegistrar> registrar_;
   const std::string label_;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   DeviceStatus status_;
   std::vector<std::unique_ptr<Queue>> queues_;
   uint32_t queue_select_ = 0;
@@ -122,7 +122,6 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
     uint16_t queue;
   };
   std::vector<RegisteredNotify> registered_;
-  bool activated_ = false;
 };
 
 }  // namespace skiff::virtio
