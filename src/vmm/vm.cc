@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <condition_variable>
 #include <mutex>
 
@@ -37,6 +38,9 @@
 #include "devices/legacy/serial.h"
 #include "kvm/kvm_system.h"
 #include "memory/guest_memory.h"
+#include "pci/bar_allocator.h"
+#include "pci/pci_acpi.h"
+#include "pci/pci_root.h"
 #include "vcpu/vcpu_runner.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
@@ -132,6 +136,10 @@ class Vm::Impl {
   // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
   Result<void> add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
   Result<void> setup_virtio_devices();
+  // The PCI root complex: config ports, ECAM, BAR windows, MCFG and PCI0 in ACPI.
+  Result<void> setup_pci();
+  // Follows the guest's BAR programming on the MMIO/port buses.
+  void on_bar_move(const pci::BarMove& move);
   std::string kernel_cmdline() const;
   Result<Serial::OutputSink> console_sink();
   Result<x86::BootPlan> load_boot_images(uint64_t rsdp_addr);
@@ -155,6 +163,11 @@ class Vm::Impl {
   std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
   x86::AcpiPlatform acpi_platform_;
+  std::shared_ptr<pci::PciRoot> pci_root_;
+  std::optional<pci::BarAllocator> bar_allocator_;
+  // Devices by slot, for the BAR-move listener (which runs under the root's lock and so
+  // cannot ask the root).
+  std::array<std::shared_ptr<pci::PciDevice>, pci::kSlotsPerBus> pci_devices_{};
   std::vector<std::string> cmdline_additions_;
 
   mutable std::mutex mutex_;
@@ -282,6 +295,50 @@ Result<void> Vm::Impl::add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> dev
   return {};
 }
 
+Result<void> Vm::Impl::setup_pci() {
+  pci_root_ = std::make_shared<pci::PciRoot>();
+  if (auto r = pio_bus_.insert(std::make_shared<pci::PciConfigIo>(pci_root_), x86::kPciConfigAddressPort,
+                               pci::kPciConfigIoSize, "PCI configuration ports");
+      !r) {
+    return r;
+  }
+  if (auto r = mmio_bus_.insert(std::make_shared<pci::PciConfigEcam>(pci_root_), x86::kPciEcamAddr,
+                                x86::kPciEcamSize, "PCI ECAM");
+      !r) {
+    return r;
+  }
+  const uint64_t ram_end = memory_.regions().back().end();
+  const pci::PciWindows windows = pci::default_pci_windows(ram_end);
+  bar_allocator_.emplace(windows);
+  pci_root_->set_bar_move_listener([this](const pci::BarMove& move) { on_bar_move(move); });
+
+  // ACPI: the MCFG points the guest at ECAM; PCI0 (PNP0A08) carries the bus range and the
+  // BAR windows; the ECAM window is reserved as a motherboard resource, which Linux wants
+  // before it trusts the MCFG.
+  acpi_platform_.extra_tables.push_back(pci::build_mcfg_table(x86::kPciEcamAddr));
+  auto pci0 = pci::pci0_aml(pci::host_bridge_resources(windows));
+  if (!pci0) return std::unexpected(pci0.error());
+  acpi_platform_.dsdt_devices.push_back(std::move(*pci0));
+  auto reservation = pci::ecam_reservation_aml(x86::kPciEcamAddr, x86::kPciEcamSize);
+  if (!reservation) return std::unexpected(reservation.error());
+  acpi_platform_.dsdt_devices.push_back(std::move(*reservation));
+  return {};
+}
+
+void Vm::Impl::on_bar_move(const pci::BarMove& move) {
+  Bus& bus = move.bar.kind == pci::BarKind::kIo ? pio_bus_ : mmio_bus_;
+  if (move.old_address) bus.remove(*move.old_address);
+  if (!move.new_address || move.slot >= pci_devices_.size() || !pci_devices_[move.slot]) return;
+  auto device = pci_devices_[move.slot];
+  auto label = fmt::format("{} BAR{}", device->name(), move.bar.index);
+  if (auto r = bus.insert(std::make_shared<pci::PciBarRegion>(device, move.bar.index), *move.new_address,
+                          move.bar.size, label);
+      !r) {
+    // The guest placed a BAR over something else: the BAR stays unreachable, the VM goes on.
+    spdlog::warn("{}: {}", label, r.error().message());
+  }
+}
+
 Result<void> Vm::Impl::setup_virtio_devices() {
   if (spec_.rng) {
     auto rng = virtio::VirtioRng::create("rng0");
@@ -360,6 +417,7 @@ Result<void> Vm::Impl::build() {
   // Routes that agree with the MADT and MP table (PIT on IOAPIC pin 2); see irq_routing.h.
   if (auto r = vm_.set_gsi_routing(x86::pc_gsi_routes()); !r) return r;
   if (auto r = setup_devices(); !r) return r;
+  if (auto r = setup_pci(); !r) return r;
   if (auto r = setup_virtio_devices(); !r) return r;
 
   // The MP table lives in the 1 KiB EBDA and holds at most mp_table_max_vcpus() processors.
