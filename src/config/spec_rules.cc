@@ -177,13 +177,6 @@ Result<void> check_spec_rules(const VmSpec& spec) {
   if (auto result = check_name(spec.name); !result) return result;
   if (auto result = check_machine(spec.machine); !result) return result;
   if (auto result = check_boot(spec.boot); !result) return result;
-  if (spec.rng && spec.rng->transport == VirtioTransport::kPci) {
-    // virtio-pci is being built (the PCI bus exists, the virtio-pci transport not yet);
-    // refusing beats silently moving the device to another transport.
-    return config_error(
-        "/rng/transport: the virtio-pci transport is not available in this version of skiff "
-        "yet; set \"transport\": \"mmio\" (found by Linux through ACPI)");
-  }
   return check_serial(spec.serial);
 }
 

@@ -44,6 +44,7 @@
 #include "vcpu/vcpu_runner.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
+#include "virtio/transport/pci_transport.h"
 #include "vmm/kvm_irq_line.h"
 #include "vmm/kvm_irqfd_line.h"
 #include "vmm/kvm_notify_registrar.h"
@@ -115,6 +116,7 @@ class Vm::Impl {
     join_all();
     // Device threads stop before guest memory is unmapped.
     for (auto& transport : virtio_mmio_) transport->reset();
+    for (auto& transport : virtio_pci_) transport->reset();
   }
 
   Result<void> build();
@@ -135,6 +137,9 @@ class Vm::Impl {
   Result<void> setup_devices();
   // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
   Result<void> add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
+  // Puts a virtio device on the PCI bus: next free slot, BARs from the allocator, MSI-X
+  // delivered with KVM_SIGNAL_MSI.
+  Result<void> add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
   Result<void> setup_virtio_devices();
   // The PCI root complex: config ports, ECAM, BAR windows, MCFG and PCI0 in ACPI.
   Result<void> setup_pci();
@@ -162,6 +167,7 @@ class Vm::Impl {
   std::unique_ptr<ConsoleInput> console_input_;
   std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
+  std::vector<std::shared_ptr<virtio::VirtioPciTransport>> virtio_pci_;
   x86::AcpiPlatform acpi_platform_;
   std::shared_ptr<pci::PciRoot> pci_root_;
   std::optional<pci::BarAllocator> bar_allocator_;
@@ -339,12 +345,35 @@ void Vm::Impl::on_bar_move(const pci::BarMove& move) {
   }
 }
 
+Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
+  if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
+  pci::MsiDeliver deliver = [this, label](uint64_t address, uint32_t data) {
+    if (auto r = vm_.signal_msi(address, data); !r) spdlog::warn("{}: {}", label, r.error().message());
+  };
+  // No INTx: every kernel skiff targets drives virtio-pci with MSI-X.
+  auto transport = virtio::VirtioPciTransport::create(std::move(device), memory_, notify_registrar_,
+                                                      std::move(deliver), nullptr, label);
+  if (!transport) return std::unexpected(transport.error());
+  auto slot = pci_root_->add_device(*transport);
+  if (!slot) return std::unexpected(slot.error().with_context(label));
+  pci_devices_[*slot] = *transport;
+  // Firmware-style initial placement; the guest may move the BARs later (on_bar_move).
+  for (const pci::BarInfo& bar : (*transport)->bars()) {
+    auto address = bar_allocator_->allocate(bar);
+    if (!address) return std::unexpected(address.error().with_context(label));
+    if (auto r = (*transport)->set_bar_address(bar.index, *address); !r) return r;
+  }
+  virtio_pci_.push_back(*transport);
+  return {};
+}
+
 Result<void> Vm::Impl::setup_virtio_devices() {
   if (spec_.rng) {
     auto rng = virtio::VirtioRng::create("rng0");
     if (!rng) return std::unexpected(rng.error());
-    // Only virtio-mmio exists today; the spec rules refuse "pci" until it lands.
-    if (auto r = add_virtio_mmio(*rng, "rng"); !r) return r;
+    auto added = spec_.rng->transport == VirtioTransport::kMmio ? add_virtio_mmio(*rng, "rng")
+                                                                : add_virtio_pci(*rng, "virtio-rng");
+    if (!added) return added;
   }
   return {};
 }

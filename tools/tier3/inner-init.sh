@@ -41,11 +41,11 @@ if [ "$debug" = 1 ]; then
   head -n 3 /proc/interrupts
   grep -E '^(jiffies|now at|  mode|  event_handler|Tick Device|Clock Event Device| set_next_event| next_event)' /proc/timer_list 2>/dev/null
 fi
-# tier3.action=hwrng: the stock kernel must find skiff's virtio-mmio devices through ACPI
-# (LNRO0005 in the DSDT; Debian's kernels lack CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) and read
-# entropy from its virtio-rng.
+# tier3.action=hwrng: the stock kernel must find skiff's virtio devices (virtio-mmio through
+# ACPI, LNRO0005 in the DSDT, as Debian's kernels lack CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES;
+# virtio-pci by PCI probing) and read entropy from its virtio-rng.
 if [ "$action" = hwrng ]; then
-  for m in virtio_ring virtio virtio_mmio virtio-rng; do
+  for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio-rng; do
     insmod "/lib/modules/tier3/$m.ko" || echo "TIER3-INSMOD-FAILED $m"
   done
   # Driver binding is asynchronous to insmod: give it a moment (bounded).
@@ -60,6 +60,9 @@ if [ "$action" = hwrng ]; then
   bytes=$(dd if=/dev/hwrng bs=64 count=1 2>/dev/null | wc -c)
   echo "TIER3-HWRNG-BYTES $bytes"
   grep -E 'virtio|LNRO' /proc/interrupts | sed 's/^/TIER3-IRQ /'
+  for d in /sys/bus/pci/devices/*; do
+    echo "TIER3-PCI ${d##*/} $(cat "$d/vendor"):$(cat "$d/device") class=$(cat "$d/class") driver=$(basename "$(readlink "$d/driver" 2>/dev/null)")"
+  done
   action=poweroff
 fi
 echo "TIER3-ACTION $action"

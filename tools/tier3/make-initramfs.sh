@@ -5,7 +5,8 @@
 #   make-initramfs.sh inner OUT.cpio.gz [--modules DIR]
 #       The guest skiff boots: /init = tools/tier3/inner-init.sh. With --modules (the inner
 #       kernel's lib/modules/<version>), also the virtio modules the inner /init loads for
-#       the virtio scenarios (virtio_ring, virtio, virtio_mmio, virtio-rng).
+#       the virtio scenarios (virtio_ring, virtio, virtio_mmio, virtio_pci and its two
+#       helpers, virtio-rng).
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
@@ -112,7 +113,10 @@ case "$kind" in
     if [ -n "$modules" ]; then
       [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
       # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
-      for m in virtio_ring virtio virtio_mmio virtio-rng; do copy_module "$m"; done
+      for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+               virtio-rng; do
+        copy_module "$m"
+      done
     fi
     install -m 0755 "$here/inner-init.sh" "$stage/init"
     write_archive

@@ -116,6 +116,15 @@ for scenario in "$@"; do
         "TIER3-INNER-UP" "id=0x0004 driver=virtio_rng" "TIER3-HWRNG-CURRENT virtio_rng.0" \
         "TIER3-HWRNG-BYTES 64" "TIER3-ACTION poweroff"
       spec_file= ;;
+    virtio-pci)
+      # The same device on virtio-pci: found by PCI probing, modern capabilities, MSI-X.
+      spec_file=$LOG_DIR/virtio-pci.json
+      printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "rng": {"transport": "pci"}}\n' \
+        "$INNER_KERNEL" > "$spec_file"
+      run_one virtio-pci "$INNER_KERNEL" 1 hwrng 0 \
+        "TIER3-INNER-UP" "0x1af4:0x1044" "driver=virtio-pci" "id=0x0004 driver=virtio_rng" \
+        "TIER3-HWRNG-CURRENT virtio_rng.0" "TIER3-HWRNG-BYTES 64" "PCI-MSI" "virtio0-input" "TIER3-ACTION poweroff"
+      spec_file= ;;
     boot1)
       run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
         "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;

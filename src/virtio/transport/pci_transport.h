@@ -82,6 +82,8 @@ inline constexpr uint32_t kPciClassStorageOther = 0x018000;
 inline constexpr uint32_t kPciClassCommunicationOther = 0x078000;
 inline constexpr uint32_t kPciClassUnassigned = 0xff0000;  // QEMU's PCI_CLASS_OTHERS
 uint32_t virtio_pci_class_code(uint32_t device_type);
+// 0x1040 + the virtio device type (§4.1.2.1).
+uint16_t virtio_pci_device_id(uint32_t device_type);
 
 // ---- Virtio structure capabilities (§4.1.4) ---------------------------------------------------
 inline constexpr uint8_t kVirtioPciCapCommonCfg = 1;
@@ -117,7 +119,8 @@ inline constexpr uint32_t kVirtioPciNotifyOffMultiplier = 4;
 inline constexpr uint64_t kVirtioPciMsixTableOffset = 0x3000;
 inline constexpr uint64_t kVirtioPciMsixPbaOffset = 0x3800;
 inline constexpr uint16_t kVirtioPciMaxVectors = 128;  // 128 * 16 bytes fill 0x3000-0x3800
-inline constexpr uint64_t kVirtioPciMaxQueues = kVirtioPciNotifyMaxLength / kVirtioPciNotifyOffMultiplier;
+inline constexpr uint64_t kVirtioPciMaxQueues =
+    kVirtioPciNotifyMaxLength / kVirtioPciNotifyOffMultiplier;
 
 // ---- Common configuration (§4.1.4.3, struct virtio_pci_common_cfg) ----------------------------
 inline constexpr uint64_t kCommonDeviceFeatureSelect = 0x00;  // le32
@@ -233,8 +236,9 @@ class VirtioPciTransport : public pci::PciDevice,
     int fd;
     uint16_t queue;
   };
-  std::vector<Notification> notifications_;   // wanted since activation; guarded by mutex_
-  std::optional<uint64_t> registered_at_;     // BAR address they are registered at
+  std::vector<Notification> notifications_;  // wanted since activation; guarded by mutex_
+  std::vector<Notification> registered_;     // those registered; guarded by mutex_
+  std::optional<uint64_t> registered_at_;    // the BAR address they are registered at
   std::atomic<bool> deferred_needs_reset_{false};
 
   // Read by the interrupt path without mutex_.
