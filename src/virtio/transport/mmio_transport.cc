@@ -93,6 +93,7 @@ void MmioTransport::read(uint64_t offset, std::span<uint8_t> data) {
   uint32_t value = 0;
   {
     std::lock_guard lock(mutex_);
+    apply_deferred_needs_reset_locked();
     value = read_register_locked(offset);
   }
   std::memcpy(data.data(), &value, sizeof(value));
@@ -121,6 +122,7 @@ void MmioTransport::write(uint64_t offset, std::span<const uint8_t> data) {
     return;
   }
   std::lock_guard lock(mutex_);
+  apply_deferred_needs_reset_locked();
   write_register_locked(offset, value);
 }
 
@@ -269,6 +271,7 @@ void MmioTransport::reset_locked() {
   device_->reset();
   for (auto& queue : queues_) queue->reset();
   status_.reset();
+  deferred_needs_reset_.store(false);
   interrupt_status_.store(0);
   interrupt_.reset();
   queue_select_ = 0;
@@ -282,16 +285,21 @@ void MmioTransport::raise_interrupt(uint32_t cause) {
 void MmioTransport::needs_reset() {
   // Called on device threads (a queue's fatal error) and from activate_locked(), which
   // holds mutex_; reset_locked() also holds it while joining the device thread that may be
-  // here. So never wait for the lock: without it, only the interrupt is raised (the status
-  // bit is set by whoever holds the lock when activation fails).
+  // here. So never wait for the lock: when it is taken, the bit is left for the next locked
+  // register access (the driver's Status read after the interrupt) to apply.
   std::unique_lock lock(mutex_, std::try_to_lock);
-  bool notify = false;
+  bool notify = true;
   if (lock.owns_lock()) {
     notify = status_.set_needs_reset();
   } else {
-    notify = true;
+    deferred_needs_reset_.store(true);
   }
+  if (lock.owns_lock()) lock.unlock();
   if (notify) raise_interrupt(kInterruptConfigChange);
+}
+
+void MmioTransport::apply_deferred_needs_reset_locked() {
+  if (deferred_needs_reset_.exchange(false)) status_.set_needs_reset();
 }
 
 }  // namespace skiff::virtio

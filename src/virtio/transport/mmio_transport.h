@@ -102,6 +102,7 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
   Queue* selected_queue_locked();
   void raise_interrupt(uint32_t cause);
   void needs_reset();
+  void apply_deferred_needs_reset_locked();
 
   std::shared_ptr<VirtioDevice> device_;
   const GuestMemory& memory_;
@@ -116,6 +117,7 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
   uint32_t queue_select_ = 0;
   uint32_t shm_select_ = 0;
   std::atomic<uint32_t> interrupt_status_{0};
+  std::atomic<bool> deferred_needs_reset_{false};  // set by needs_reset() when mutex_ was taken
   std::shared_ptr<Interrupt> interrupt_;
   struct RegisteredNotify {
     int fd;

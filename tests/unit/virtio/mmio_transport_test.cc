@@ -254,3 +254,24 @@ TEST_F(MmioTransportTest, NarrowRegisterAccessesAreIgnoredButConfigTakesAnyWidth
 
 }  // namespace
 }  // namespace skiff::virtio
+
+namespace skiff::virtio {
+namespace {
+
+TEST_F(MmioTransportTest, BrokenDriverOnTheDeviceThreadSetsNeedsReset) {
+  // The avail index jumps more than the queue size: the queue's fatal-error handler (run
+  // where the device pops, here this thread) must put the device into NEEDS_RESET.
+  initialise(0, 1);
+  write32(kMmioStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  ASSERT_EQ(device_->activations, 1);
+  Queue* queue = device_->active_queues[0];
+  const uint16_t jump = 100;  // queue size 16
+  std::memcpy(ram_.data() + 0x2000 + 2, &jump, sizeof(jump));  // avail->idx
+  EXPECT_FALSE(queue->pop());
+  EXPECT_TRUE(queue->broken());
+  EXPECT_NE(read32(kMmioStatus) & kStatusNeedsReset, 0u);
+  EXPECT_NE(read32(kMmioInterruptStatus) & kInterruptConfigChange, 0u);
+}
+
+}  // namespace
+}  // namespace skiff::virtio
