@@ -8,6 +8,7 @@
 
 #include "virtio/core/rate_limited_log.h"
 #include "virtio/core/virtio_constants.h"
+#include "virtio/transport/queue_activation.h"
 
 namespace skiff::virtio {
 namespace {
@@ -227,18 +228,12 @@ void MmioTransport::write_status_locked(uint8_t value) {
 
 Result<void> MmioTransport::activate_locked() {
   std::weak_ptr<MmioTransport> weak = weak_from_this();
-  std::vector<Queue*> queues;
-  for (auto& queue : queues_) {
-    queue->set_fatal_error_handler([weak](const Error&) {
-      if (auto self = weak.lock()) self->needs_reset();
-    });
-    if (queue->ready()) {
-      if (auto r = queue->activate(memory_, status_.driver_features()); !r) return r;
-    }
-    queues.push_back(queue.get());
-  }
+  auto queues = activate_queues(queues_, memory_, status_.driver_features(), [weak] {
+    if (auto self = weak.lock()) self->needs_reset();
+  });
+  if (!queues) return std::unexpected(queues.error());
   interrupt_ = std::make_shared<Interrupt>(weak);
-  if (auto r = device_->activate(status_.driver_features(), queues, interrupt_); !r) return r;
+  if (auto r = device_->activate(status_.driver_features(), *queues, interrupt_); !r) return r;
   // Notifications straight to the device thread: the write to QueueNotify with the queue's
   // index signals its eventfd inside KVM (§4.2.2: QueueNotify takes the queue index).
   if (registrar_) {

@@ -10,6 +10,7 @@
 
 #include "virtio/core/rate_limited_log.h"
 #include "virtio/core/virtio_constants.h"
+#include "virtio/transport/queue_activation.h"
 
 namespace skiff::virtio {
 namespace {
@@ -604,18 +605,12 @@ void VirtioPciTransport::write_status_locked(uint8_t value) {
 
 Result<void> VirtioPciTransport::activate_locked() {
   std::weak_ptr<VirtioPciTransport> weak = weak_from_this();
-  std::vector<Queue*> queues;
-  for (auto& queue : queues_) {
-    queue->set_fatal_error_handler([weak](const Error&) {
-      if (auto self = weak.lock()) self->needs_reset();
-    });
-    if (queue->ready()) {
-      if (auto r = queue->activate(memory_, status_.driver_features()); !r) return r;
-    }
-    queues.push_back(queue.get());
-  }
+  auto queues = activate_queues(queues_, memory_, status_.driver_features(), [weak] {
+    if (auto self = weak.lock()) self->needs_reset();
+  });
+  if (!queues) return std::unexpected(queues.error());
   interrupt_ = std::make_shared<Interrupt>(weak);
-  if (auto r = device_->activate(status_.driver_features(), queues, interrupt_); !r) return r;
+  if (auto r = device_->activate(status_.driver_features(), *queues, interrupt_); !r) return r;
   if (registrar_) {
     for (size_t i = 0; i < queues_.size(); ++i) {
       if (!queues_[i]->active()) continue;
