@@ -399,6 +399,7 @@ void guest_main(u32 tag, u64 boot_info) {
   line_end();
 
   const char* cmdline = cmdline_text(info.cmdline);
-  virtio_mmio_report(cmdline);
+  u32 virtio_polls = virtio_mmio_report(cmdline);
+  if (virtio_polls != 0) virtio_pci_report(virtio_polls);
   act(cmdline);
 }

@@ -36,6 +36,19 @@ static inline void outb(u16 port, u8 value) {
 static inline void outw(u16 port, u16 value) {
   __asm__ volatile("outw %0, %1" : : "a"(value), "Nd"(port));
 }
+static inline void outl(u16 port, u32 value) {
+  __asm__ volatile("outl %0, %1" : : "a"(value), "Nd"(port));
+}
+static inline u16 inw(u16 port) {
+  u16 value;
+  __asm__ volatile("inw %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
+static inline u32 inl(u16 port) {
+  u32 value;
+  __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
 static inline u8 inb(u16 port) {
   u8 value;
   __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
@@ -63,6 +76,8 @@ static inline usize phys_addr(u64 addr) {
 }
 static inline u32 mmio_read32(u64 addr) { return *(volatile u32*)phys_addr(addr); }
 static inline void mmio_write32(u64 addr, u32 value) { *(volatile u32*)phys_addr(addr) = value; }
+static inline void mmio_write16(u64 addr, u16 value) { *(volatile u16*)phys_addr(addr) = value; }
+static inline void mmio_write8(u64 addr, u8 value) { *(volatile u8*)phys_addr(addr) = value; }
 static inline u8 read8(u64 addr) { return *(const volatile u8*)phys_addr(addr); }
 static inline u16 read16(u64 addr) { return *(const volatile u16*)phys_addr(addr); }
 static inline u32 read32(u64 addr) { return *(const volatile u32*)phys_addr(addr); }
@@ -79,6 +94,7 @@ void put_char(char c);
 void put_str(const char* s);
 void put_hex(u64 value);  // "0x" + lowercase hex, no padding
 void put_hex_padded(u64 value);  // "0x" + 16 hex digits
+void put_hex_digits(u64 value, u32 digits);  // exactly `digits` (<= 16) hex digits, no "0x"
 void put_dec(u64 value);
 void line_begin(void);  // "SKIFF-GUEST "
 void line_end(void);    // "\n"
@@ -115,5 +131,29 @@ void mptable_report(void);
 u32 start_application_processors(const MadtInfo* madt);  // returns CPUs running, BSP included
 
 // virtio.c: virtio-mmio devices named by virtio_mmio.device= tokens; with skiff.virtio=1
-// each is probed and an entropy device is driven through one request round.
-void virtio_mmio_report(const char* cmdline);
+// each is probed and an entropy device is driven through one request round. Returns the
+// used-ring poll limit (skiff.virtio-polls, >= 1) when skiff.virtio=1, else 0.
+u32 virtio_mmio_report(const char* cmdline);
+
+// virtio.c: the one requestq both transports use (a page of .bss, identity-mapped) and
+// its request round: chain a = descriptor 0 (64 writable bytes), chain b = descriptors
+// 1 -> 2 (16 + 48 writable bytes).
+#define kVirtqSizeWanted 8
+typedef struct {
+  u16 used;        // used->idx when the poll ended
+  u32 lengths[2];  // used length of the chain headed by descriptor 0 / 1 (0: not returned)
+  int nonzero;     // the 128 buffer bytes (zeroed before posting) are not all zero
+} VirtqRound;
+void virtq_clear(void);  // zeroes rings and buffers (before the queue is handed over)
+u64 virtq_desc_address(void);
+u64 virtq_avail_address(void);
+u64 virtq_used_address(void);
+void virtq_post_requests(void);  // fills both chains and publishes avail->idx = 2
+// Polls used->idx until >= 2, at most poll_limit times (one UART LSR read per poll), and
+// collects the result. An unexpected used id prints "error <error_prefix> used-id=<dec>".
+void virtq_wait_used(u32 poll_limit, u16 queue_size, const char* error_prefix, VirtqRound* round);
+
+// virtio_pci.c: with skiff.virtio=1, PCI bus 0 is listed through configuration mechanism
+// #1 and the first virtio-pci entropy device (1af4:1044) is driven through one request
+// round with MSI-X.
+void virtio_pci_report(u32 poll_limit);

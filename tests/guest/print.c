@@ -57,6 +57,14 @@ void put_hex_padded(u64 value) {
   for (int shift = 60; shift >= 0; shift -= 4) put_char(kHexDigits[(value >> shift) & 0xf]);
 }
 
+void put_hex_digits(u64 value, u32 digits) {
+  if (digits > 16) digits = 16;
+  while (digits > 0) {
+    --digits;
+    put_char(kHexDigits[(value >> (4 * digits)) & 0xf]);
+  }
+}
+
 void put_dec(u64 value) {
   char buf[20];
   int n = 0;

@@ -9,6 +9,8 @@
 // InterruptStatus instead of taking the interrupt. The whole path is a few thousand
 // instructions plus one bounded poll, cheap enough for the emulated ring 0 of the
 // development machines' /dev/kvm (README.md, "Cost at emulated ring 0").
+//
+// The requestq and its request round (virtq_*) are shared with virtio_pci.c.
 #include "guest.h"
 
 // ---- virtio-mmio registers (§4.2.2, "MMIO Device Register Layout"): 32-bit accesses only
@@ -56,7 +58,7 @@ enum {
   kIsrPolls = 1000,          // reads of InterruptStatus once the buffers are used
   kInterruptUsedBuffer = 1,  // §4.2.2 InterruptStatus bit 0
   kSerialLsrPort = 0x3fd,
-  kQueueSizeWanted = 8,
+  kQueueSizeWanted = kVirtqSizeWanted,
   kRequestBytes = 128,       // chain (a) 64 bytes + chain (b) 16 + 48 bytes
 };
 
@@ -249,6 +251,59 @@ static void set_desc(u16 index, u64 offset, u32 length, u16 flags, u16 next) {
   g_queue.desc[index].next = next;
 }
 
+// ---- the request round, shared with virtio_pci.c ---------------------------------------------
+
+void virtq_clear(void) { clear_queue_memory(); }
+u64 virtq_desc_address(void) { return address_of(g_queue.desc); }
+u64 virtq_avail_address(void) { return address_of(&g_queue.avail); }
+u64 virtq_used_address(void) { return address_of(&g_queue.used); }
+
+void virtq_post_requests(void) {
+  // (a) one device-writable 64-byte buffer; (b) a chain of 16 + 48 writable bytes.
+  set_desc(0, 0, 64, kDescFlagWrite, 0);
+  set_desc(1, 64, 16, kDescFlagWrite | kDescFlagNext, 2);
+  set_desc(2, 80, 48, kDescFlagWrite, 0);
+  g_queue.avail.ring[0] = 0;
+  g_queue.avail.ring[1] = 1;
+  // §2.7.13: the ring entries and descriptors before the index that publishes them. x86
+  // keeps stores in order; only the compiler must not reorder.
+  compiler_barrier();
+  g_queue.avail.idx = 2;
+  compiler_barrier();
+}
+
+void virtq_wait_used(u32 poll_limit, u16 queue_size, const char* error_prefix, VirtqRound* round) {
+  u16 used = g_queue.used.idx;
+  for (u32 poll = 0; poll < poll_limit && used < 2; ++poll) {
+    (void)inb(kSerialLsrPort);
+    used = g_queue.used.idx;
+  }
+  compiler_barrier();
+
+  // Lengths by chain (head descriptor 0 or 1), whatever order the device used them in.
+  round->used = used;
+  round->lengths[0] = 0;
+  round->lengths[1] = 0;
+  u16 returned = used < queue_size ? used : queue_size;
+  for (u16 i = 0; i < returned; ++i) {
+    u32 id = g_queue.used.ring[i].id;
+    if (id < 2) {
+      round->lengths[id] = g_queue.used.ring[i].len;
+    } else {
+      line_begin();
+      put_str("error ");
+      put_str(error_prefix);
+      put_str(" used-id=");
+      put_dec(id);
+      line_end();
+    }
+  }
+  u64 bits = 0;
+  const volatile u64* words = (const volatile u64*)g_queue.buffers;
+  for (u32 i = 0; i < kRequestBytes / 8; ++i) bits |= words[i];
+  round->nonzero = bits != 0;
+}
+
 // Initialises the device (§3.1.1 through §4.2.3.2) up to DRIVER_OK. Returns 0 after
 // reporting why it gave up (FAILED is then set, except when the reset did not complete).
 static int initialise_entropy_device(u64 base, u16* queue_size) {
@@ -302,11 +357,11 @@ static int initialise_entropy_device(u64 base, u16* queue_size) {
   u32 size = kQueueSizeWanted;
   while (size > num_max) size >>= 1;
   *queue_size = (u16)size;
-  clear_queue_memory();
+  virtq_clear();
   reg_write(base, kRegQueueNum, size);
-  set_queue_address(base, kRegQueueDescLow, address_of(g_queue.desc));
-  set_queue_address(base, kRegQueueDriverLow, address_of(&g_queue.avail));
-  set_queue_address(base, kRegQueueDeviceLow, address_of(&g_queue.used));
+  set_queue_address(base, kRegQueueDescLow, virtq_desc_address());
+  set_queue_address(base, kRegQueueDriverLow, virtq_avail_address());
+  set_queue_address(base, kRegQueueDeviceLow, virtq_used_address());
   reg_write(base, kRegQueueReady, 1);
 
   status |= kStatusDriverOk;
@@ -327,40 +382,11 @@ static void drive_entropy_device(u64 base, u32 poll_limit) {
   u16 queue_size = 0;
   if (!initialise_entropy_device(base, &queue_size)) return;
 
-  // (a) one device-writable 64-byte buffer; (b) a chain of 16 + 48 writable bytes.
-  set_desc(0, 0, 64, kDescFlagWrite, 0);
-  set_desc(1, 64, 16, kDescFlagWrite | kDescFlagNext, 2);
-  set_desc(2, 80, 48, kDescFlagWrite, 0);
-  g_queue.avail.ring[0] = 0;
-  g_queue.avail.ring[1] = 1;
-  // §2.7.13: the ring entries and descriptors before the index that publishes them. x86
-  // keeps stores in order; only the compiler must not reorder.
-  compiler_barrier();
-  g_queue.avail.idx = 2;
-  compiler_barrier();
+  virtq_post_requests();
   reg_write(base, kRegQueueNotify, 0);
-
-  u16 used = g_queue.used.idx;
-  for (u32 poll = 0; poll < poll_limit && used < 2; ++poll) {
-    (void)inb(kSerialLsrPort);
-    used = g_queue.used.idx;
-  }
-  compiler_barrier();
-
-  // Lengths by chain (head descriptor 0 or 1), whatever order the device used them in.
-  u32 lengths[2] = {0, 0};
-  u16 returned = used < queue_size ? used : queue_size;
-  for (u16 i = 0; i < returned; ++i) {
-    u32 id = g_queue.used.ring[i].id;
-    if (id < 2) {
-      lengths[id] = g_queue.used.ring[i].len;
-    } else {
-      rng_error("used-id", id);
-    }
-  }
-  u64 bits = 0;
-  const volatile u64* words = (const volatile u64*)g_queue.buffers;
-  for (u32 i = 0; i < kRequestBytes / 8; ++i) bits |= words[i];
+  VirtqRound round;
+  virtq_wait_used(poll_limit, queue_size, "virtio-rng", &round);
+  u16 used = round.used;
 
   // The device publishes used->idx before it raises the interrupt; a device thread
   // preempted in between must not read as "no interrupt", so give it a few reads.
@@ -372,11 +398,11 @@ static void drive_entropy_device(u64 base, u32 poll_limit) {
   put_str("used=");
   put_dec(used);
   put_str(" len0=");
-  put_dec(lengths[0]);
+  put_dec(round.lengths[0]);
   put_str(" len1=");
-  put_dec(lengths[1]);
+  put_dec(round.lengths[1]);
   put_str(" nonzero=");
-  put_dec(bits != 0);
+  put_dec((u64)round.nonzero);
   put_str(" isr=");
   put_dec(isr);
   line_end();
@@ -432,7 +458,7 @@ static void probe_device(const MmioDevice* device, u32 poll_limit) {
   if (id == kDeviceIdEntropy) drive_entropy_device(base, poll_limit);
 }
 
-void virtio_mmio_report(const char* cmdline) {
+u32 virtio_mmio_report(const char* cmdline) {
   MmioDevice devices[kMaxDevices];
   u32 count = parse_devices(cmdline, devices);
   line_begin();
@@ -450,7 +476,7 @@ void virtio_mmio_report(const char* cmdline) {
     line_end();
     enabled = 0;
   }
-  if (!enabled) return;
+  if (!enabled) return 0;
   u64 poll_limit = kDefaultUsedPolls;
   if (cmdline_value(cmdline, "skiff.virtio-polls", &value, &value_length) &&
       (!parse_u64(value, value_length, &poll_limit) || poll_limit == 0 ||
@@ -461,4 +487,5 @@ void virtio_mmio_report(const char* cmdline) {
     poll_limit = kDefaultUsedPolls;
   }
   for (u32 i = 0; i < count; ++i) probe_device(&devices[i], (u32)poll_limit);
+  return (u32)poll_limit;
 }
