@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything skiff needs to build and test, from Debian 12 packages only.
-# Usage: tools/install-deps.sh [--tier3]   (run as root)
-#   --tier3  also installs what the real-Linux boot tests need (QEMU, busybox, cpio).
+# Usage: tools/install-deps.sh [--tests]   (run as root)
+#   --tests  also installs what the whole test suite needs beyond building: QEMU, busybox
+#            and cpio for the real-Linux (tier 3) boots and the QEMU reference runs, clang 16
+#            with its libFuzzer runtime for the fuzz targets. (--tier3 is the old name.)
 set -euo pipefail
 
-want_tier3=0
+want_tests=0
 for arg in "$@"; do
   case "$arg" in
-    --tier3) want_tier3=1 ;;
+    --tests|--tier3) want_tests=1 ;;
     *) echo "install-deps.sh: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
@@ -22,11 +24,10 @@ packages=(
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libseccomp-dev liburing-dev
   python3
-  # libFuzzer targets (fuzz/): clang >= 16 with its fuzzer runtime
-  clang-16 libclang-rt-16-dev
 )
-if [ "$want_tier3" -eq 1 ]; then
-  packages+=(qemu-system-x86 busybox-static cpio)
+if [ "$want_tests" -eq 1 ]; then
+  # tier 3 and the QEMU reference runs; libFuzzer targets (fuzz/) need clang >= 16
+  packages+=(qemu-system-x86 busybox-static cpio clang-16 libclang-rt-16-dev)
 fi
 
 missing=()

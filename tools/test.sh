@@ -8,7 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${SKIFF_BUILD_DIR:-$root/build}
-"$root/tools/install-deps.sh" --tier3
+"$root/tools/install-deps.sh" --tests
 "$root/tools/build.sh" -DSKIFF_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cd "$build_dir"
 ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@"
