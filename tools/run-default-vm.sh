@@ -6,5 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${SKIFF_BUILD_DIR:-$root/build}
 "$root/tools/install-deps.sh"
-"$root/tools/build.sh" > "$build_dir.log" 2>&1 || { cat "$build_dir.log"; exit 1; }
+mkdir -p "$build_dir"
+echo "run-default-vm.sh: building skiff (log: $build_dir/build.log)" >&2
+"$root/tools/build.sh" > "$build_dir/build.log" 2>&1 || { tail -50 "$build_dir/build.log"; exit 1; }
 exec "$build_dir/skiff" run "$build_dir/configs/default-vm.json" "$@"
