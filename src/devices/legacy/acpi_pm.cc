@@ -75,7 +75,7 @@ void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
       if (sleep_type == kAcpiS5SleepType) {
         if (!powered_off_) {
           powered_off_ = true;
-          spdlog::info("acpi: guest requested S5 (SLP_TYP {}): powering off", sleep_type);
+          spdlog::debug("acpi: guest requested S5 (SLP_TYP {}): powering off", sleep_type);
           stop = VmExit{StopReason::kGuestPowerOff, kExitOk, "guest powered off (ACPI S5)"};
         }
       } else if (ignored_sleep_logs_ < kMaxIgnoredSleepLogs) {
@@ -124,7 +124,7 @@ void AcpiResetDevice::write(uint64_t offset, std::span<const uint8_t> data) {
     if (reset_) return;
     reset_ = true;
   }
-  spdlog::info("acpi: guest wrote the reset register: ending the VM (reboot)");
+  spdlog::debug("acpi: guest wrote the reset register: ending the VM (reboot)");
   if (on_stop_) {
     on_stop_(VmExit{StopReason::kGuestReboot, kExitOk, "guest reset (ACPI reset register)"});
   }
