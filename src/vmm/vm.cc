@@ -48,6 +48,7 @@
 #include "vmm/kvm_irq_line.h"
 #include "vmm/kvm_irqfd_line.h"
 #include "vmm/kvm_notify_registrar.h"
+#include "vmm/msi_routes.h"
 
 namespace skiff {
 
@@ -166,6 +167,7 @@ class Vm::Impl {
   std::shared_ptr<Serial> serial_;
   std::unique_ptr<ConsoleInput> console_input_;
   std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
+  std::shared_ptr<MsiRoutes> msi_routes_;  // MSI-X messages as GSI routes + irqfds
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
   std::vector<std::shared_ptr<virtio::VirtioPciTransport>> virtio_pci_;
   x86::AcpiPlatform acpi_platform_;
@@ -347,13 +349,23 @@ void Vm::Impl::on_bar_move(const pci::BarMove& move) {
 
 Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
   if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
-  pci::MsiDeliver deliver = [this, label](uint64_t address, uint32_t data) {
-    if (auto r = vm_.signal_msi(address, data); !r) spdlog::warn("{}: {}", label, r.error().message());
+  if (!msi_routes_) {
+    // GSIs past the IOAPIC's pins carry MSI routes; KVM allows thousands, 1024 is plenty.
+    msi_routes_ = std::make_shared<MsiRoutes>(vm_, x86::pc_gsi_routes(), x86::kIoapicPins, 1024);
+  }
+  pci::MsiDeliver deliver = [routes = msi_routes_](uint64_t address, uint32_t data) {
+    routes->deliver(address, data);
   };
   // No INTx: every kernel skiff targets drives virtio-pci with MSI-X.
   auto transport = virtio::VirtioPciTransport::create(std::move(device), memory_, notify_registrar_,
                                                       std::move(deliver), nullptr, label);
   if (!transport) return std::unexpected(transport.error());
+  // Routes are made when the guest unmasks an entry, so the first interrupt is one write.
+  (*transport)->msix_table()->set_vector_changed_hook(
+      [routes = msi_routes_, label](uint16_t, uint64_t address, uint32_t data, bool masked) {
+        if (masked) return;
+        if (auto r = routes->prepare(address, data); !r) spdlog::warn("{}: {}", label, r.error().message());
+      });
   auto slot = pci_root_->add_device(*transport);
   if (!slot) return std::unexpected(slot.error().with_context(label));
   pci_devices_[*slot] = *transport;
