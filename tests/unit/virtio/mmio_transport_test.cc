@@ -7,66 +7,14 @@
 #include <vector>
 
 #include "unit/legacy/fake_irq_line.h"
+#include "unit/virtio/transport_fakes.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
 namespace {
 
-// A device that records what the transport asks of it.
-class RecordingDevice : public VirtioDevice {
- public:
-  uint32_t device_type() const override { return kDeviceIdEntropy; }
-  std::vector<uint16_t> queue_max_sizes() const override { return {64, 16}; }
-  uint64_t device_features() const override { return feature_mask(kFeatureVersion1) | feature_mask(kFeatureRingEventIdx); }
-  uint32_t config_size() const override { return static_cast<uint32_t>(config.size()); }
-  void read_config(uint64_t offset, std::span<uint8_t> data) override { read_config_bytes(config, offset, data); }
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override { write_config_bytes(config, offset, data); }
-  Result<void> activate(uint64_t features, std::vector<Queue*> queues, std::shared_ptr<VirtioInterrupt> irq) override {
-    ++activations;
-    acked = features;
-    active_queues = queues;
-    interrupt = irq;
-    if (fail_activation) return internal_error("refused for the test");
-    return {};
-  }
-  void notify_queue(uint16_t index) override { notified.push_back(index); }
-  std::optional<int> queue_notify_fd(uint16_t index) const override {
-    return index == 0 ? std::optional<int>(42) : std::nullopt;
-  }
-  void reset() override {
-    ++resets;
-    interrupt.reset();
-    active_queues.clear();
-  }
-
-  std::vector<uint8_t> config = {1, 2, 3, 4, 5, 6, 7, 8};
-  int activations = 0;
-  int resets = 0;
-  bool fail_activation = false;
-  uint64_t acked = 0;
-  std::vector<Queue*> active_queues;
-  std::shared_ptr<VirtioInterrupt> interrupt;
-  std::vector<uint16_t> notified;
-};
-
-class FakeRegistrar : public NotifyRegistrar {
- public:
-  Result<void> add(int fd, uint64_t address, uint32_t length, std::optional<uint64_t> match) override {
-    added.push_back({fd, address, length, match.value_or(~0ull)});
-    return {};
-  }
-  void remove(int fd, uint64_t address, uint32_t length, std::optional<uint64_t> match) override {
-    removed.push_back({fd, address, length, match.value_or(~0ull)});
-  }
-  struct Entry {
-    int fd;
-    uint64_t address;
-    uint32_t length;
-    uint64_t match;
-    bool operator==(const Entry&) const = default;
-  };
-  std::vector<Entry> added, removed;
-};
+using testing::FakeRegistrar;
+using RecordingDevice = testing::RecordingDevice;
 
 constexpr uint64_t kBase = 0xf0000000;
 
@@ -105,8 +53,8 @@ class MmioTransportTest : public ::testing::Test {
 
   std::vector<uint8_t> ram_;
   GuestMemory memory_;
-  std::shared_ptr<RecordingDevice> device_ = std::make_shared<RecordingDevice>();
-  std::shared_ptr<testing::FakeIrqLine> irq_ = std::make_shared<testing::FakeIrqLine>();
+  std::shared_ptr<RecordingDevice> device_ = std::make_shared<RecordingDevice>(kDeviceIdEntropy);
+  std::shared_ptr<skiff::testing::FakeIrqLine> irq_ = std::make_shared<skiff::testing::FakeIrqLine>();
   std::shared_ptr<FakeRegistrar> registrar_ = std::make_shared<FakeRegistrar>();
   std::shared_ptr<MmioTransport> transport_;
 };

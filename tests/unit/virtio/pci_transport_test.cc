@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "unit/virtio/transport_fakes.h"
+
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -19,73 +21,8 @@
 namespace skiff::virtio {
 namespace {
 
-// A device that records what the transport asks of it.
-class RecordingDevice : public VirtioDevice {
- public:
-  explicit RecordingDevice(uint32_t type = kDeviceIdNet) : type_(type) {}
-  uint32_t device_type() const override { return type_; }
-  std::vector<uint16_t> queue_max_sizes() const override { return {64, 16}; }
-  uint64_t device_features() const override {
-    return feature_mask(kFeatureVersion1) | feature_mask(kFeatureRingEventIdx);
-  }
-  uint32_t config_size() const override { return static_cast<uint32_t>(config.size()); }
-  void read_config(uint64_t offset, std::span<uint8_t> data) override {
-    read_config_bytes(config, offset, data);
-  }
-  void write_config(uint64_t offset, std::span<const uint8_t> data) override {
-    write_config_bytes(config, offset, data);
-  }
-  Result<void> activate(uint64_t features, std::vector<Queue*> queues,
-                        std::shared_ptr<VirtioInterrupt> irq) override {
-    ++activations;
-    acked = features;
-    active_queues = queues;
-    interrupt = irq;
-    if (fail_activation) return internal_error("refused for the test");
-    return {};
-  }
-  void notify_queue(uint16_t index) override { notified.push_back(index); }
-  std::optional<int> queue_notify_fd(uint16_t index) const override {
-    return index == 0 ? std::optional<int>(42) : std::nullopt;
-  }
-  void reset() override {
-    ++resets;
-    interrupt.reset();
-    active_queues.clear();
-  }
-
-  std::vector<uint8_t> config = {1, 2, 3, 4, 5, 6, 7, 8};
-  int activations = 0;
-  int resets = 0;
-  bool fail_activation = false;
-  uint64_t acked = 0;
-  std::vector<Queue*> active_queues;
-  std::shared_ptr<VirtioInterrupt> interrupt;
-  std::vector<uint16_t> notified;
-
- private:
-  uint32_t type_;
-};
-
-class FakeRegistrar : public NotifyRegistrar {
- public:
-  struct Entry {
-    int fd;
-    uint64_t address;
-    uint32_t length;
-    bool datamatch;
-    bool operator==(const Entry&) const = default;
-  };
-  Result<void> add(int fd, uint64_t address, uint32_t length,
-                   std::optional<uint64_t> match) override {
-    added.push_back({fd, address, length, match.has_value()});
-    return {};
-  }
-  void remove(int fd, uint64_t address, uint32_t length, std::optional<uint64_t> match) override {
-    removed.push_back({fd, address, length, match.has_value()});
-  }
-  std::vector<Entry> added, removed;
-};
+using testing::FakeRegistrar;
+using RecordingDevice = testing::RecordingDevice;
 
 constexpr uint64_t kBarAddress = 0xe0000000;
 constexpr uint64_t kMovedBarAddress = 0x4'0000'0000;
@@ -393,7 +330,7 @@ TEST_F(VirtioPciCommonConfigTest, FullDriverInitialisation) {
   // Queue 0's eventfd is a KVM ioeventfd at its notify address, any width, no datamatch.
   ASSERT_EQ(registrar_->added.size(), 1u);
   EXPECT_EQ(registrar_->added[0],
-            (FakeRegistrar::Entry{42, kBarAddress + kVirtioPciNotifyOffset, 0, false}));
+            (FakeRegistrar::Entry{42, kBarAddress + kVirtioPciNotifyOffset, 0, std::nullopt}));
 }
 
 TEST_F(VirtioPciCommonConfigTest, FeaturesWithoutVersion1AreRefused) {
@@ -547,14 +484,14 @@ TEST_F(VirtioPciNotifyTest, IoeventfdsFollowTheBar) {
   enable_bar();
   initialise();
   driver_ok();
-  const FakeRegistrar::Entry first{42, kBarAddress + kVirtioPciNotifyOffset, 0, false};
+  const FakeRegistrar::Entry first{42, kBarAddress + kVirtioPciNotifyOffset, 0, std::nullopt};
   ASSERT_EQ(registrar_->added, std::vector<FakeRegistrar::Entry>{first});
   // The guest turns memory decoding off: the ioeventfd goes away with the mapping.
   cfg_write(pci::kRegCommand, 2, pci::kCommandBusMaster);
   EXPECT_EQ(registrar_->removed, std::vector<FakeRegistrar::Entry>{first});
   // ... reprograms the BAR above 4 GiB and turns decoding back on.
   enable_bar(kMovedBarAddress);
-  const FakeRegistrar::Entry second{42, kMovedBarAddress + kVirtioPciNotifyOffset, 0, false};
+  const FakeRegistrar::Entry second{42, kMovedBarAddress + kVirtioPciNotifyOffset, 0, std::nullopt};
   EXPECT_EQ(registrar_->added, (std::vector<FakeRegistrar::Entry>{first, second}));
   // A reset unregisters from where it is now.
   set_common(kCommonDeviceStatus, 1, 0);
