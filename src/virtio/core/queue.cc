@@ -138,20 +138,34 @@ void DescriptorChain::release() {
   queue_ = nullptr;
 }
 
-size_t DescriptorChain::read_at(uint64_t offset, std::span<uint8_t> out) const {
+namespace {
+
+// Walks `buffers` as one byte stream from `offset`, handing each piece that overlaps
+// [offset, offset + total) to `copy(guest_address, position_in_stream_piece, length)`; stops
+// at the end of the buffers, after `total` bytes, or when `copy` fails. Returns the bytes done.
+template <typename Copy>
+size_t copy_across(const std::vector<GuestBuffer>& buffers, uint64_t offset, size_t total, Copy copy) {
   size_t copied = 0;
-  for (const GuestBuffer& buffer : readable_) {
-    if (copied == out.size()) break;
+  for (const GuestBuffer& buffer : buffers) {
+    if (copied == total) break;
     if (offset >= buffer.len) {
       offset -= buffer.len;
       continue;
     }
-    size_t n = std::min<uint64_t>(buffer.len - offset, out.size() - copied);
-    if (!memory_->read(buffer.addr + offset, out.subspan(copied, n))) break;
+    size_t n = std::min<uint64_t>(buffer.len - offset, total - copied);
+    if (!copy(buffer.addr + offset, copied, n)) break;
     copied += n;
     offset = 0;
   }
   return copied;
+}
+
+}  // namespace
+
+size_t DescriptorChain::read_at(uint64_t offset, std::span<uint8_t> out) const {
+  return copy_across(readable_, offset, out.size(), [&](uint64_t gpa, size_t at, size_t n) {
+    return memory_->read(gpa, out.subspan(at, n)).has_value();
+  });
 }
 
 std::vector<uint8_t> DescriptorChain::read_all(uint64_t max_len) const {
@@ -161,19 +175,9 @@ std::vector<uint8_t> DescriptorChain::read_all(uint64_t max_len) const {
 }
 
 size_t DescriptorChain::write_at(uint64_t offset, std::span<const uint8_t> data) const {
-  size_t copied = 0;
-  for (const GuestBuffer& buffer : writable_) {
-    if (copied == data.size()) break;
-    if (offset >= buffer.len) {
-      offset -= buffer.len;
-      continue;
-    }
-    size_t n = std::min<uint64_t>(buffer.len - offset, data.size() - copied);
-    if (!memory_->write(buffer.addr + offset, data.subspan(copied, n))) break;
-    copied += n;
-    offset = 0;
-  }
-  return copied;
+  return copy_across(writable_, offset, data.size(), [&](uint64_t gpa, size_t at, size_t n) {
+    return memory_->write(gpa, data.subspan(at, n)).has_value();
+  });
 }
 
 // ---- Queue: configuration --------------------------------------------------------------------
