@@ -3,6 +3,7 @@
 // code. Field-by-field documentation: docs/config.md; JSON Schema: configs/skiff-vm.schema.json.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -43,6 +44,80 @@ struct RngSpec {
   VirtioTransport transport = VirtioTransport::kPci;
 };
 
+// A token-bucket limit: each bucket refills at its rate per second and holds one second's
+// worth; 0 = unlimited.
+struct RateLimitSpec {
+  uint64_t bytes_per_second = 0;
+  uint64_t ops_per_second = 0;  // requests (virtio-blk) or packets (virtio-net) per second
+  bool limited() const { return bytes_per_second != 0 || ops_per_second != 0; }
+  bool operator==(const RateLimitSpec&) const = default;
+};
+
+// How a disk's host file is opened.
+enum class DiskCache {
+  kNone,       // O_DIRECT, no host page cache; guest flushes reach the device (fdatasync)
+  kWriteback,  // host page cache; guest flushes reach the device (fdatasync)
+  kUnsafe,     // host page cache; guest flushes are acknowledged without syncing
+};
+
+enum class IoEngine {
+  kIoUring,  // io_uring; falls back to kSync with a log line when the kernel refuses it
+  kSync,     // preadv/pwritev on the disk's I/O thread
+};
+
+enum class DiscardMode {
+  kUnmap,   // guest discards punch holes (files) or BLKDISCARD (block devices)
+  kIgnore,  // VIRTIO_BLK_F_DISCARD is not offered
+};
+
+// virtio-blk: a raw image file or a block device (zvol, LVM volume, loop device...).
+struct DiskSpec {
+  std::string id;              // unique among disks and NICs; names the I/O threads
+  std::filesystem::path path;  // regular file or block device
+  bool read_only = false;
+  // Another process may hold the disk open as well (only with read_only): skips the
+  // exclusive lock / O_EXCL.
+  bool shared = false;
+  // nullopt: kNone for block devices, kWriteback for files.
+  std::optional<DiskCache> cache;
+  IoEngine io_engine = IoEngine::kIoUring;
+  DiscardMode discard = DiscardMode::kUnmap;
+  std::string serial;  // VIRTIO_BLK_T_GET_ID; at most 20 bytes; empty = the disk id
+  uint16_t queues = 1;
+  uint16_t queue_size = 256;
+  RateLimitSpec rate_limit;
+  VirtioTransport transport = VirtioTransport::kPci;
+  bool operator==(const DiskSpec&) const = default;
+};
+
+using MacAddress = std::array<uint8_t, 6>;
+
+// virtio-net: a NIC backed by a Linux tap device.
+struct NetSpec {
+  std::string id;
+  std::string tap;        // interface name; created if absent, reused if it exists
+  std::optional<int> tap_fd;  // an open tap file descriptor (embedders; `skiff run` inherits it)
+  std::optional<MacAddress> mac;  // nullopt: generated, stable per VM name and NIC id
+  std::optional<uint32_t> mtu;    // nullopt: the tap's MTU
+  uint16_t queues = 1;            // queue pairs (multiqueue tap when > 1)
+  uint16_t queue_size = 256;
+  bool offloads = true;  // checksum/TSO/ECN offloads with the tap
+  RateLimitSpec rx_rate_limit;  // host -> guest
+  RateLimitSpec tx_rate_limit;  // guest -> host
+  VirtioTransport transport = VirtioTransport::kPci;
+  bool operator==(const NetSpec&) const = default;
+};
+
+// virtio-balloon.
+struct BalloonSpec {
+  uint64_t target_mib = 0;       // initial balloon size the guest is asked to reach
+  bool deflate_on_oom = false;   // VIRTIO_BALLOON_F_DEFLATE_ON_OOM
+  uint32_t stats_interval_s = 0; // 0 = no statistics queue
+  bool free_page_reporting = false;  // VIRTIO_BALLOON_F_FREE_PAGE_REPORTING
+  VirtioTransport transport = VirtioTransport::kPci;
+  bool operator==(const BalloonSpec&) const = default;
+};
+
 struct BootSpec {
   std::filesystem::path kernel;  // bzImage, or ELF vmlinux with or without a PVH note
   std::filesystem::path initrd;  // optional (empty = none)
@@ -67,6 +142,9 @@ struct VmSpec {
   BootSpec boot;
   SerialSpec serial;
   std::optional<RngSpec> rng;  // absent: no entropy device
+  std::vector<DiskSpec> disks;
+  std::vector<NetSpec> nets;
+  std::optional<BalloonSpec> balloon;  // absent: no balloon device
 };
 
 // Parses a spec from JSON text. Relative paths are resolved against `base_dir`. Unknown
@@ -87,5 +165,12 @@ std::string spec_to_json(const VmSpec& spec);
 std::string_view to_string(HugePages hugepages);
 std::string_view to_string(SerialMode mode);
 std::string_view to_string(VirtioTransport transport);
+std::string_view to_string(DiskCache cache);
+std::string_view to_string(IoEngine engine);
+std::string_view to_string(DiscardMode mode);
+// "52:54:00:12:34:56"
+std::string format_mac(const MacAddress& mac);
+// Parses "xx:xx:xx:xx:xx:xx" (hex, either case); nullopt when malformed.
+std::optional<MacAddress> parse_mac(std::string_view text);
 
 }  // namespace skiff

@@ -40,6 +40,16 @@ constexpr std::array<std::string_view, 9> kMachineKeys = {
     "vcpus",       "memory_mib",    "hugepages",     "prefault",    "lock_memory",
     "shared_memory", "vcpu_affinity", "numa_node", "mmio_cmdline"};
 constexpr std::array<std::string_view, 1> kRngKeys = {"transport"};
+constexpr std::array<std::string_view, 12> kDiskKeys = {
+    "id",     "path",   "read_only", "shared",     "cache",      "io_engine",
+    "discard", "serial", "queues",    "queue_size", "rate_limit", "transport"};
+constexpr std::array<std::string_view, 11> kNetKeys = {
+    "id",    "tap",        "tap_fd",   "mac",           "mtu",          "queues",
+    "queue_size", "offloads", "rx_rate_limit", "tx_rate_limit", "transport"};
+constexpr std::array<std::string_view, 5> kBalloonKeys = {
+    "target_mib", "deflate_on_oom", "stats_interval_s", "free_page_reporting", "transport"};
+constexpr std::array<std::string_view, 2> kDiskRateKeys = {"bytes_per_second", "ops_per_second"};
+constexpr std::array<std::string_view, 2> kNetRateKeys = {"bytes_per_second", "packets_per_second"};
 constexpr std::array<std::string_view, 3> kBootKeys = {"kernel", "initrd", "cmdline"};
 constexpr std::array<std::string_view, 3> kSerialKeys = {"mode", "path", "input"};
 
@@ -136,6 +146,38 @@ class ObjectReader {
     const json* value = find(key);
     if (value == nullptr) return {};
     return u32_value(*value, pointer(key), out);
+  }
+
+  Result<void> read_u16(std::string_view key, uint16_t& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    uint64_t wide = 0;
+    if (auto result = unsigned_value(*value, pointer(key), wide); !result) return result;
+    if (wide > std::numeric_limits<uint16_t>::max()) {
+      return config_error(fmt::format("{}: {} is out of range: must be at most {}", pointer(key), wide,
+                                      std::numeric_limits<uint16_t>::max()));
+    }
+    out = static_cast<uint16_t>(wide);
+    return {};
+  }
+
+  // An enum spelled as one of its to_string() names.
+  template <typename Enum, size_t N>
+  Result<void> read_enum(std::string_view key, const std::array<Enum, N>& values, Enum& out) const {
+    const json* value = find(key);
+    if (value == nullptr) return {};
+    if (!value->is_string()) return type_error(pointer(key), "a string", *value);
+    const auto& text = value->get_ref<const std::string&>();
+    std::string choices;
+    for (size_t i = 0; i < N; ++i) {
+      if (text == to_string(values[i])) {
+        out = values[i];
+        return {};
+      }
+      choices += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == N ? " or " : ", ", to_string(values[i]));
+    }
+    return config_error(
+        fmt::format("{}: unknown value \"{}\": use {}", pointer(key), config::printable(text), choices));
   }
 
   static Result<void> unsigned_value(const json& value, const std::string& pointer, uint64_t& out) {
@@ -327,34 +369,129 @@ Result<void> parse_rng(const json& object, RngSpec& rng) {
   return {};
 }
 
-// Keys for devices that later versions will attach. Refusing them (rather than ignoring
-// them) keeps anyone from believing a disk or NIC was attached when it was not.
-Result<void> check_reserved(const ObjectReader& top) {
-  struct Reserved {
-    std::string_view key;
-    bool is_list;
-    std::string_view what;
-  };
-  constexpr std::array<Reserved, 4> kReserved = {{
-      {"disks", true, "virtio-blk disks are"},
-      {"nets", true, "virtio-net interfaces are"},
-      {"balloon", false, "the virtio-balloon device is"},
-      {"api", false, "the API socket is"},
-  }};
-  for (const Reserved& reserved : kReserved) {
-    const json* value = top.find(reserved.key);
-    if (value == nullptr || value->is_null()) continue;
-    std::string pointer = top.pointer(reserved.key);
-    if (reserved.is_list) {
-      if (!value->is_array()) return type_error(pointer, "an array", *value);
-      if (value->empty()) continue;
-    }
-    return config_error(
-        fmt::format("{}: {} not supported by this version of skiff yet; remove "
-                    "the \"{}\" key",
-                    pointer, reserved.what, reserved.key));
-  }
+Result<void> read_transport(const ObjectReader& reader, VirtioTransport& out) {
+  const json* value = reader.find("transport");
+  if (value == nullptr) return {};
+  auto transport = parse_transport(*value, reader.pointer("transport"));
+  if (!transport) return std::unexpected(transport.error());
+  out = *transport;
   return {};
+}
+
+// {"bytes_per_second": N, "<ops_key>": N}; null or absent = unlimited.
+Result<void> read_rate_limit(const ObjectReader& parent, std::string_view key,
+                             std::span<const std::string_view> keys, RateLimitSpec& out) {
+  const json* value = parent.find(key);
+  if (value == nullptr || value->is_null()) return {};
+  if (!value->is_object()) return type_error(parent.pointer(key), "an object or null", *value);
+  ObjectReader reader(*value, parent.pointer(key));
+  if (auto result = reader.reject_unknown_keys(keys); !result) return result;
+  if (auto result = reader.read_u64(keys[0], out.bytes_per_second); !result) return result;
+  return reader.read_u64(keys[1], out.ops_per_second);
+}
+
+// The elements of an optional array of objects ("disks", "nets"), each with its pointer.
+Result<std::vector<std::pair<const json*, std::string>>> object_list(const ObjectReader& top,
+                                                                      std::string_view key) {
+  std::vector<std::pair<const json*, std::string>> items;
+  const json* value = top.find(key);
+  if (value == nullptr || value->is_null()) return items;
+  if (!value->is_array()) return type_error(top.pointer(key), "an array of objects", *value);
+  for (size_t i = 0; i < value->size(); ++i) {
+    std::string pointer = fmt::format("{}/{}", top.pointer(key), i);
+    if (!(*value)[i].is_object()) return type_error(pointer, "an object", (*value)[i]);
+    items.emplace_back(&(*value)[i], std::move(pointer));
+  }
+  return items;
+}
+
+Result<void> parse_disk(const json& object, const std::string& pointer, const std::filesystem::path& base_dir,
+                        DiskSpec& disk) {
+  ObjectReader reader(object, pointer);
+  if (auto result = reader.reject_unknown_keys(kDiskKeys); !result) return result;
+  if (auto result = reader.read_string("id", disk.id); !result) return result;
+  const json* path = reader.find("path");
+  if (path == nullptr || path->is_null()) {
+    return config_error(fmt::format(
+        "{}/path: is required: the disk image file or block device, e.g. /dev/zvol/tank/vm", pointer));
+  }
+  if (auto result = reader.read_path("path", base_dir, disk.path); !result) return result;
+  if (auto result = reader.read_bool("read_only", disk.read_only); !result) return result;
+  if (auto result = reader.read_bool("shared", disk.shared); !result) return result;
+  if (const json* cache = reader.find("cache"); cache != nullptr && !cache->is_null()) {
+    DiskCache mode = DiskCache::kNone;
+    constexpr std::array kModes = {DiskCache::kNone, DiskCache::kWriteback, DiskCache::kUnsafe};
+    if (auto result = reader.read_enum("cache", kModes, mode); !result) return result;
+    disk.cache = mode;
+  }
+  constexpr std::array kEngines = {IoEngine::kIoUring, IoEngine::kSync};
+  if (auto result = reader.read_enum("io_engine", kEngines, disk.io_engine); !result) return result;
+  constexpr std::array kDiscard = {DiscardMode::kUnmap, DiscardMode::kIgnore};
+  if (auto result = reader.read_enum("discard", kDiscard, disk.discard); !result) return result;
+  if (auto result = reader.read_string("serial", disk.serial); !result) return result;
+  if (auto result = reader.read_u16("queues", disk.queues); !result) return result;
+  if (auto result = reader.read_u16("queue_size", disk.queue_size); !result) return result;
+  if (auto result = read_rate_limit(reader, "rate_limit", kDiskRateKeys, disk.rate_limit); !result) return result;
+  return read_transport(reader, disk.transport);
+}
+
+Result<void> parse_net(const json& object, const std::string& pointer, NetSpec& net) {
+  ObjectReader reader(object, pointer);
+  if (auto result = reader.reject_unknown_keys(kNetKeys); !result) return result;
+  if (auto result = reader.read_string("id", net.id); !result) return result;
+  if (const json* tap = reader.find("tap"); tap != nullptr && !tap->is_null()) {
+    if (auto result = reader.read_string("tap", net.tap); !result) return result;
+  }
+  if (const json* fd = reader.find("tap_fd"); fd != nullptr && !fd->is_null()) {
+    uint32_t value = 0;
+    if (auto result = reader.read_u32("tap_fd", value); !result) return result;
+    if (value > static_cast<uint32_t>(std::numeric_limits<int>::max())) {
+      return config_error(fmt::format("{}: {} is not a file descriptor number", reader.pointer("tap_fd"), value));
+    }
+    net.tap_fd = static_cast<int>(value);
+  }
+  if (const json* mac = reader.find("mac"); mac != nullptr && !mac->is_null()) {
+    if (!mac->is_string()) return type_error(reader.pointer("mac"), "a string or null", *mac);
+    const auto& text = mac->get_ref<const std::string&>();
+    auto parsed = parse_mac(text);
+    if (!parsed) {
+      return config_error(fmt::format("{}: \"{}\" is not a MAC address; write six hex bytes like "
+                                      "\"52:54:00:12:34:56\", or leave the key out for a generated one",
+                                      reader.pointer("mac"), config::printable(text)));
+    }
+    net.mac = *parsed;
+  }
+  if (const json* mtu = reader.find("mtu"); mtu != nullptr && !mtu->is_null()) {
+    uint32_t value = 0;
+    if (auto result = reader.read_u32("mtu", value); !result) return result;
+    net.mtu = value;
+  }
+  if (auto result = reader.read_u16("queues", net.queues); !result) return result;
+  if (auto result = reader.read_u16("queue_size", net.queue_size); !result) return result;
+  if (auto result = reader.read_bool("offloads", net.offloads); !result) return result;
+  if (auto result = read_rate_limit(reader, "rx_rate_limit", kNetRateKeys, net.rx_rate_limit); !result) return result;
+  if (auto result = read_rate_limit(reader, "tx_rate_limit", kNetRateKeys, net.tx_rate_limit); !result) return result;
+  return read_transport(reader, net.transport);
+}
+
+Result<void> parse_balloon(const json& object, BalloonSpec& balloon) {
+  ObjectReader reader(object, "/balloon");
+  if (auto result = reader.reject_unknown_keys(kBalloonKeys); !result) return result;
+  if (auto result = reader.read_u64("target_mib", balloon.target_mib); !result) return result;
+  if (auto result = reader.read_bool("deflate_on_oom", balloon.deflate_on_oom); !result) return result;
+  if (auto result = reader.read_u32("stats_interval_s", balloon.stats_interval_s); !result) return result;
+  if (auto result = reader.read_bool("free_page_reporting", balloon.free_page_reporting); !result) return result;
+  return read_transport(reader, balloon.transport);
+}
+
+// Keys for what later versions will add. Refusing them (rather than ignoring them) keeps
+// anyone from believing an API socket exists when it does not.
+Result<void> check_reserved(const ObjectReader& top) {
+  const json* value = top.find("api");
+  if (value == nullptr || value->is_null()) return {};
+  return config_error(fmt::format(
+      "{}: the API socket is not supported by this version of skiff yet; remove the \"api\" key",
+      top.pointer("api")));
 }
 
 // Watches the parser's events for what nlohmann::json accepts but a spec must not have:
@@ -527,6 +664,27 @@ Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::pat
     if (auto result = parse_rng(**rng, *spec.rng); !result) return std::unexpected(result.error());
   }
 
+  auto disks = object_list(top, "disks");
+  if (!disks) return std::unexpected(disks.error());
+  for (const auto& [object, pointer] : *disks) {
+    DiskSpec& disk = spec.disks.emplace_back();
+    if (auto result = parse_disk(*object, pointer, base_dir, disk); !result) return std::unexpected(result.error());
+  }
+  auto nets = object_list(top, "nets");
+  if (!nets) return std::unexpected(nets.error());
+  for (const auto& [object, pointer] : *nets) {
+    NetSpec& net = spec.nets.emplace_back();
+    if (auto result = parse_net(*object, pointer, net); !result) return std::unexpected(result.error());
+  }
+  const json* balloon_value = top.find("balloon");
+  auto balloon = balloon_value != nullptr && balloon_value->is_null() ? Result<const json*>(nullptr)
+                                                                      : optional_object(top, "balloon");
+  if (!balloon) return std::unexpected(balloon.error());
+  if (*balloon != nullptr) {
+    spec.balloon.emplace();
+    if (auto result = parse_balloon(**balloon, *spec.balloon); !result) return std::unexpected(result.error());
+  }
+
   if (auto result = check_reserved(top); !result) return std::unexpected(result.error());
   if (auto result = config::check_spec_rules(spec); !result) {
     return std::unexpected(result.error());
@@ -608,6 +766,52 @@ std::string spec_to_json(const VmSpec& spec) {
   }
   document["serial"] = std::move(serial);
   document["rng"] = spec.rng ? json{{"transport", to_string(spec.rng->transport)}} : json(nullptr);
+  json disks = json::array();
+  for (const DiskSpec& disk : spec.disks) {
+    disks.push_back({
+        {"id", disk.id},
+        {"path", disk.path.string()},
+        {"read_only", disk.read_only},
+        {"shared", disk.shared},
+        {"cache", disk.cache ? json(to_string(*disk.cache)) : json(nullptr)},
+        {"io_engine", to_string(disk.io_engine)},
+        {"discard", to_string(disk.discard)},
+        {"serial", disk.serial},
+        {"queues", disk.queues},
+        {"queue_size", disk.queue_size},
+        {"rate_limit",
+         {{"bytes_per_second", disk.rate_limit.bytes_per_second},
+          {"ops_per_second", disk.rate_limit.ops_per_second}}},
+        {"transport", to_string(disk.transport)},
+    });
+  }
+  document["disks"] = std::move(disks);
+  json nets = json::array();
+  auto rate = [](const RateLimitSpec& limit) {
+    return json{{"bytes_per_second", limit.bytes_per_second}, {"packets_per_second", limit.ops_per_second}};
+  };
+  for (const NetSpec& net : spec.nets) {
+    nets.push_back({
+        {"id", net.id},
+        {"tap", net.tap.empty() ? json(nullptr) : json(net.tap)},
+        {"tap_fd", net.tap_fd ? json(*net.tap_fd) : json(nullptr)},
+        {"mac", net.mac ? json(format_mac(*net.mac)) : json(nullptr)},
+        {"mtu", net.mtu ? json(*net.mtu) : json(nullptr)},
+        {"queues", net.queues},
+        {"queue_size", net.queue_size},
+        {"offloads", net.offloads},
+        {"rx_rate_limit", rate(net.rx_rate_limit)},
+        {"tx_rate_limit", rate(net.tx_rate_limit)},
+        {"transport", to_string(net.transport)},
+    });
+  }
+  document["nets"] = std::move(nets);
+  document["balloon"] = spec.balloon ? json{{"target_mib", spec.balloon->target_mib},
+                                            {"deflate_on_oom", spec.balloon->deflate_on_oom},
+                                            {"stats_interval_s", spec.balloon->stats_interval_s},
+                                            {"free_page_reporting", spec.balloon->free_page_reporting},
+                                            {"transport", to_string(spec.balloon->transport)}}
+                                     : json(nullptr);
   // Non-UTF-8 bytes (possible in paths built in code) are replaced rather than thrown on.
   return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
@@ -646,6 +850,64 @@ std::string_view to_string(SerialMode mode) {
       return "none";
   }
   return "unknown";
+}
+
+std::string_view to_string(DiskCache cache) {
+  switch (cache) {
+    case DiskCache::kNone:
+      return "none";
+    case DiskCache::kWriteback:
+      return "writeback";
+    case DiskCache::kUnsafe:
+      return "unsafe";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(IoEngine engine) {
+  switch (engine) {
+    case IoEngine::kIoUring:
+      return "io_uring";
+    case IoEngine::kSync:
+      return "sync";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(DiscardMode mode) {
+  switch (mode) {
+    case DiscardMode::kUnmap:
+      return "unmap";
+    case DiscardMode::kIgnore:
+      return "ignore";
+  }
+  return "unknown";
+}
+
+std::string format_mac(const MacAddress& mac) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4],
+                     mac[5]);
+}
+
+std::optional<MacAddress> parse_mac(std::string_view text) {
+  // Exactly six two-digit hex groups separated by ':'.
+  if (text.size() != 17) return std::nullopt;
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  MacAddress mac{};
+  for (size_t i = 0; i < mac.size(); ++i) {
+    const size_t at = i * 3;
+    if (i != 0 && text[at - 1] != ':') return std::nullopt;
+    const int high = hex(text[at]);
+    const int low = hex(text[at + 1]);
+    if (high < 0 || low < 0) return std::nullopt;
+    mac[i] = static_cast<uint8_t>(high * 16 + low);
+  }
+  return mac;
 }
 
 }  // namespace skiff

@@ -177,7 +177,8 @@ Result<void> check_spec_rules(const VmSpec& spec) {
   if (auto result = check_name(spec.name); !result) return result;
   if (auto result = check_machine(spec.machine); !result) return result;
   if (auto result = check_boot(spec.boot); !result) return result;
-  return check_serial(spec.serial);
+  if (auto result = check_serial(spec.serial); !result) return result;
+  return check_device_rules(spec);
 }
 
 std::optional<std::vector<uint32_t>> parse_cpu_list(std::string_view text) {

@@ -30,6 +30,18 @@ inline constexpr size_t kMaxNameLength = 64;
 // kCmdlineMaxSize counts that NUL.
 inline constexpr size_t kMaxCmdlineBytes = 65535;
 
+// Device limits.
+inline constexpr size_t kMaxDeviceIdLength = 32;
+inline constexpr uint16_t kMaxDeviceQueues = 64;  // queues (disks) or queue pairs (NICs)
+inline constexpr uint16_t kMaxQueueSize = 1024;
+inline constexpr size_t kMaxDiskSerialBytes = 20;  // virtio-blk GET_ID (VIRTIO_BLK_ID_BYTES)
+inline constexpr uint32_t kMinMtu = 68;            // IPv4's minimum (RFC 791)
+inline constexpr uint32_t kMaxMtu = 65535;
+inline constexpr size_t kMaxTapNameLength = 15;    // IFNAMSIZ - 1
+
+// Disks, NICs and the balloon: ids, queue shapes, serials, tap names, MACs, MTUs.
+Result<void> check_device_rules(const VmSpec& spec);
+
 // Every host-independent rule: ranges, cross-field rules, affinity shape, cmdline
 // characters, serial mode vs path. Does not touch the file system.
 Result<void> check_spec_rules(const VmSpec& spec);

@@ -161,6 +161,39 @@ Result<void> check_serial_file(const std::filesystem::path& path) {
   return {};
 }
 
+// A disk must be a regular file or block device that can be opened the way the VM will
+// (read-write unless read_only); two disks may not name the same file or device.
+Result<void> check_disks(const std::vector<DiskSpec>& disks) {
+  std::vector<std::pair<dev_t, ino_t>> seen;
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const DiskSpec& disk = disks[i];
+    auto fail = [&](std::string_view reason, std::string_view fix) {
+      return config_error(fmt::format("/disks/{}/path \"{}\": {}; {}", i, config::printable(disk.path.string()),
+                                      reason, fix));
+    };
+    struct stat status {};
+    if (::stat(disk.path.c_str(), &status) != 0) {
+      return fail(std::strerror(errno),
+                  errno == ENOENT ? "create the image first (e.g. truncate -s 10G disk.img) or fix the path"
+                                  : "check the path and its permissions");
+    }
+    if (!S_ISREG(status.st_mode) && !S_ISBLK(status.st_mode)) {
+      return fail("is neither a regular file nor a block device", "name a raw image file or a block device");
+    }
+    const auto key = S_ISBLK(status.st_mode) ? std::pair<dev_t, ino_t>(status.st_rdev, 0)
+                                             : std::pair<dev_t, ino_t>(status.st_dev, status.st_ino);
+    if (std::ranges::find(seen, key) != seen.end()) {
+      return fail("is already attached as another disk of this VM", "attach each file or device once");
+    }
+    seen.push_back(key);
+    if (::access(disk.path.c_str(), disk.read_only ? R_OK : (R_OK | W_OK)) != 0) {
+      return fail(std::strerror(errno), disk.read_only ? "make it readable by skiff"
+                                                       : "make it writable by skiff, or set \"read_only\": true");
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<void> validate_spec(const VmSpec& spec) {
@@ -182,6 +215,7 @@ Result<void> validate_spec(const VmSpec& spec) {
       return result;
     }
   }
+  if (auto result = check_disks(spec.disks); !result) return result;
   if (spec.serial.mode == SerialMode::kFile) return check_serial_file(spec.serial.path);
   return {};
 }

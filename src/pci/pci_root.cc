@@ -68,6 +68,14 @@ Result<uint8_t> PciRoot::add_device(std::shared_ptr<PciDevice> device) {
                                   device->name(), kSlotsPerBus - 1));
 }
 
+std::optional<uint8_t> PciRoot::next_free_slot() const {
+  std::lock_guard lock(mutex_);
+  for (uint8_t slot = 1; slot < kSlotsPerBus; ++slot) {
+    if (!slots_[slot]) return slot;
+  }
+  return std::nullopt;
+}
+
 std::shared_ptr<PciDevice> PciRoot::device(uint8_t slot) const {
   std::lock_guard lock(mutex_);
   return slot < kSlotsPerBus ? slots_[slot] : nullptr;

@@ -79,6 +79,9 @@ class PciRoot {
   // Puts `device` in the lowest free slot (1-31) and returns the slot. Fails when the device
   // is null or all slots are taken.
   Result<uint8_t> add_device(std::shared_ptr<PciDevice> device);
+  // The slot add_device() would use next, or nullopt when all are taken (to wire a device's
+  // INTx before it exists).
+  std::optional<uint8_t> next_free_slot() const;
   // The device in `slot` (0 is the host bridge), or nullptr.
   std::shared_ptr<PciDevice> device(uint8_t slot) const;
 

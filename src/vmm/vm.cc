@@ -34,6 +34,7 @@
 #include "devices/legacy/cmos_rtc.h"
 #include "devices/legacy/console_input.h"
 #include "devices/legacy/debug_exit.h"
+#include "devices/legacy/pvpanic.h"
 #include "devices/legacy/i8042.h"
 #include "devices/legacy/serial.h"
 #include "kvm/kvm_system.h"
@@ -42,13 +43,17 @@
 #include "pci/pci_acpi.h"
 #include "pci/pci_root.h"
 #include "vcpu/vcpu_runner.h"
+#include "virtio/blk/virtio_blk.h"
+#include "virtio/net/virtio_net.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
 #include "virtio/transport/pci_transport.h"
 #include "vmm/kvm_irq_line.h"
 #include "vmm/kvm_irqfd_line.h"
 #include "vmm/kvm_notify_registrar.h"
+#include "vmm/console_watch.h"
 #include "vmm/msi_routes.h"
+#include "vmm/shared_irq_line.h"
 
 namespace skiff {
 
@@ -60,6 +65,9 @@ const char* to_string(StopReason reason) {
     case StopReason::kGuestCrash: return "guest-crash";
     case StopReason::kVmmError: return "vmm-error";
     case StopReason::kStopRequested: return "stop-requested";
+    case StopReason::kGuestPanic: return "guest-panic";
+    case StopReason::kTimeout: return "timeout";
+    case StopReason::kConsoleFailure: return "console-failure";
   }
   return "unknown";
 }
@@ -139,11 +147,13 @@ class Vm::Impl {
   // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
   Result<void> add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
   // Puts a virtio device on the PCI bus: next free slot, BARs from the allocator, MSI-X
-  // delivered with KVM_SIGNAL_MSI.
+  // through GSI routes + irqfds, INTx on a shared IOAPIC line.
   Result<void> add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
   Result<void> setup_virtio_devices();
-  // The PCI root complex: config ports, ECAM, BAR windows, MCFG and PCI0 in ACPI.
+  // The PCI root complex: config ports, ECAM, BAR windows, MCFG.
   Result<void> setup_pci();
+  // Once every device is on the bus: PCI0 and its _PRT in ACPI.
+  Result<void> finish_pci();
   // Follows the guest's BAR programming on the MMIO/port buses.
   void on_bar_move(const pci::BarMove& move);
   std::string kernel_cmdline() const;
@@ -155,6 +165,9 @@ class Vm::Impl {
   }
   void stop_all_runners();
   void join_all();
+  // Syncs every disk once the vCPUs are gone (cache=none/writeback); a failure turns a clean
+  // exit into kVmmError.
+  void flush_disks();
 
   VmSpec spec_;
   VmOptions options_;
@@ -170,12 +183,20 @@ class Vm::Impl {
   std::shared_ptr<MsiRoutes> msi_routes_;  // MSI-X messages as GSI routes + irqfds
   std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
   std::vector<std::shared_ptr<virtio::VirtioPciTransport>> virtio_pci_;
+  std::vector<std::shared_ptr<virtio::VirtioBlk>> disks_;
+  std::vector<std::shared_ptr<virtio::net::VirtioNet>> nets_;
+  bool disks_flushed_ = false;  // guarded by mutex_
   x86::AcpiPlatform acpi_platform_;
   std::shared_ptr<pci::PciRoot> pci_root_;
   std::optional<pci::BarAllocator> bar_allocator_;
   // Devices by slot, for the BAR-move listener (which runs under the root's lock and so
   // cannot ask the root).
   std::array<std::shared_ptr<pci::PciDevice>, pci::kSlotsPerBus> pci_devices_{};
+  std::optional<pci::PciWindows> pci_windows_;
+  // INTx: one level-triggered IOAPIC line per GSI in 16-23, shared by the devices swizzled
+  // onto it; the routes go to _PRT and the MP table.
+  std::array<std::shared_ptr<SharedIrqLine>, x86::kPciIntxGsiCount> pci_intx_lines_{};
+  std::vector<pci::PciIntxRoute> pci_intx_routes_;
   std::vector<std::string> cmdline_additions_;
 
   mutable std::mutex mutex_;
@@ -185,6 +206,8 @@ class Vm::Impl {
   bool joined_ = false;
   VmTimings timings_;
   std::atomic<bool> first_output_seen_{false};
+  // The kernel panic banner on the console means kGuestPanic (docs/exit-codes.md).
+  KernelPanicWatch panic_watch_;
 
   // Last: runners reference the buses and must go first.
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
@@ -235,6 +258,7 @@ Result<Serial::OutputSink> Vm::Impl::console_sink() {
       timings_.first_console_output = std::chrono::steady_clock::now();
     }
     if (base) base(bytes);
+    if (auto panic = panic_watch_.feed(bytes)) request_stop(std::move(*panic));
   };
 }
 
@@ -261,10 +285,14 @@ Result<void> Vm::Impl::setup_devices() {
        x86::kAcpiPm1EventPort, kAcpiPmDeviceSize, "ACPI PM1"},
       {std::make_shared<AcpiResetDevice>(stopper()), x86::kAcpiResetPort, kAcpiResetRegisterSize, "ACPI reset"},
       {std::make_shared<SinkDevice>(), kPostDelayPort, 1, "POST delay port"},
+      {std::make_shared<Pvpanic>(stopper()), kPvpanicPort, kPvpanicPortSize, "pvpanic"},
   };
   for (const Mapping& m : mappings) {
     if (auto r = pio_bus_.insert(m.device, m.base, m.size, m.label); !r) return r;
   }
+  auto pvpanic = pvpanic_acpi_device().to_aml();
+  if (!pvpanic) return std::unexpected(pvpanic.error());
+  acpi_platform_.dsdt_devices.push_back(std::move(*pvpanic));
   return {};
 }
 
@@ -316,20 +344,26 @@ Result<void> Vm::Impl::setup_pci() {
     return r;
   }
   const uint64_t ram_end = memory_.regions().back().end();
-  const pci::PciWindows windows = pci::default_pci_windows(ram_end);
-  bar_allocator_.emplace(windows);
+  pci_windows_ = pci::default_pci_windows(ram_end);
+  bar_allocator_.emplace(*pci_windows_);
   pci_root_->set_bar_move_listener([this](const pci::BarMove& move) { on_bar_move(move); });
 
-  // ACPI: the MCFG points the guest at ECAM; PCI0 (PNP0A08) carries the bus range and the
-  // BAR windows; the ECAM window is reserved as a motherboard resource, which Linux wants
-  // before it trusts the MCFG.
+  // ACPI: the MCFG points the guest at ECAM; the ECAM window is reserved as a motherboard
+  // resource, which Linux wants before it trusts the MCFG. PCI0 follows in finish_pci().
   acpi_platform_.extra_tables.push_back(pci::build_mcfg_table(x86::kPciEcamAddr));
-  auto pci0 = pci::pci0_aml(pci::host_bridge_resources(windows));
-  if (!pci0) return std::unexpected(pci0.error());
-  acpi_platform_.dsdt_devices.push_back(std::move(*pci0));
   auto reservation = pci::ecam_reservation_aml(x86::kPciEcamAddr, x86::kPciEcamSize);
   if (!reservation) return std::unexpected(reservation.error());
   acpi_platform_.dsdt_devices.push_back(std::move(*reservation));
+  return {};
+}
+
+Result<void> Vm::Impl::finish_pci() {
+  // PCI0 (PNP0A08) carries the bus range, the BAR windows and the INTx routes (_PRT).
+  pci::PciHostBridgeResources resources = pci::host_bridge_resources(*pci_windows_);
+  resources.intx_routes = pci_intx_routes_;
+  auto pci0 = pci::pci0_aml(resources);
+  if (!pci0) return std::unexpected(pci0.error());
+  acpi_platform_.dsdt_devices.push_back(std::move(*pci0));
   return {};
 }
 
@@ -356,19 +390,33 @@ Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> devi
   pci::MsiDeliver deliver = [routes = msi_routes_](uint64_t address, uint32_t data) {
     routes->deliver(address, data);
   };
-  // No INTx: every kernel skiff targets drives virtio-pci with MSI-X.
+  // INTx (INTA#) for drivers without MSI-X (pci=nomsi, old kernels): a level-triggered
+  // IOAPIC line, shared with the other devices swizzled onto the same GSI.
+  const auto next_slot = pci_root_->next_free_slot();
+  if (!next_slot) {
+    return config_error(fmt::format("{}: no PCI slot left (bus 0 holds {} devices)", label, pci::kSlotsPerBus - 1));
+  }
+  constexpr uint8_t kIntA = 0;
+  const uint32_t gsi = x86::pci_intx_gsi(*next_slot, kIntA);
+  auto& shared_line = pci_intx_lines_[gsi - x86::kPciIntxFirstGsi];
+  if (!shared_line) shared_line = std::make_shared<SharedIrqLine>(std::make_shared<KvmIrqLine>(vm_, gsi));
   auto transport = virtio::VirtioPciTransport::create(std::move(device), memory_, notify_registrar_,
-                                                      std::move(deliver), nullptr, label);
+                                                      std::move(deliver), shared_line->add_input(), label);
   if (!transport) return std::unexpected(transport.error());
-  // Routes are made when the guest unmasks an entry, so the first interrupt is one write.
+  // Routes are made when the guest unmasks an entry, so the first interrupt is one write,
+  // and released when it masks or reprograms it, so the table does not fill with stale ones.
   (*transport)->msix_table()->set_vector_changed_hook(
-      [routes = msi_routes_, label](uint16_t, uint64_t address, uint32_t data, bool masked) {
-        if (masked) return;
-        if (auto r = routes->prepare(address, data); !r) spdlog::warn("{}: {}", label, r.error().message());
+      [tracker = std::make_shared<MsixRouteTracker>(msi_routes_), label](uint16_t vector, uint64_t address,
+                                                                         uint32_t data, bool masked) {
+        if (auto r = tracker->on_vector_changed(vector, address, data, masked); !r) {
+          spdlog::warn("{}: {}", label, r.error().message());
+        }
       });
   auto slot = pci_root_->add_device(*transport);
   if (!slot) return std::unexpected(slot.error().with_context(label));
+  if (*slot != *next_slot) return internal_error(fmt::format("{}: PCI slot {} instead of {}", label, *slot, *next_slot));
   pci_devices_[*slot] = *transport;
+  pci_intx_routes_.push_back(pci::PciIntxRoute{.slot = *slot, .pin = kIntA, .gsi = gsi});
   // Firmware-style initial placement; the guest may move the BARs later (on_bar_move).
   for (const pci::BarInfo& bar : (*transport)->bars()) {
     auto address = bar_allocator_->allocate(bar);
@@ -380,12 +428,33 @@ Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> devi
 }
 
 Result<void> Vm::Impl::setup_virtio_devices() {
+  // Parsed and validated, but not attached by this build yet: refuse rather than boot a
+  // guest without the balloon its spec names.
+  if (spec_.balloon) return config_error("/balloon: the virtio-balloon device is not attached by this build of skiff yet");
   if (spec_.rng) {
     auto rng = virtio::VirtioRng::create("rng0");
     if (!rng) return std::unexpected(rng.error());
     auto added = spec_.rng->transport == VirtioTransport::kMmio ? add_virtio_mmio(*rng, "rng")
                                                                 : add_virtio_pci(*rng, "virtio-rng");
     if (!added) return added;
+  }
+  for (size_t i = 0; i < spec_.disks.size(); ++i) {
+    const DiskSpec& disk = spec_.disks[i];
+    auto blk = virtio::VirtioBlk::create(disk, memory_);
+    if (!blk) return std::unexpected(blk.error().with_context(fmt::format("/disks/{} (\"{}\")", i, disk.id)));
+    const std::string label = fmt::format("virtio-blk {}", disk.id);
+    auto added = disk.transport == VirtioTransport::kMmio ? add_virtio_mmio(*blk, label) : add_virtio_pci(*blk, label);
+    if (!added) return added;
+    disks_.push_back(std::move(*blk));
+  }
+  for (size_t i = 0; i < spec_.nets.size(); ++i) {
+    const NetSpec& nic = spec_.nets[i];
+    auto net = virtio::net::VirtioNet::create(nic, spec_.name, memory_);
+    if (!net) return std::unexpected(net.error().with_context(fmt::format("/nets/{} (\"{}\")", i, nic.id)));
+    const std::string label = fmt::format("virtio-net {}", nic.id);
+    auto added = nic.transport == VirtioTransport::kMmio ? add_virtio_mmio(*net, label) : add_virtio_pci(*net, label);
+    if (!added) return added;
+    nets_.push_back(std::move(*net));
   }
   return {};
 }
@@ -460,12 +529,17 @@ Result<void> Vm::Impl::build() {
   if (auto r = setup_devices(); !r) return r;
   if (auto r = setup_pci(); !r) return r;
   if (auto r = setup_virtio_devices(); !r) return r;
+  if (auto r = finish_pci(); !r) return r;
 
   // The MP table lives in the 1 KiB EBDA and holds at most mp_table_max_vcpus() processors.
   // Beyond that only the ACPI MADT describes the vCPUs; every kernel that can use so many
   // parses ACPI.
-  if (spec_.machine.vcpus <= x86::mp_table_max_vcpus()) {
-    if (auto r = x86::write_mp_table(memory_, spec_.machine.vcpus); !r) return r;
+  std::vector<x86::MpPciInterrupt> mp_pci;
+  for (const pci::PciIntxRoute& route : pci_intx_routes_) {
+    mp_pci.push_back({.slot = route.slot, .pin = route.pin, .ioapic_pin = static_cast<uint8_t>(route.gsi)});
+  }
+  if (spec_.machine.vcpus <= x86::mp_table_max_vcpus(mp_pci.size())) {
+    if (auto r = x86::write_mp_table(memory_, spec_.machine.vcpus, mp_pci); !r) return r;
   } else {
     spdlog::debug("{} vCPUs do not fit in the MP table; describing them in ACPI only", spec_.machine.vcpus);
   }
@@ -508,6 +582,7 @@ Result<void> Vm::Impl::start() {
 void Vm::Impl::request_stop(VmExit exit) {
   std::lock_guard lock(mutex_);
   if (exit_) return;  // the first reason wins
+  if (auto panic = panic_watch_.reclassify(exit)) exit = std::move(*panic);
   exit_ = std::move(exit);
   timings_.stopped = std::chrono::steady_clock::now();
   if (started_) {
@@ -523,6 +598,27 @@ void Vm::Impl::stop_all_runners() {
 void Vm::Impl::join_all() {
   for (auto& runner : runners_) runner->join();
   if (console_input_) console_input_->shutdown();
+  flush_disks();
+}
+
+void Vm::Impl::flush_disks() {
+  {
+    std::lock_guard lock(mutex_);
+    if (disks_flushed_) return;
+    disks_flushed_ = true;
+  }
+  // The vCPUs are stopped: what the guest wrote is in the engines' hands. Make it durable
+  // before wait() reports the VM gone, whether or not the guest flushed.
+  for (const auto& disk : disks_) {
+    if (auto r = disk->flush(); !r) {
+      spdlog::error("disk {}: {}", disk->spec().id, r.error().message());
+      std::lock_guard lock(mutex_);
+      if (!exit_ || exit_->exit_code == kExitOk) {
+        exit_ = VmExit{StopReason::kVmmError, kExitVmm,
+                       fmt::format("disk {}: data may be lost: {}", disk->spec().id, r.error().message())};
+      }
+    }
+  }
 }
 
 VmExit Vm::Impl::wait() {

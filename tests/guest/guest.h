@@ -155,5 +155,43 @@ void virtq_wait_used(u32 poll_limit, u16 queue_size, const char* error_prefix, V
 
 // virtio_pci.c: with skiff.virtio=1, PCI bus 0 is listed through configuration mechanism
 // #1 and the first virtio-pci entropy device (1af4:1044) is driven through one request
-// round with MSI-X.
+// round with MSI-X; then the first block device (1af4:1042) goes to virtio_blk.c.
 void virtio_pci_report(u32 poll_limit);
+
+// virtio_pci.c, shared with virtio_blk.c: bus 0 configuration space (mechanism #1) and the
+// pieces of a virtio-pci device a driver locates (§4.1.4).
+u32 pci_config_read32(u32 slot, u32 offset);
+void pci_config_write32(u32 slot, u32 offset, u32 value);
+u16 pci_config_read16(u32 slot, u32 offset);
+void pci_config_write16(u32 slot, u32 offset, u16 value);
+#define kVirtioPciCapTypes 6  // cfg_type 1-5 are known (5: PCI configuration access)
+typedef struct {
+  int present;
+  u32 bar;
+  u32 offset;
+  u32 length;
+} VirtioPciRegion;
+typedef struct {
+  VirtioPciRegion regions[kVirtioPciCapTypes];  // by cfg_type; the first of each type (§4.1.4)
+  u32 notify_multiplier;
+  u32 msix_cap;  // config offset of the MSI-X capability, 0 if none
+  u32 msix_vectors;
+  u32 table_bar, table_offset, pba_bar, pba_offset;
+} VirtioPciCaps;
+// Walks the capability list, printing a "virtio-pci cap ..." / "virtio-pci msix ..." line each.
+void virtio_pci_read_capabilities(u32 slot, VirtioPciCaps* caps);
+// Sizes memory BAR `index` (decode must be off) and places it: where the VMM assigned it if
+// that is below 4 GiB, else at `relocation`. Prints "virtio-pci bar<n>=..."; returns the
+// address, or 0 after printing "error <error_prefix> bar-...".
+u64 virtio_pci_place_bar(u32 slot, u32 index, u64 relocation, const char* error_prefix, u64* size_out);
+// 1 if [offset, offset + length) lies in BAR `want_bar` of `bar_size` bytes and length >=
+// min_length, else 0 after printing "error <error_prefix> region=<what> ...".
+int virtio_pci_region_fits(const char* error_prefix, const char* what, u32 bar, u32 offset, u64 length,
+                           u32 want_bar, u64 bar_size, u64 min_length);
+
+// virtio_blk.c: the block device (virtio 1.2 §5.2), only with skiff.virtio=1 and skiff.blk=<tests>
+// (README.md, "virtio-blk"). virtio_blk_configure() reads skiff.blk; the drive functions do
+// nothing unless it asked for something, and act on the first block device only.
+void virtio_blk_configure(const char* cmdline);
+void virtio_blk_mmio_drive(u64 base, u32 poll_limit);
+void virtio_blk_pci_drive(u32 slot, u32 poll_limit);

@@ -43,6 +43,7 @@ enum {
 enum {
   kMmioMagic = 0x74726976,  // "virt"
   kMmioVersionModern = 2,
+  kDeviceIdBlock = 2,    // §5.2, driven by virtio_blk.c
   kDeviceIdEntropy = 4,  // §5.4
   // §2.1 device status bits
   kStatusAcknowledge = 1,
@@ -456,6 +457,7 @@ static void probe_device(const MmioDevice* device, u32 poll_limit) {
   put_hex(reg_read(base, kRegVendorId));
   line_end();
   if (id == kDeviceIdEntropy) drive_entropy_device(base, poll_limit);
+  if (id == kDeviceIdBlock) virtio_blk_mmio_drive(base, poll_limit);
 }
 
 u32 virtio_mmio_report(const char* cmdline) {
@@ -486,6 +488,7 @@ u32 virtio_mmio_report(const char* cmdline) {
     line_end();
     poll_limit = kDefaultUsedPolls;
   }
+  virtio_blk_configure(cmdline);
   for (u32 i = 0; i < count; ++i) probe_device(&devices[i], (u32)poll_limit);
   return (u32)poll_limit;
 }

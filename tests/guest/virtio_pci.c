@@ -10,6 +10,12 @@
 // queue's MSI-X message reached the local APIC by reading its IRR, which a fixed-delivery
 // MSI sets whatever IF is (the APIC only has to be software-enabled).
 //
+// A second round runs with MSI-X disabled, the way a driver without MSI-X (Linux with
+// pci=nomsi) works: the device's INTA# is looked up in the MP table's PCI interrupt entries
+// (the same routes ACPI's _PRT gives), the IOAPIC pin is programmed level-triggered, and
+// after the round the vector must be pending in the IRR and the ISR must read 1 (queue
+// interrupt), which deasserts the line.
+//
 // BAR placement: the VMM assigns BARs like firmware, a 64-bit BAR possibly above 4 GiB,
 // where this guest has no page tables. Such a BAR is moved to kBarRelocation, inside the
 // 32-bit PCI window, before memory decoding is turned on.
@@ -54,11 +60,12 @@ enum {
   // ---- virtio-pci
   kVirtioVendorId = 0x1af4,
   kVirtioRngDeviceId = 0x1044,  // 0x1040 + device type 4 (§4.1.2.1)
+  kVirtioBlkDeviceId = 0x1042,  // 0x1040 + device type 2
   kCapCommon = 1,
   kCapNotify = 2,
   kCapIsr = 3,
   kCapDevice = 4,
-  kCapTypes = 6,  // types 1-5 are known (5: PCI configuration access)
+  kCapTypes = kVirtioPciCapTypes,
   kCapMinLength = 16,        // struct virtio_pci_cap
   kNotifyCapMinLength = 20,  // + notify_off_multiplier
   kCommonCfgLength = 0x38,
@@ -98,6 +105,23 @@ enum {
   kMsrX2ApicId = 0x802,
   kMsrX2ApicSvr = 0x80f,
   kMsrX2ApicIrr = 0x810,
+  // ---- INTx through the IOAPIC (82093AA datasheet §3.2.4; MP spec 1.4 §4.3.4)
+  kCfgInterruptPin = 0x3d,
+  kCommandIntxDisable = 1 << 10,
+  kIntxVector = 0x42,
+  kIoapicRegSelect = 0x00,
+  kIoapicWindow = 0x10,
+  kIoapicRedirection = 0x10,  // two registers per pin
+  kRteLevel = 1 << 15,
+  kRteActiveLow = 1 << 13,
+  kRteMasked = 1 << 16,
+  kMpScanStart = 0x9fc00,  // the last KiB of base memory, where skiff puts the MP table
+  kMpScanEnd = 0xa0000,
+  kMpEntryProcessor = 0,
+  kMpEntryBus = 1,
+  kMpEntryIoApic = 2,
+  kMpEntryIoInterrupt = 3,
+  kMpMaxEntries = 512,
 };
 
 static const u64 kFeatureVersion1 = 1ull << 32;  // §6.1 VIRTIO_F_VERSION_1
@@ -110,19 +134,19 @@ static const u64 kBarRelocation = 0xc0000000ull;
 static void config_select(u32 slot, u32 offset) {
   outl(kConfigAddressPort, kConfigEnable | slot << 11 | (offset & 0xfc));
 }
-static u32 config_read32(u32 slot, u32 offset) {
+u32 pci_config_read32(u32 slot, u32 offset) {
   config_select(slot, offset);
   return inl(kConfigDataPort);
 }
-static void config_write32(u32 slot, u32 offset, u32 value) {
+void pci_config_write32(u32 slot, u32 offset, u32 value) {
   config_select(slot, offset);
   outl(kConfigDataPort, value);
 }
-static u16 config_read16(u32 slot, u32 offset) {
+u16 pci_config_read16(u32 slot, u32 offset) {
   config_select(slot, offset);
   return inw((u16)(kConfigDataPort + (offset & 2)));
 }
-static void config_write16(u32 slot, u32 offset, u16 value) {
+void pci_config_write16(u32 slot, u32 offset, u16 value) {
   config_select(slot, offset);
   outw((u16)(kConfigDataPort + (offset & 2)), value);
 }
@@ -134,45 +158,35 @@ static void rng_line_begin(void) {
   put_str("virtio-pci-rng ");
 }
 
-static void pci_error(const char* what, u64 value) {
+// "error <prefix> <what>=<dec>": the prefix names the driver (virtio-pci-rng, virtio-blk).
+static void prefixed_error(const char* prefix, const char* what, u64 value) {
   line_begin();
-  put_str("error virtio-pci-rng ");
+  put_str("error ");
+  put_str(prefix);
+  put_char(' ');
   put_str(what);
   put_char('=');
   put_dec(value);
   line_end();
 }
 
+static void pci_error(const char* what, u64 value) { prefixed_error("virtio-pci-rng", what, value); }
+
 // ---- capabilities ---------------------------------------------------------------------------
 
-typedef struct {
-  int present;
-  u32 bar;
-  u32 offset;
-  u32 length;
-} Region;
-
-typedef struct {
-  Region regions[kCapTypes];  // by cfg_type; the first capability of each type (§4.1.4)
-  u32 notify_multiplier;
-  u32 msix_cap;  // config offset of the MSI-X capability, 0 if none
-  u32 msix_vectors;
-  u32 table_bar, table_offset, pba_bar, pba_offset;
-} Capabilities;
-
-static void read_capabilities(u32 slot, Capabilities* caps) {
+void virtio_pci_read_capabilities(u32 slot, VirtioPciCaps* caps) {
   memset(caps, 0, sizeof(*caps));
-  if (!((config_read32(slot, kCfgCommand) >> 16) & kStatusCapabilityList)) return;
-  u32 pointer = config_read32(slot, kCfgCapabilityPointer) & 0xfc;
+  if (!((pci_config_read32(slot, kCfgCommand) >> 16) & kStatusCapabilityList)) return;
+  u32 pointer = pci_config_read32(slot, kCfgCapabilityPointer) & 0xfc;
   for (u32 n = 0; n < kMaxCapabilities && pointer >= kCapabilityFirst; ++n) {
-    u32 header = config_read32(slot, pointer);
+    u32 header = pci_config_read32(slot, pointer);
     u32 id = header & 0xff;
     if (id == kCapIdVendor) {
       u32 cap_length = (header >> 16) & 0xff;
       u32 type = header >> 24;
-      u32 bar = config_read32(slot, pointer + 4) & 0xff;
-      u32 offset = config_read32(slot, pointer + 8);
-      u32 length = config_read32(slot, pointer + 12);
+      u32 bar = pci_config_read32(slot, pointer + 4) & 0xff;
+      u32 offset = pci_config_read32(slot, pointer + 8);
+      u32 length = pci_config_read32(slot, pointer + 12);
       line_begin();
       put_str("virtio-pci cap type=");
       put_dec(type);
@@ -187,7 +201,7 @@ static void read_capabilities(u32 slot, Capabilities* caps) {
         if (cap_length < kNotifyCapMinLength) {
           usable = 0;
         } else if (usable && !caps->regions[type].present) {
-          caps->notify_multiplier = config_read32(slot, pointer + 16);
+          caps->notify_multiplier = pci_config_read32(slot, pointer + 16);
         }
         put_str(" notify-multiplier=");
         put_dec(caps->notify_multiplier);
@@ -196,13 +210,13 @@ static void read_capabilities(u32 slot, Capabilities* caps) {
       // §4.1.4.1: unknown types and reserved BAR numbers are ignored; the first of a type
       // is the one the device prefers.
       if (usable && !caps->regions[type].present) {
-        caps->regions[type] = (Region){1, bar, offset, length};
+        caps->regions[type] = (VirtioPciRegion){1, bar, offset, length};
       }
     } else if (id == kCapIdMsix && caps->msix_cap == 0) {
       caps->msix_cap = pointer;
       caps->msix_vectors = ((header >> 16) & 0x7ff) + 1;
-      u32 table = config_read32(slot, pointer + kMsixTable);
-      u32 pba = config_read32(slot, pointer + kMsixPba);
+      u32 table = pci_config_read32(slot, pointer + kMsixTable);
+      u32 pba = pci_config_read32(slot, pointer + kMsixPba);
       caps->table_bar = table & 7;
       caps->table_offset = table & ~7u;
       caps->pba_bar = pba & 7;
@@ -227,37 +241,38 @@ static void read_capabilities(u32 slot, Capabilities* caps) {
 // ---- BAR ------------------------------------------------------------------------------------
 
 // Sizes memory BAR `index` (decode must be off) and returns the address the guest will use:
-// the assigned one if it is below 4 GiB, else kBarRelocation. 0 after reporting a problem.
-static u64 place_bar(u32 slot, u32 index, u64* size_out) {
+// the assigned one if it is below 4 GiB, else `relocation`. 0 after reporting a problem (as
+// "error <error_prefix> ...").
+u64 virtio_pci_place_bar(u32 slot, u32 index, u64 relocation, const char* error_prefix, u64* size_out) {
   u32 low_offset = kCfgBar0 + 4 * index;
-  u32 low = config_read32(slot, low_offset);
+  u32 low = pci_config_read32(slot, low_offset);
   int is64 = (low & kBarTypeMask) == kBarType64;
   if ((low & kBarIo) || (is64 && index + 1 >= kMaxBars)) {
-    pci_error("bar-type", low & 0xf);
+    prefixed_error(error_prefix, "bar-type", low & 0xf);
     return 0;
   }
-  u32 high = is64 ? config_read32(slot, low_offset + 4) : 0;
+  u32 high = is64 ? pci_config_read32(slot, low_offset + 4) : 0;
   u64 assigned = ((u64)high << 32) | (low & ~0xfu);
   // PCI 3.0 §6.2.5.1: write all ones, read back the writable address bits.
-  config_write32(slot, low_offset, 0xffffffffu);
-  u64 mask = config_read32(slot, low_offset) & ~0xfu;
+  pci_config_write32(slot, low_offset, 0xffffffffu);
+  u64 mask = pci_config_read32(slot, low_offset) & ~0xfu;
   if (is64) {
-    config_write32(slot, low_offset + 4, 0xffffffffu);
-    mask |= (u64)config_read32(slot, low_offset + 4) << 32;
+    pci_config_write32(slot, low_offset + 4, 0xffffffffu);
+    mask |= (u64)pci_config_read32(slot, low_offset + 4) << 32;
   } else {
     mask |= 0xffffffff00000000ull;
   }
   u64 size = ~mask + 1;
   u64 address = assigned;
-  if (mask == 0 || !phys_range_mapped(assigned, size)) address = kBarRelocation;
+  if (mask == 0 || !phys_range_mapped(assigned, size)) address = relocation;
   if (mask == 0 || (address & (size - 1)) != 0) {
-    pci_error("bar-size", size);
+    prefixed_error(error_prefix, "bar-size", size);
     return 0;
   }
-  config_write32(slot, low_offset, (u32)address);
-  if (is64) config_write32(slot, low_offset + 4, (u32)(address >> 32));
-  u64 now = config_read32(slot, low_offset) & ~0xfu;
-  if (is64) now |= (u64)config_read32(slot, low_offset + 4) << 32;
+  pci_config_write32(slot, low_offset, (u32)address);
+  if (is64) pci_config_write32(slot, low_offset + 4, (u32)(address >> 32));
+  u64 now = pci_config_read32(slot, low_offset) & ~0xfu;
+  if (is64) now |= (u64)pci_config_read32(slot, low_offset + 4) << 32;
   line_begin();
   put_str("virtio-pci bar");
   put_dec(index);
@@ -269,18 +284,20 @@ static u64 place_bar(u32 slot, u32 index, u64* size_out) {
   put_hex(size);
   line_end();
   if (now != address) {
-    pci_error("bar-readback", now);
+    prefixed_error(error_prefix, "bar-readback", now);
     return 0;
   }
   *size_out = size;
   return address;
 }
 
-static int region_fits(const char* what, u32 bar, u32 offset, u64 length, u32 want_bar,
-                       u64 bar_size, u64 min_length) {
+int virtio_pci_region_fits(const char* error_prefix, const char* what, u32 bar, u32 offset, u64 length,
+                           u32 want_bar, u64 bar_size, u64 min_length) {
   if (bar != want_bar || length < min_length || offset > bar_size || length > bar_size - offset) {
     line_begin();
-    put_str("error virtio-pci-rng region=");
+    put_str("error ");
+    put_str(error_prefix);
+    put_str(" region=");
     put_str(what);
     put_str(" bar=");
     put_dec(bar);
@@ -328,6 +345,62 @@ static int lapic_irr_bit(const Lapic* lapic, u32 vector) {
   return (word >> (vector % 32)) & 1;
 }
 
+// ---- the MP table's PCI interrupt routes ----------------------------------------------------
+
+typedef struct {
+  int found;
+  u32 ioapic_pin;
+  u64 ioapic_address;
+} IntxRoute;
+
+// Finds the I/O interrupt entry for (PCI bus, slot, pin) and the IOAPIC it names.
+static IntxRoute mp_intx_route(u32 slot, u32 pin) {
+  IntxRoute route = {0, 0, 0};
+  u64 floating = 0;
+  for (u64 at = kMpScanStart; at < kMpScanEnd; at += 16) {
+    if (read8(at) == '_' && read8(at + 1) == 'M' && read8(at + 2) == 'P' && read8(at + 3) == '_') {
+      floating = at;
+      break;
+    }
+  }
+  if (floating == 0) return route;
+  u64 config = mmio_read32(floating + 4);
+  if (config == 0 || !phys_range_mapped(config, 44)) return route;
+  u32 length = read16(config + 4);
+  u32 count = read16(config + 34);
+  u64 entry = config + 44;
+  u64 end = config + length;
+  u32 pci_bus = 0xff;
+  u64 ioapic_address = 0;
+  u32 ioapic_id = 0xff;
+  for (u32 i = 0; i < count && i < kMpMaxEntries && entry < end; ++i) {
+    u32 type = read8(entry);
+    if (type == kMpEntryProcessor) {
+      entry += 20;
+      continue;
+    }
+    if (type == kMpEntryBus && read8(entry + 2) == 'P' && read8(entry + 3) == 'C' && read8(entry + 4) == 'I') {
+      pci_bus = read8(entry + 1);
+    } else if (type == kMpEntryIoApic) {
+      ioapic_id = read8(entry + 1);
+      ioapic_address = mmio_read32(entry + 4);
+    } else if (type == kMpEntryIoInterrupt && read8(entry + 4) == pci_bus &&
+               read8(entry + 5) == (slot << 2 | pin) && read8(entry + 6) == ioapic_id) {
+      route.found = 1;
+      route.ioapic_pin = read8(entry + 7);
+    }
+    entry += 8;
+  }
+  route.ioapic_address = ioapic_address;
+  if (ioapic_address == 0 || !phys_range_mapped(ioapic_address, 0x20)) route.found = 0;
+  return route;
+}
+
+static void ioapic_write(u64 base, u32 reg, u32 value) {
+  mmio_write32(base + kIoapicRegSelect, reg);
+  mmio_write32(base + kIoapicWindow, value);
+}
+
 // ---- the entropy device ---------------------------------------------------------------------
 
 typedef struct {
@@ -337,6 +410,7 @@ typedef struct {
   u32 notify_length;
   u32 notify_multiplier;
   u64 table;
+  u64 isr;
   u32 msix_cap;
   u32 msix_vectors;
 } RngDevice;
@@ -368,7 +442,7 @@ static void program_msix_entry(const RngDevice* dev, u32 index, u32 apic_id, u32
 }
 
 // §3.1.1 and §4.1.5.1 up to DRIVER_OK. Returns 0 after reporting why it gave up.
-static int initialise(const RngDevice* dev, Lapic* lapic, u16* queue_size, u64* notify_address) {
+static int initialise(const RngDevice* dev, Lapic* lapic, int use_msix, u16* queue_size, u64* notify_address) {
   u32 status = reset_device(dev);
   if (status != 0) {
     pci_error("reset-status", status);
@@ -405,12 +479,16 @@ static int initialise(const RngDevice* dev, Lapic* lapic, u16* queue_size, u64* 
   // MSI-X before the vectors are mapped, as Linux does: table entries, then Enable with
   // Function Mask clear (PCI 3.0 §6.8.2.3).
   lapic_prepare(lapic);
-  program_msix_entry(dev, kConfigVectorIndex, lapic->id, kConfigVector);
-  program_msix_entry(dev, kQueueVectorIndex, lapic->id, kQueueVector);
-  u16 control = config_read16(dev->slot, dev->msix_cap + kMsixControl);
-  config_write16(dev->slot, dev->msix_cap + kMsixControl,
-                 (u16)((control | kMsixEnable) & ~kMsixFunctionMask));
-  mmio_write16(dev->common + kCommonConfigMsixVector, kConfigVectorIndex);
+  u16 control = pci_config_read16(dev->slot, dev->msix_cap + kMsixControl);
+  if (use_msix) {
+    program_msix_entry(dev, kConfigVectorIndex, lapic->id, kConfigVector);
+    program_msix_entry(dev, kQueueVectorIndex, lapic->id, kQueueVector);
+    pci_config_write16(dev->slot, dev->msix_cap + kMsixControl,
+                   (u16)((control | kMsixEnable) & ~kMsixFunctionMask));
+    mmio_write16(dev->common + kCommonConfigMsixVector, kConfigVectorIndex);
+  } else {
+    pci_config_write16(dev->slot, dev->msix_cap + kMsixControl, (u16)(control & ~kMsixEnable));
+  }
   u32 config_vector = read16(dev->common + kCommonConfigMsixVector);
 
   // §4.1.5.1.3: select the queue, check it is unused, size it, give it rings and a vector.
@@ -433,7 +511,7 @@ static int initialise(const RngDevice* dev, Lapic* lapic, u16* queue_size, u64* 
   write_common64(dev, kCommonQueueDesc, virtq_desc_address());
   write_common64(dev, kCommonQueueDriver, virtq_avail_address());
   write_common64(dev, kCommonQueueDevice, virtq_used_address());
-  mmio_write16(dev->common + kCommonQueueMsixVector, kQueueVectorIndex);
+  if (use_msix) mmio_write16(dev->common + kCommonQueueMsixVector, kQueueVectorIndex);
   u32 queue_vector = read16(dev->common + kCommonQueueMsixVector);
   u32 notify_off = read16(dev->common + kCommonQueueNotifyOff);
   // §4.1.4.4: the queue's notification address, which must lie inside the capability.
@@ -468,12 +546,63 @@ static int initialise(const RngDevice* dev, Lapic* lapic, u16* queue_size, u64* 
   return 1;
 }
 
+// The INTx round: MSI-X off, INTA# routed through the IOAPIC as the MP table says.
+static void intx_round(const RngDevice* dev, Lapic* lapic, u32 poll_limit) {
+  u32 pin = pci_config_read32(dev->slot, kCfgInterruptPin & ~3u) >> 8 & 0xff;  // 1 = INTA#
+  IntxRoute route = pin >= 1 && pin <= 4 ? mp_intx_route(dev->slot, pin - 1) : (IntxRoute){0, 0, 0};
+  if (!route.found) {
+    line_begin();
+    put_str("virtio-pci-intx pin=");
+    put_dec(pin);
+    put_str(" route=none");
+    line_end();
+    return;
+  }
+  // Level-triggered, active low, fixed delivery to this CPU, unmasked.
+  ioapic_write(route.ioapic_address, kIoapicRedirection + 2 * route.ioapic_pin + 1, lapic->id << 24);
+  ioapic_write(route.ioapic_address, kIoapicRedirection + 2 * route.ioapic_pin,
+               kIntxVector | kRteLevel | kRteActiveLow);
+  u32 command = pci_config_read16(dev->slot, kCfgCommand);
+  pci_config_write16(dev->slot, kCfgCommand, (u16)(command & ~(u32)kCommandIntxDisable));
+
+  u16 queue_size = 0;
+  u64 notify_address = 0;
+  if (!initialise(dev, lapic, 0, &queue_size, &notify_address)) return;
+  virtq_post_requests();
+  mmio_write16(notify_address, 0);
+  VirtqRound round;
+  virtq_wait_used(poll_limit, queue_size, "virtio-pci-intx", &round);
+  int irr = lapic_irr_bit(lapic, kIntxVector);
+  for (u32 i = 0; i < kIrrPolls && round.used >= 2 && !irr; ++i) irr = lapic_irr_bit(lapic, kIntxVector);
+  // §4.1.4.5.1: reading the ISR clears it and deasserts the line.
+  u32 isr = read8(dev->isr);
+  u32 isr_after = read8(dev->isr);
+  line_begin();
+  put_str("virtio-pci-intx gsi=");
+  put_dec(route.ioapic_pin);
+  put_str(" used=");
+  put_dec(round.used);
+  put_str(" intx-irr=");
+  put_dec((u64)irr);
+  put_str(" isr=");
+  put_dec(isr);
+  put_str(" isr-after=");
+  put_dec(isr_after);
+  line_end();
+  ioapic_write(route.ioapic_address, kIoapicRedirection + 2 * route.ioapic_pin, kRteMasked);
+  u32 status = reset_device(dev);
+  line_begin();
+  put_str("virtio-pci-intx reset-status=");
+  put_dec(status);
+  line_end();
+}
+
 static void drive_rng(u32 slot, u32 poll_limit) {
-  Capabilities caps;
-  read_capabilities(slot, &caps);
-  const Region* common = &caps.regions[kCapCommon];
-  const Region* notify = &caps.regions[kCapNotify];
-  const Region* isr = &caps.regions[kCapIsr];
+  VirtioPciCaps caps;
+  virtio_pci_read_capabilities(slot, &caps);
+  const VirtioPciRegion* common = &caps.regions[kCapCommon];
+  const VirtioPciRegion* notify = &caps.regions[kCapNotify];
+  const VirtioPciRegion* isr = &caps.regions[kCapIsr];
   if (!common->present || !notify->present || !isr->present || caps.msix_cap == 0) {
     line_begin();
     put_str("error virtio-pci-rng missing-cap");
@@ -486,22 +615,24 @@ static void drive_rng(u32 slot, u32 poll_limit) {
   }
 
   // Decode off while the BAR is sized and moved (PCI 3.0 §6.2.5.1).
-  u32 command = config_read16(slot, kCfgCommand);
-  config_write16(slot, kCfgCommand, (u16)(command & ~(u32)(kCommandMemory | kCommandBusMaster)));
+  u32 command = pci_config_read16(slot, kCfgCommand);
+  pci_config_write16(slot, kCfgCommand, (u16)(command & ~(u32)(kCommandMemory | kCommandBusMaster)));
   u64 bar_size = 0;
   u32 bar = common->bar;
-  u64 base = place_bar(slot, bar, &bar_size);
+  u64 base = virtio_pci_place_bar(slot, bar, kBarRelocation, "virtio-pci-rng", &bar_size);
   if (base == 0) return;
   // This driver keeps everything in the common configuration's BAR (skiff's layout).
-  if (!region_fits("common", common->bar, common->offset, common->length, bar, bar_size, kCommonCfgLength) ||
-      !region_fits("notify", notify->bar, notify->offset, notify->length, bar, bar_size, 2) ||
-      !region_fits("isr", isr->bar, isr->offset, isr->length, bar, bar_size, 1) ||
-      !region_fits("msix-table", caps.table_bar, caps.table_offset,
-                   (u64)caps.msix_vectors * kMsixEntrySize, bar, bar_size, 2 * kMsixEntrySize) ||
-      !region_fits("msix-pba", caps.pba_bar, caps.pba_offset, 8, bar, bar_size, 8)) {
+  const char* who = "virtio-pci-rng";
+  if (!virtio_pci_region_fits(who, "common", common->bar, common->offset, common->length, bar, bar_size,
+                              kCommonCfgLength) ||
+      !virtio_pci_region_fits(who, "notify", notify->bar, notify->offset, notify->length, bar, bar_size, 2) ||
+      !virtio_pci_region_fits(who, "isr", isr->bar, isr->offset, isr->length, bar, bar_size, 1) ||
+      !virtio_pci_region_fits(who, "msix-table", caps.table_bar, caps.table_offset,
+                              (u64)caps.msix_vectors * kMsixEntrySize, bar, bar_size, 2 * kMsixEntrySize) ||
+      !virtio_pci_region_fits(who, "msix-pba", caps.pba_bar, caps.pba_offset, 8, bar, bar_size, 8)) {
     return;
   }
-  config_write16(slot, kCfgCommand, (u16)(command | kCommandMemory | kCommandBusMaster));
+  pci_config_write16(slot, kCfgCommand, (u16)(command | kCommandMemory | kCommandBusMaster));
 
   RngDevice dev = {
       .slot = slot,
@@ -510,13 +641,14 @@ static void drive_rng(u32 slot, u32 poll_limit) {
       .notify_length = notify->length,
       .notify_multiplier = caps.notify_multiplier,
       .table = base + caps.table_offset,
+      .isr = base + isr->offset,
       .msix_cap = caps.msix_cap,
       .msix_vectors = caps.msix_vectors,
   };
   Lapic lapic = {0, 0, 0, 0};
   u16 queue_size = 0;
   u64 notify_address = 0;
-  if (!initialise(&dev, &lapic, &queue_size, &notify_address)) return;
+  if (!initialise(&dev, &lapic, 1, &queue_size, &notify_address)) return;
 
   virtq_post_requests();
   mmio_write16(notify_address, 0);  // §4.1.5.2: the queue index, 16 bits
@@ -547,13 +679,16 @@ static void drive_rng(u32 slot, u32 poll_limit) {
   put_str("reset-status=");
   put_dec(status);
   line_end();
+
+  intx_round(&dev, &lapic, poll_limit);
 }
 
 void virtio_pci_report(u32 poll_limit) {
   u32 count = 0;
   int rng_slot = -1;
+  int blk_slot = -1;
   for (u32 slot = 0; slot < kSlots; ++slot) {
-    u32 ids = config_read32(slot, kCfgVendorDevice);
+    u32 ids = pci_config_read32(slot, kCfgVendorDevice);
     u32 vendor = ids & 0xffff;
     // All ones: no function (master abort, or no configuration mechanism at all, as on
     // QEMU's microvm); 0 is not a valid vendor either.
@@ -568,13 +703,15 @@ void virtio_pci_report(u32 poll_limit) {
     put_str(" device=0x");
     put_hex_digits(device, 4);
     put_str(" class=0x");
-    put_hex_digits(config_read32(slot, kCfgClassRevision) >> 8, 6);
+    put_hex_digits(pci_config_read32(slot, kCfgClassRevision) >> 8, 6);
     line_end();
     if (rng_slot < 0 && vendor == kVirtioVendorId && device == kVirtioRngDeviceId) rng_slot = (int)slot;
+    if (blk_slot < 0 && vendor == kVirtioVendorId && device == kVirtioBlkDeviceId) blk_slot = (int)slot;
   }
   line_begin();
   put_str("pci-devices=");
   put_dec(count);
   line_end();
   if (rng_slot >= 0) drive_rng((u32)rng_slot, poll_limit);
+  if (blk_slot >= 0) virtio_blk_pci_drive((u32)blk_slot, poll_limit);  // only with skiff.blk=
 }

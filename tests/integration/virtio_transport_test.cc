@@ -81,10 +81,16 @@ class VirtioPci : public ::testing::Test {
     EXPECT_EQ(r.lines_starting("virtio-pci cap type=1 bar=0").size(), 1u) << r.console;
     EXPECT_EQ(r.lines_starting("virtio-pci cap type=2 bar=0").size(), 1u) << r.console;
     EXPECT_EQ(r.lines_starting("virtio-pci cap type=3 bar=0").size(), 1u) << r.console;
-    EXPECT_EQ(r.lines_starting("virtio-pci-rng device-features=").size(), 1u) << r.console;
+    // Initialised twice: the MSI-X round and the INTx round.
+    EXPECT_EQ(r.lines_starting("virtio-pci-rng device-features=").size(), 2u) << r.console;
     EXPECT_NE(r.console.find("features-ok=1"), std::string::npos) << r.console;
     EXPECT_EQ(r.lines_starting("virtio-pci-rng used=2 len0=64 len1=64 nonzero=1 msix-irr=1").size(), 1u) << r.console;
     EXPECT_EQ(r.lines_starting("virtio-pci-rng reset-status=0").size(), 1u) << r.console;
+    // The INTx round: MSI-X off, INTA# on the IOAPIC pin the MP table names (slot 1 -> GSI 17),
+    // level-triggered; the ISR read returns the queue bit and clears it.
+    EXPECT_EQ(r.lines_starting("virtio-pci-intx gsi=17 used=2 intx-irr=1 isr=1 isr-after=0").size(), 1u)
+        << r.console;
+    EXPECT_EQ(r.lines_starting("virtio-pci-intx reset-status=0").size(), 1u) << r.console;
     EXPECT_EQ(r.lines_starting("error").size(), 0u) << r.console;
   }
 };

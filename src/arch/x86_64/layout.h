@@ -99,6 +99,15 @@ inline constexpr uint32_t kAcpiSciIrq = 9;
 
 // Interrupt controller numbers.
 inline constexpr uint32_t kIoapicPins = 24;
+// PCI INTx: IOAPIC pins 16-23, level-triggered and active low (what _PRT entries without a
+// link device and the MP table's PCI entries mean). A device's pin goes to
+// kPciIntxFirstGsi + (slot + pin) % kPciIntxGsiCount, the usual swizzle; devices that share a
+// pin are ORed by the VMM.
+inline constexpr uint32_t kPciIntxFirstGsi = 16;
+inline constexpr uint32_t kPciIntxGsiCount = 8;
+constexpr uint32_t pci_intx_gsi(uint32_t slot, uint32_t pin) {
+  return kPciIntxFirstGsi + (slot + pin) % kPciIntxGsiCount;
+}
 // vCPU APIC ids are 0..vcpus-1; the IOAPIC's id (MADT and MP table) is the vCPU count.
 
 }  // namespace skiff::x86

@@ -40,6 +40,7 @@ constexpr uint8_t kInterruptExtInt = 3;  // 8259-compatible
 // the bus (ISA: edge, active high).
 constexpr uint16_t kFlagsConforming = 0x0000;
 constexpr uint16_t kFlagsLevelActiveHigh = 0x000d;
+constexpr uint16_t kFlagsLevelActiveLow = 0x000f;  // PCI INTx
 
 constexpr uint8_t kPciBusId = 0;
 constexpr uint8_t kIsaBusId = 1;
@@ -80,11 +81,12 @@ uint8_t checksum(std::span<const uint8_t> bytes) {
   return static_cast<uint8_t>(0x100 - sum);
 }
 
-void io_interrupt(Writer& w, uint8_t irq, uint8_t ioapic_id, uint8_t pin, uint16_t flags) {
+void io_interrupt(Writer& w, uint8_t irq, uint8_t ioapic_id, uint8_t pin, uint16_t flags,
+                  uint8_t bus = kIsaBusId) {
   w.u8(kEntryIoInterrupt);
   w.u8(kInterruptInt);
   w.u16(flags);
-  w.u8(kIsaBusId);
+  w.u8(bus);
   w.u8(irq);
   w.u8(ioapic_id);
   w.u8(pin);
@@ -102,21 +104,30 @@ void local_interrupt(Writer& w, uint8_t type, uint8_t lint) {
 
 }  // namespace
 
-uint64_t mp_table_size(uint32_t vcpus) {
+uint64_t mp_table_size(uint32_t vcpus, size_t pci_interrupts) {
   return kFloatingPointerSize + kConfigHeaderSize + kProcessorEntrySize * vcpus +
-         kSmallEntrySize * kFixedEntries;
+         kSmallEntrySize * (kFixedEntries + pci_interrupts);
 }
 
-uint32_t mp_table_max_vcpus() {
-  return static_cast<uint32_t>(
-      (kMpTableMaxSize - mp_table_size(0)) / kProcessorEntrySize);
+uint32_t mp_table_max_vcpus(size_t pci_interrupts) {
+  const uint64_t fixed = mp_table_size(0, pci_interrupts);
+  if (fixed >= kMpTableMaxSize) return 0;
+  return static_cast<uint32_t>((kMpTableMaxSize - fixed) / kProcessorEntrySize);
 }
 
-Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus) {
-  if (vcpus == 0 || vcpus > mp_table_max_vcpus()) {
+Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus,
+                            std::span<const MpPciInterrupt> pci_interrupts) {
+  const uint32_t max_vcpus = mp_table_max_vcpus(pci_interrupts.size());
+  if (vcpus == 0 || vcpus > max_vcpus) {
     return config_error(fmt::format(
-        "MP table: {} vCPUs; the {:#x}-byte area at {:#x} holds 1 to {}", vcpus,
-        kMpTableMaxSize, kMpTableAddr, mp_table_max_vcpus()));
+        "MP table: {} vCPUs and {} PCI interrupts; the {:#x}-byte area at {:#x} holds 1 to {} vCPUs",
+        vcpus, pci_interrupts.size(), kMpTableMaxSize, kMpTableAddr, max_vcpus));
+  }
+  for (const MpPciInterrupt& route : pci_interrupts) {
+    if (route.slot > 31 || route.pin > 3 || route.ioapic_pin >= kIoapicPins) {
+      return internal_error(fmt::format("MP table: PCI slot {} pin {} -> IOAPIC pin {} is out of range",
+                                        route.slot, route.pin, route.ioapic_pin));
+    }
   }
   const auto ioapic_id = static_cast<uint8_t>(vcpus);
   const uint64_t config_addr = kMpTableAddr + kFloatingPointerSize;
@@ -132,7 +143,7 @@ Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus) {
   config.text("SKIFFVM", 12);
   config.u32(0);  // OEM table pointer
   config.u16(0);  // OEM table size
-  config.u16(static_cast<uint16_t>(vcpus + kFixedEntries));
+  config.u16(static_cast<uint16_t>(vcpus + kFixedEntries + pci_interrupts.size()));
   config.u32(static_cast<uint32_t>(kLapicAddr));
   config.u16(0);  // extended table length
   config.u8(0);   // extended table checksum
@@ -166,6 +177,10 @@ Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus) {
     const uint16_t flags = irq == kAcpiSciIsaIrq ? kFlagsLevelActiveHigh : kFlagsConforming;
     io_interrupt(config, irq, ioapic_id, pin, flags);
   }
+  for (const MpPciInterrupt& route : pci_interrupts) {
+    io_interrupt(config, static_cast<uint8_t>(route.slot << 2 | route.pin), ioapic_id, route.ioapic_pin,
+                 kFlagsLevelActiveLow, kPciBusId);
+  }
   // Virtual wire mode through the local APICs (MP spec 1.4 section 3.6.2.2).
   local_interrupt(config, kInterruptExtInt, 0);
   local_interrupt(config, kInterruptNmi, 1);
@@ -190,9 +205,9 @@ Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus) {
 
   std::vector<uint8_t> image = pointer;
   image.insert(image.end(), table.begin(), table.end());
-  if (image.size() != mp_table_size(vcpus)) {
+  if (image.size() != mp_table_size(vcpus, pci_interrupts.size())) {
     return internal_error(fmt::format("MP table: built {} bytes, expected {}", image.size(),
-                                      mp_table_size(vcpus)));
+                                      mp_table_size(vcpus, pci_interrupts.size())));
   }
   if (auto ok = mem.write(kMpTableAddr, image); !ok) {
     return std::unexpected(ok.error().with_context(

@@ -6,23 +6,34 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "memory/guest_memory.h"
 #include "skiff/error.h"
 
 namespace skiff::x86 {
 
-// The number of bytes write_mp_table() writes for `vcpus` processors.
-uint64_t mp_table_size(uint32_t vcpus);
+// A PCI device's INTx pin wired to an IOAPIC input (level-triggered, active low).
+struct MpPciInterrupt {
+  uint8_t slot = 0;        // device number on bus 0
+  uint8_t pin = 0;         // 0 = INTA# ... 3 = INTD#
+  uint8_t ioapic_pin = 0;  // the GSI
+};
+
+// The number of bytes write_mp_table() writes for `vcpus` processors and `pci_interrupts`
+// PCI interrupt entries.
+uint64_t mp_table_size(uint32_t vcpus, size_t pci_interrupts = 0);
 
 // The largest vCPU count whose tables fit in kMpTableMaxSize.
-uint32_t mp_table_max_vcpus();
+uint32_t mp_table_max_vcpus(size_t pci_interrupts = 0);
 
 // Writes the MP floating pointer and configuration table: one processor entry per vCPU
 // (APIC id = index, the bootstrap processor flag on vCPU 0), PCI bus 0 and ISA bus 1, the
-// IOAPIC (id = vcpus), ISA IRQ routing (IRQ0 -> INTIN2, the SCI level-triggered) and the
-// local interrupts (ExtINT on LINT0, NMI on LINT1). Fails when vcpus is 0, the tables do
-// not fit in kMpTableMaxSize, or guest memory does not cover the area.
-Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus);
+// IOAPIC (id = vcpus), ISA IRQ routing (IRQ0 -> INTIN2, the SCI level-triggered), the PCI
+// INTx routes (MP spec 1.4 appendix D: source bus IRQ = slot << 2 | pin) and the local
+// interrupts (ExtINT on LINT0, NMI on LINT1). Fails when vcpus is 0, the tables do not fit
+// in kMpTableMaxSize, a PCI entry is out of range, or guest memory does not cover the area.
+Result<void> write_mp_table(const GuestMemory& mem, uint32_t vcpus,
+                            std::span<const MpPciInterrupt> pci_interrupts = {});
 
 }  // namespace skiff::x86

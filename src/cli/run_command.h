@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+// `skiff run` and `skiff test`: boot a VM and exit with its verdict (docs/exit-codes.md),
+// optionally under a time limit and with console patterns, a console log and a result
+// file for CI (docs/kernel-ci.md).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace skiff::cli {
+
+struct RunOptions {
+  std::string spec_path;
+  std::optional<std::string> kernel;
+  std::optional<std::string> initrd;
+  std::optional<std::string> cmdline;
+  std::optional<uint32_t> vcpus;
+  std::optional<std::string> memory;
+
+  // Seconds until the VM is stopped with kExitTimeout; 0 or unset: no limit.
+  std::optional<double> timeout_seconds;
+  std::vector<std::string> expect;   // every one must match a console line for a pass
+  std::vector<std::string> fail_on;  // the first console line matching one fails the run
+  std::optional<std::string> console_log;
+  std::optional<std::string> result_json;
+
+  // `skiff test`: console to stdout, no console input, a default time limit.
+  bool test_mode = false;
+};
+
+// The time limit `skiff test` uses when --timeout is not given.
+inline constexpr double kTestDefaultTimeoutSeconds = 300;
+
+// Adds the options of `skiff run` / `skiff test` to `command`, bound to `options`.
+void add_run_options(CLI::App& command, RunOptions& options);
+
+// Runs the VM and returns the process exit code. `process_start` is when skiff started,
+// for the total time in the timings line and the result file.
+int run_command(const RunOptions& options, std::chrono::steady_clock::time_point process_start);
+
+}  // namespace skiff::cli

@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: Apache-2.0
+// virtio-blk (virtio 1.2 §5.2): a raw image file or block device as a guest disk.
+//
+// Threads: one I/O thread per active queue, named "skiff-<id>-q<N>" (truncated to the
+// kernel's 15 characters), each an EventLoop over three fds: the queue's notify eventfd
+// (registered by the transport as a KVM ioeventfd), its engine's completion eventfd
+// (io_uring), and a timerfd that resumes a queue paused by the rate limiter. Each thread
+// owns its queue's engine and in-flight requests; nothing else touches them while it runs.
+// activate() and reset() run on the transport's thread, serialised by activation_mutex_;
+// reset() stops the threads, then completes what was in flight (draining the engines)
+// before it returns, so the kernel writes into guest memory no more after that.
+//
+// Data moves between the disk and guest memory without a copy: iovecs point straight at
+// the guest buffers. Exception: with O_DIRECT (cache=none), a request whose guest buffers
+// are not aligned as the disk requires (DiskInfo::memory_alignment for addresses, the
+// logical block size for lengths) goes through an aligned bounce buffer, so the guest gets
+// its data rather than an IOERR from a kernel EINVAL.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <array>
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/token_bucket.h"
+#include "common/unique_fd.h"
+#include "memory/guest_memory.h"
+#include "skiff/spec.h"
+#include "virtio/blk/blk_constants.h"
+#include "virtio/blk/blk_request.h"
+#include "virtio/blk/disk_backend.h"
+#include "virtio/blk/io_engine.h"
+#include "virtio/core/rate_limited_log.h"
+#include "virtio/core/virtio_device.h"
+
+namespace skiff::virtio {
+
+// Counters for the stats API (monotonic, survive reset()).
+struct BlkStats {
+  uint64_t reads = 0;  // IN requests completed OK
+  uint64_t writes = 0;  // OUT requests completed OK
+  uint64_t read_bytes = 0;
+  uint64_t write_bytes = 0;
+  uint64_t flushes = 0;
+  uint64_t discards = 0;
+  uint64_t write_zeroes = 0;
+  uint64_t errors = 0;       // requests answered IOERR, or returned without a status
+  uint64_t unsupported = 0;  // requests answered UNSUPP
+  uint64_t throttled = 0;    // times the rate limiter paused a queue
+};
+
+class VirtioBlk : public VirtioDevice {
+ public:
+  // Data buffers per request we accept (seg_max is min(this, queue size - 2)): IOV_MAX
+  // minus the header and status descriptors.
+  static constexpr uint32_t kMaxSegments = 1022;
+  static constexpr uint32_t kSizeMax = 1 << 20;  // size_max: bytes per data buffer
+  static constexpr uint32_t kMaxDiscardSectors = 1 << 22;  // 2 GiB per segment
+  static constexpr uint32_t kMaxDiscardSegments = 32;
+  static constexpr uint32_t kMaxWriteZeroesSectors = 1 << 22;
+  static constexpr uint32_t kMaxWriteZeroesSegments = 32;
+
+  // Builds the engine for queue `queue_index` when it is activated; `depth` is the queue size
+  // the driver chose.
+  using EngineFactory =
+      std::function<std::unique_ptr<BlockIoEngine>(uint16_t queue_index, uint32_t depth)>;
+
+  // Opens the disk (DiskBackend::open) and creates the device. `memory` is the guest RAM
+  // the transport activates the queues with; it must outlive the device.
+  static Result<std::shared_ptr<VirtioBlk>> create(const DiskSpec& spec, const GuestMemory& memory);
+
+  // For tests: a disk described by `info` whose I/O goes to the engines `factory` makes.
+  // `backend` (optional) is what flush() syncs.
+  static Result<std::shared_ptr<VirtioBlk>> create_with_engines(const DiskSpec& spec,
+                                                                const GuestMemory& memory,
+                                                                const DiskInfo& info,
+                                                                EngineFactory factory,
+                                                                std::shared_ptr<DiskBackend> backend = nullptr);
+  ~VirtioBlk() override;
+
+  // ---- VirtioDevice ------------------------------------------------------------------------
+  uint32_t device_type() const override;
+  std::vector<uint16_t> queue_max_sizes() const override;
+  uint64_t device_features() const override { return features_; }
+  uint32_t config_size() const override { return kBlkConfigSize; }
+  void read_config(uint64_t offset, std::span<uint8_t> data) override;
+  // Every field is read-only (VIRTIO_BLK_F_CONFIG_WCE is not offered): writes are ignored.
+  void write_config(uint64_t, std::span<const uint8_t>) override {}
+  Result<void> activate(uint64_t acked_features, std::vector<Queue*> queues,
+                        std::shared_ptr<VirtioInterrupt> interrupt) override;
+  void notify_queue(uint16_t queue_index) override;
+  std::optional<int> queue_notify_fd(uint16_t queue_index) const override;
+  void reset() override;
+
+  // ---- For the VMM -------------------------------------------------------------------------
+  // Makes every completed write durable (fdatasync; nothing for cache=unsafe). The VMM
+  // calls it on clean shutdown, after reset() or while the queues run.
+  Result<void> flush();
+  BlkStats stats() const;
+  const DiskSpec& spec() const { return spec_; }
+  const DiskInfo& disk_info() const { return info_; }
+  // The limits requests are checked against (from the offered features until activation).
+  const BlkLimits& limits() const { return limits_; }
+
+ private:
+  struct AlignedFree {
+    void operator()(uint8_t* p) const;
+  };
+  // One request between parsing and its status write.
+  struct InFlight {
+    DescriptorChain chain;
+    BlkRequest request;
+    std::vector<iovec> iov;
+    std::unique_ptr<uint8_t, AlignedFree> bounce;
+    uint32_t pending_ops = 0;
+    int64_t error = 0;  // the first failing result (-errno, or a short count as -EIO)
+    bool active = false;
+  };
+  struct QueueState {
+    uint16_t index = 0;
+    UniqueFd notify;  // eventfd: guest notifications (a KVM ioeventfd once registered)
+    UniqueFd timer;   // timerfd: the rate limiter's pause ends
+    Queue* queue = nullptr;
+    std::unique_ptr<BlockIoEngine> engine;
+    std::unique_ptr<EventLoop> loop;
+    std::vector<InFlight> slots;  // indexed by the engine tag
+    std::vector<uint32_t> free_slots;
+    std::optional<DescriptorChain> deferred;  // popped, waiting for the rate limiter
+    bool throttled = false;
+    bool used_pending = false;  // add_used() since the last notification check
+    std::vector<IoCompletion> completions;  // scratch
+  };
+
+  VirtioBlk(const DiskSpec& spec, const GuestMemory& memory, const DiskInfo& info,
+            EngineFactory factory, std::shared_ptr<DiskBackend> backend);
+  Result<void> init_queues();
+  void build_config();
+
+  // Queue-thread handlers.
+  void on_notify(QueueState& q);
+  void on_timer(QueueState& q);
+  void on_completions(QueueState& q);
+  void process_queue(QueueState& q);
+  // Parses and starts one request; false when the rate limiter paused the queue (the chain
+  // is kept in q.deferred).
+  bool start_request(QueueState& q, DescriptorChain chain);
+  bool submit_transfer(QueueState& q, uint32_t slot);
+  void reap(QueueState& q);
+  void handle_completion(QueueState& q, const IoCompletion& completion);
+  void finish(QueueState& q, uint32_t slot);
+  void answer(QueueState& q, DescriptorChain chain, uint8_t status, uint32_t used_len);
+  void signal_used(QueueState& q);
+  uint32_t alloc_slot(QueueState& q);
+  void arm_timer(QueueState& q, std::chrono::nanoseconds wait);
+  void stop_queues();
+
+  const DiskSpec spec_;
+  const GuestMemory& memory_;
+  const DiskInfo info_;
+  const EngineFactory factory_;
+  const std::shared_ptr<DiskBackend> backend_;
+  uint64_t features_ = 0;
+  std::array<uint8_t, kBlkConfigSize> config_{};
+  std::string id_bytes_;  // GET_ID answer, at most 20 bytes
+
+  std::mutex activation_mutex_;
+  BlkLimits offered_limits_;  // from the offered features
+  BlkLimits limits_;  // offered_limits_ narrowed by the driver's features at activate(),
+                      // before the threads start
+  std::shared_ptr<VirtioInterrupt> interrupt_;
+  std::vector<std::unique_ptr<QueueState>> queues_;
+  bool resetting_ = false;  // reset() is completing requests: no interrupts
+
+  std::mutex limiter_mutex_;  // the queues share the disk's rate limit
+  std::optional<RateLimiter> limiter_;
+
+  struct AtomicStats {
+    std::atomic<uint64_t> reads{0}, writes{0}, read_bytes{0}, write_bytes{0}, flushes{0},
+        discards{0}, write_zeroes{0}, errors{0}, unsupported{0}, throttled{0};
+  };
+  AtomicStats stats_;
+  RateLimitedLog guest_log_;
+  RateLimitedLog io_log_;
+};
+
+}  // namespace skiff::virtio

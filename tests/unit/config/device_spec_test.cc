@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: Apache-2.0
+// "disks", "nets" and "balloon": parsing, defaults, every rule, round trips, and the host
+// checks of disk paths.
+#include <sys/stat.h>
+
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "skiff/spec.h"
+#include "unit/config/spec_test_util.h"
+
+namespace skiff {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using testing_util::spec_with_top;
+using testing_util::TempDir;
+
+const std::filesystem::path kBase = "/srv/vms/web01";
+
+DiskSpec make_disk(std::string id, std::filesystem::path path) {
+  DiskSpec disk;
+  disk.id = std::move(id);
+  disk.path = std::move(path);
+  return disk;
+}
+
+TEST(DiskSpec, DefaultsAndRelativePath) {
+  auto spec = parse_spec(spec_with_top(R"("disks": [{"id": "root", "path": "root.img"}])"), kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  ASSERT_EQ(spec->disks.size(), 1u);
+  const DiskSpec& disk = spec->disks[0];
+  EXPECT_EQ(disk.id, "root");
+  EXPECT_EQ(disk.path, kBase / "root.img");
+  EXPECT_FALSE(disk.read_only);
+  EXPECT_FALSE(disk.shared);
+  EXPECT_FALSE(disk.cache.has_value());
+  EXPECT_EQ(disk.io_engine, IoEngine::kIoUring);
+  EXPECT_EQ(disk.discard, DiscardMode::kUnmap);
+  EXPECT_EQ(disk.serial, "");
+  EXPECT_EQ(disk.queues, 1);
+  EXPECT_EQ(disk.queue_size, 256);
+  EXPECT_FALSE(disk.rate_limit.limited());
+  EXPECT_EQ(disk.transport, VirtioTransport::kPci);
+}
+
+TEST(DiskSpec, EveryField) {
+  auto spec = parse_spec(spec_with_top(R"("disks": [{
+      "id": "data", "path": "/dev/zvol/tank/vms/web01", "read_only": true, "shared": true,
+      "cache": "unsafe", "io_engine": "sync", "discard": "ignore", "serial": "WEB01-DATA",
+      "queues": 4, "queue_size": 128,
+      "rate_limit": {"bytes_per_second": 104857600, "ops_per_second": 5000},
+      "transport": "mmio"}])"),
+                         kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  const DiskSpec& disk = spec->disks[0];
+  EXPECT_EQ(disk.path, "/dev/zvol/tank/vms/web01");
+  EXPECT_TRUE(disk.read_only);
+  EXPECT_TRUE(disk.shared);
+  EXPECT_EQ(disk.cache, DiskCache::kUnsafe);
+  EXPECT_EQ(disk.io_engine, IoEngine::kSync);
+  EXPECT_EQ(disk.discard, DiscardMode::kIgnore);
+  EXPECT_EQ(disk.serial, "WEB01-DATA");
+  EXPECT_EQ(disk.queues, 4);
+  EXPECT_EQ(disk.queue_size, 128);
+  EXPECT_EQ(disk.rate_limit, (RateLimitSpec{104857600, 5000}));
+  EXPECT_EQ(disk.transport, VirtioTransport::kMmio);
+}
+
+TEST(NetSpec, DefaultsAndEveryField) {
+  auto spec = parse_spec(spec_with_top(R"("nets": [
+      {"id": "eth0", "tap": "skiff-web01"},
+      {"id": "eth1", "tap_fd": 5, "mac": "52:54:00:AB:cd:01", "mtu": 9000, "queues": 2,
+       "queue_size": 512, "offloads": false,
+       "rx_rate_limit": {"bytes_per_second": 1000000},
+       "tx_rate_limit": {"packets_per_second": 2000}, "transport": "mmio"}])"),
+                         kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  ASSERT_EQ(spec->nets.size(), 2u);
+  const NetSpec& first = spec->nets[0];
+  EXPECT_EQ(first.tap, "skiff-web01");
+  EXPECT_FALSE(first.tap_fd);
+  EXPECT_FALSE(first.mac);
+  EXPECT_FALSE(first.mtu);
+  EXPECT_EQ(first.queues, 1);
+  EXPECT_EQ(first.queue_size, 256);
+  EXPECT_TRUE(first.offloads);
+  EXPECT_EQ(first.transport, VirtioTransport::kPci);
+  const NetSpec& second = spec->nets[1];
+  EXPECT_EQ(second.tap_fd, 5);
+  EXPECT_EQ(second.mac, (MacAddress{0x52, 0x54, 0x00, 0xab, 0xcd, 0x01}));
+  EXPECT_EQ(second.mtu, 9000u);
+  EXPECT_EQ(second.queues, 2);
+  EXPECT_EQ(second.queue_size, 512);
+  EXPECT_FALSE(second.offloads);
+  EXPECT_EQ(second.rx_rate_limit, (RateLimitSpec{1000000, 0}));
+  EXPECT_EQ(second.tx_rate_limit, (RateLimitSpec{0, 2000}));
+  EXPECT_EQ(second.transport, VirtioTransport::kMmio);
+}
+
+TEST(BalloonSpec, DefaultsAndEveryField) {
+  auto empty = parse_spec(spec_with_top(R"("balloon": {})"), kBase);
+  ASSERT_TRUE(empty) << empty.error().message();
+  ASSERT_TRUE(empty->balloon);
+  EXPECT_EQ(*empty->balloon, BalloonSpec{});
+  auto spec = parse_spec(spec_with_top(R"("balloon": {"target_mib": 64, "deflate_on_oom": true,
+      "stats_interval_s": 5, "free_page_reporting": true, "transport": "mmio"})"),
+                         kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  EXPECT_EQ(*spec->balloon, (BalloonSpec{64, true, 5, true, VirtioTransport::kMmio}));
+  auto none = parse_spec(spec_with_top(R"("balloon": null)"), kBase);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->balloon);
+}
+
+TEST(DeviceSpec, RoundTripsThroughJson) {
+  VmSpec spec;
+  spec.boot.kernel = "/boot/vmlinuz";
+  spec.disks.push_back(make_disk("a", "/var/lib/a.img"));
+  DiskSpec& b = spec.disks.emplace_back(make_disk("b", "/dev/zvol/tank/b"));
+  b.read_only = true;
+  b.shared = true;
+  b.cache = DiskCache::kWriteback;
+  b.io_engine = IoEngine::kSync;
+  b.discard = DiscardMode::kIgnore;
+  b.serial = "SER";
+  b.queues = 2;
+  b.queue_size = 64;
+  b.rate_limit = {1, 2};
+  b.transport = VirtioTransport::kMmio;
+  NetSpec& n0 = spec.nets.emplace_back();
+  n0.id = "n0";
+  n0.tap = "tap0";
+  NetSpec& n1 = spec.nets.emplace_back();
+  n1.id = "n1";
+  n1.tap_fd = 7;
+  n1.mac = MacAddress{2, 0, 0, 0, 0, 1};
+  n1.mtu = 1400;
+  n1.queues = 3;
+  n1.queue_size = 128;
+  n1.offloads = false;
+  n1.rx_rate_limit = {3, 4};
+  n1.tx_rate_limit = {5, 6};
+  spec.balloon.emplace();
+  spec.balloon->target_mib = 16;
+  spec.balloon->stats_interval_s = 2;
+  std::string text = spec_to_json(spec);
+  auto again = parse_spec(text, "/elsewhere");
+  ASSERT_TRUE(again) << again.error().message() << "\n" << text;
+  EXPECT_EQ(again->disks, spec.disks);
+  EXPECT_EQ(again->nets, spec.nets);
+  EXPECT_EQ(again->balloon, spec.balloon);
+}
+
+TEST(MacAddress, ParseAndFormat) {
+  EXPECT_EQ(parse_mac("52:54:00:12:34:56"), (MacAddress{0x52, 0x54, 0x00, 0x12, 0x34, 0x56}));
+  EXPECT_EQ(parse_mac("FE:ff:0a:0B:00:01"), (MacAddress{0xfe, 0xff, 0x0a, 0x0b, 0x00, 0x01}));
+  EXPECT_EQ(format_mac({0x52, 0x54, 0, 0xab, 0xcd, 0xef}), "52:54:00:ab:cd:ef");
+  for (std::string_view bad : {"", "52:54:00:12:34", "52:54:00:12:34:56:78", "52-54-00-12-34-56",
+                               "5254.0012.3456", "52:54:00:12:34:5g", " 52:54:00:12:34:5", "525:4:00:12:34:56"}) {
+    EXPECT_FALSE(parse_mac(bad)) << bad;
+  }
+}
+
+struct RejectCase {
+  const char* name;
+  std::string members;
+  std::string pointer;
+  std::string detail;
+};
+
+std::vector<RejectCase> reject_cases() {
+  auto disk = [](std::string_view fields) { return fmt::format(R"("disks": [{{{}}}])", fields); };
+  auto net = [](std::string_view fields) { return fmt::format(R"("nets": [{{{}}}])", fields); };
+  return {
+      {"DisksNotArray", R"("disks": {})", "/disks: ", "expected an array of objects"},
+      {"DiskNotObject", R"("disks": ["a.img"])", "/disks/0: ", "expected an object, got string"},
+      {"DiskUnknownKey", disk(R"("id": "a", "path": "a", "readonly": true)"), "/disks/0/readonly: ",
+       R"(did you mean "read_only"?)"},
+      {"DiskNoPath", disk(R"("id": "a")"), "/disks/0/path: ", "is required"},
+      {"DiskEmptyPath", disk(R"("id": "a", "path": "")"), "/disks/0/path: ", "is an empty string"},
+      {"DiskNoId", disk(R"("path": "a")"), "/disks/0/id: ", "is required"},
+      {"DiskIdBadChar", disk(R"("id": "a b", "path": "a")"), "/disks/0/id: ", "contains character 0x20"},
+      {"DiskIdTooLong", disk(R"("id": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "path": "a")"), "/disks/0/id: ",
+       "at most 32 characters"},
+      {"DiskIdDuplicate", R"("disks": [{"id": "a", "path": "a"}, {"id": "a", "path": "b"}])", "/disks/1/id: ",
+       "ids must be unique"},
+      {"DiskIdSameAsNet", R"("disks": [{"id": "x", "path": "a"}], "nets": [{"id": "x", "tap": "t"}])",
+       "/nets/0/id: ", "ids must be unique"},
+      {"DiskCacheUnknown", disk(R"("id": "a", "path": "a", "cache": "directsync")"), "/disks/0/cache: ",
+       R"(unknown value "directsync": use "none", "writeback" or "unsafe")"},
+      {"DiskEngineUnknown", disk(R"("id": "a", "path": "a", "io_engine": "aio")"), "/disks/0/io_engine: ",
+       R"(use "io_uring" or "sync")"},
+      {"DiskDiscardUnknown", disk(R"("id": "a", "path": "a", "discard": "on")"), "/disks/0/discard: ",
+       R"(use "unmap" or "ignore")"},
+      {"DiskReadOnlyType", disk(R"("id": "a", "path": "a", "read_only": "yes")"), "/disks/0/read_only: ",
+       "expected a boolean"},
+      {"DiskSharedWritable", disk(R"("id": "a", "path": "a", "shared": true)"), "/disks/0/shared: ",
+       "only read-only disks"},
+      {"DiskSerialTooLong", disk(R"("id": "a", "path": "a", "serial": "123456789012345678901")"),
+       "/disks/0/serial: ", "at most 20 bytes"},
+      {"DiskSerialControl", disk(R"("id": "a", "path": "a", "serial": "a\nb")"), "/disks/0/serial: ",
+       "printable ASCII"},
+      {"DiskQueuesZero", disk(R"("id": "a", "path": "a", "queues": 0)"), "/disks/0/queues: ",
+       "between 1 and 64"},
+      {"DiskQueuesHuge", disk(R"("id": "a", "path": "a", "queues": 70000)"), "/disks/0/queues: ",
+       "must be at most 65535"},
+      {"DiskQueueSizeNotPow2", disk(R"("id": "a", "path": "a", "queue_size": 100)"), "/disks/0/queue_size: ",
+       "power of two"},
+      {"DiskQueueSizeTooBig", disk(R"("id": "a", "path": "a", "queue_size": 2048)"), "/disks/0/queue_size: ",
+       "between 2 and 1024"},
+      {"DiskRateUnknownKey", disk(R"("id": "a", "path": "a", "rate_limit": {"iops": 5})"),
+       "/disks/0/rate_limit/iops: ", "unknown key"},
+      {"DiskRateWrongType", disk(R"("id": "a", "path": "a", "rate_limit": 5)"), "/disks/0/rate_limit: ",
+       "expected an object or null"},
+      {"DiskTransportUnknown", disk(R"("id": "a", "path": "a", "transport": "ccw")"), "/disks/0/transport: ",
+       R"(use "pci" or "mmio")"},
+
+      {"NetsNotArray", R"("nets": "tap0")", "/nets: ", "expected an array of objects"},
+      {"NetUnknownKey", net(R"("id": "n", "tap": "t", "macaddr": "x")"), "/nets/0/macaddr: ", "unknown key"},
+      {"NetNoTap", net(R"("id": "n")"), "/nets/0: ", R"(exactly one of "tap")"},
+      {"NetTapAndFd", net(R"("id": "n", "tap": "t", "tap_fd": 5)"), "/nets/0: ", R"(exactly one of "tap")"},
+      {"NetTapTooLong", net(R"("id": "n", "tap": "abcdefghijklmnop")"), "/nets/0/tap: ", "at most 15 bytes"},
+      {"NetTapSlash", net(R"("id": "n", "tap": "a/b")"), "/nets/0/tap: ", "not a valid interface name"},
+      {"NetTapDuplicate", R"("nets": [{"id": "a", "tap": "t"}, {"id": "b", "tap": "t"}])", "/nets/1/tap: ",
+       "used by another NIC"},
+      {"NetTapFdStdio", net(R"("id": "n", "tap_fd": 1)"), "/nets/0/tap_fd: ", "not a tap"},
+      {"NetTapFdNegative", net(R"("id": "n", "tap_fd": -4)"), "/nets/0/tap_fd: ", "expected an unsigned integer"},
+      {"NetMacSyntax", net(R"("id": "n", "tap": "t", "mac": "52:54:00:12:34")"), "/nets/0/mac: ",
+       "is not a MAC address"},
+      {"NetMacMulticast", net(R"("id": "n", "tap": "t", "mac": "01:00:5e:00:00:01")"), "/nets/0/mac: ",
+       "multicast"},
+      {"NetMacZero", net(R"("id": "n", "tap": "t", "mac": "00:00:00:00:00:00")"), "/nets/0/mac: ",
+       "not a usable address"},
+      {"NetMtuSmall", net(R"("id": "n", "tap": "t", "mtu": 67)"), "/nets/0/mtu: ", "between 68 and 65535"},
+      {"NetMtuLarge", net(R"("id": "n", "tap": "t", "mtu": 65536)"), "/nets/0/mtu: ", "between 68 and 65535"},
+      {"NetQueuesTooMany", net(R"("id": "n", "tap": "t", "queues": 65)"), "/nets/0/queues: ", "queue pairs"},
+      {"NetRateOpsKey", net(R"("id": "n", "tap": "t", "rx_rate_limit": {"ops_per_second": 1})"),
+       "/nets/0/rx_rate_limit/ops_per_second: ", "unknown key"},
+
+      {"BalloonNotObject", R"("balloon": 5)", "/balloon: ", "expected an object"},
+      {"BalloonUnknownKey", R"("balloon": {"target": 5})", "/balloon/target: ", "unknown key"},
+      {"BalloonTargetTooBig", R"("balloon": {"target_mib": 256})", "/balloon/target_mib: ",
+       "would take all of the guest's 256 MiB"},
+      {"BalloonStatsTooLong", R"("balloon": {"stats_interval_s": 100000})", "/balloon/stats_interval_s: ",
+       "out of range"},
+  };
+}
+
+class DeviceSpecRejects : public ::testing::TestWithParam<RejectCase> {};
+
+TEST_P(DeviceSpecRejects, WithPointerAndReason) {
+  const RejectCase& c = GetParam();
+  auto spec = parse_spec(spec_with_top(c.members), kBase);
+  ASSERT_FALSE(spec) << "accepted: " << c.members;
+  EXPECT_EQ(spec.error().kind(), ErrorKind::kConfig);
+  EXPECT_THAT(spec.error().message(), StartsWith(c.pointer));
+  EXPECT_THAT(spec.error().message(), HasSubstr(c.detail));
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryRule, DeviceSpecRejects, ::testing::ValuesIn(reject_cases()),
+                         [](const ::testing::TestParamInfo<RejectCase>& param_info) {
+                           return std::string(param_info.param.name);
+                         });
+
+// validate_spec's host checks of disk paths.
+class DiskValidation : public ::testing::Test {
+ protected:
+  void SetUp() override { spec_.boot.kernel = dir_.write("vmlinuz", "kernel image"); }
+  Result<void> validate_with(std::vector<DiskSpec> disks) {
+    spec_.disks = std::move(disks);
+    return validate_spec(spec_);
+  }
+  TempDir dir_;
+  VmSpec spec_;
+};
+
+TEST_F(DiskValidation, AcceptsFileAndBlockDevice) {
+  auto image = dir_.write("disk.img", std::string(4096, '\0'));
+  EXPECT_TRUE(validate_with({make_disk("a", image)}));
+  struct stat status {};
+  if (::stat("/dev/loop0", &status) == 0 && S_ISBLK(status.st_mode)) {
+    EXPECT_TRUE(validate_with({make_disk("a", image), make_disk("b", "/dev/loop0")}));
+  }
+}
+
+TEST_F(DiskValidation, MissingFileSaysHowToCreateOne) {
+  auto result = validate_with({make_disk("a", dir_.path() / "missing.img")});
+  ASSERT_FALSE(result);
+  EXPECT_THAT(result.error().message(), StartsWith("/disks/0/path "));
+  EXPECT_THAT(result.error().message(), HasSubstr("truncate -s"));
+}
+
+TEST_F(DiskValidation, RejectsDirectoriesAndCharacterDevices) {
+  auto dir_result = validate_with({make_disk("a", dir_.path())});
+  ASSERT_FALSE(dir_result);
+  EXPECT_THAT(dir_result.error().message(), HasSubstr("neither a regular file nor a block device"));
+  auto chr = validate_with({make_disk("a", "/dev/null")});
+  ASSERT_FALSE(chr);
+  EXPECT_THAT(chr.error().message(), HasSubstr("neither a regular file nor a block device"));
+}
+
+TEST_F(DiskValidation, RejectsTheSameFileTwice) {
+  auto image = dir_.write("disk.img", std::string(4096, '\0'));
+  std::filesystem::create_symlink(image, dir_.path() / "alias.img");
+  auto result = validate_with({make_disk("a", image), make_disk("b", dir_.path() / "alias.img")});
+  ASSERT_FALSE(result);
+  EXPECT_THAT(result.error().message(), StartsWith("/disks/1/path "));
+  EXPECT_THAT(result.error().message(), HasSubstr("already attached"));
+}
+
+}  // namespace
+}  // namespace skiff
