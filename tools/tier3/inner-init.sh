@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # /init of the INNER tier-3 guest: the initramfs that skiff boots with a Debian kernel.
 # Reports what the guest sees on the serial console, then does what the kernel command line
-# asks (tier3.action=poweroff|reboot|panic|shell) and ends the VM.
+# asks (tier3.action=poweroff|reboot|panic|pvpanic|hang|hwrng|shell) and ends the VM.
 # The TIER3-* lines are the markers tools/tier3/scenarios.sh checks.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
@@ -65,15 +65,31 @@ if [ "$action" = hwrng ]; then
   done
   action=poweroff
 fi
+# tier3.action=pvpanic: bind Linux's pvpanic driver to skiff's pvpanic device (ACPI
+# QEMU0001, I/O port 0x505) before panicking, so that the panic reaches skiff through the
+# device and not only through the console banner.
+if [ "$action" = pvpanic ]; then
+  for m in pvpanic pvpanic-mmio; do
+    insmod "/lib/modules/tier3/$m.ko" || echo "TIER3-INSMOD-FAILED $m"
+  done
+  for d in /sys/bus/platform/drivers/pvpanic-mmio/*:*; do
+    [ -e "$d" ] && echo "TIER3-PVPANIC-DEVICE ${d##*/} capability=$(cat "$d/capability" 2>/dev/null)"
+  done
+  action=panic
+fi
 echo "TIER3-ACTION $action"
 
 case "$action" in
   reboot)
     reboot -f ;;
   panic)
-    # sysrq 'c' dereferences NULL in the kernel → oops → panic; with panic=-1 the kernel
-    # restarts at once, which skiff reports as a reboot.
+    # sysrq 'c' dereferences NULL in the kernel → oops → panic. skiff sees the panic banner
+    # on the console (and, with the pvpanic driver bound, a write to its pvpanic port); with
+    # panic=-1 the kernel then resets at once, which skiff reports as the panic it ends.
     echo c > /proc/sysrq-trigger ;;
+  hang)
+    # A guest that never ends: skiff's --timeout must stop it.
+    while :; do sleep 3600; done ;;
   shell)
     sh ;;
 esac

@@ -2,15 +2,17 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds the two busybox-static initramfs images of the tier-3 tests.
 #
-#   make-initramfs.sh inner OUT.cpio.gz [--modules DIR]
-#       The guest skiff boots: /init = tools/tier3/inner-init.sh. With --modules (the inner
-#       kernel's lib/modules/<version>), also the virtio modules the inner /init loads for
-#       the virtio scenarios (virtio_ring, virtio, virtio_mmio, virtio_pci and its two
-#       helpers, virtio-rng).
+#   make-initramfs.sh inner OUT.cpio.gz [--modules DIR] [--init FILE]
+#       The guest skiff boots: /init = tools/tier3/inner-init.sh, or FILE with --init (your
+#       own test script: see docs/kernel-ci.md). With --modules (the inner
+#       kernel's lib/modules/<version>), also the modules the inner /init loads: for the
+#       virtio scenarios virtio_ring, virtio, virtio_mmio, virtio_pci and its two helpers,
+#       virtio-rng; for the pvpanic scenario pvpanic and pvpanic-mmio.
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
 #       [--inner-extra "WORDS"] [--workarounds "WORDS"|none] [--inner-memory 256M] [--panic-rc N]
+#       [--hang-timeout S]
 #       The VM QEMU boots: busybox, the KVM modules of the outer kernel (DIR is its
 #       lib/modules/<version>), skiff with its shared libraries, the inner kernel(s) and
 #       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh.
@@ -29,12 +31,13 @@ kind=$1
 out=$2
 shift 2
 
-skiff='' modules='' inner_kernel='' inner_initrd='' generic_kernel='' inner_extra=''
-inner_memory=256M panic_rc=0 workarounds=
+skiff='' modules='' init_script='' inner_kernel='' inner_initrd='' generic_kernel='' inner_extra=''
+inner_memory=256M panic_rc=72 hang_timeout=45 workarounds=
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff) skiff=$2; shift 2 ;;
     --modules) modules=$2; shift 2 ;;
+    --init) init_script=$2; shift 2 ;;
     --inner-kernel) inner_kernel=$2; shift 2 ;;
     --inner-initrd) inner_initrd=$2; shift 2 ;;
     --generic-kernel) generic_kernel=$2; shift 2 ;;
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
     --workarounds) workarounds=$2; shift 2 ;;
     --inner-memory) inner_memory=$2; shift 2 ;;
     --panic-rc) panic_rc=$2; shift 2 ;;
+    --hang-timeout) hang_timeout=$2; shift 2 ;;
     *) die "unknown option '$1'" ;;
   esac
 done
@@ -114,11 +118,16 @@ case "$kind" in
       [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
       # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
       for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-               virtio-rng; do
+               virtio-rng pvpanic pvpanic-mmio; do
         copy_module "$m"
       done
     fi
-    install -m 0755 "$here/inner-init.sh" "$stage/init"
+    if [ -n "$init_script" ]; then
+      [ -f "$init_script" ] || die "--init FILE: $init_script not found"
+      install -m 0755 "$init_script" "$stage/init"
+    else
+      install -m 0755 "$here/inner-init.sh" "$stage/init"
+    fi
     write_archive
     ;;
   outer)
@@ -160,6 +169,7 @@ case "$kind" in
       printf 'WORKAROUNDS=%q\n' "$workarounds"
       printf 'INNER_MEMORY=%q\n' "$inner_memory"
       printf 'PANIC_RC=%q\n' "$panic_rc"
+      printf 'HANG_TIMEOUT=%q\n' "$hang_timeout"
     } > "$stage/tier3/env"
     write_archive
     ;;

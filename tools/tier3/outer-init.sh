@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # /init of the OUTER tier-3 VM (booted by QEMU with TCG and an emulated AMD SVM): loads KVM,
 # runs skiff once per scenario named on the kernel command line, and powers the VM off.
-#   tier3.scenarios=boot1,boot2,reboot,panic,generic   (default: boot1)
+#   tier3.scenarios=boot1,boot2,reboot,panic,pvpanic,timeout,generic,...   (default: boot1)
 #   tier3.timeout=SECONDS                               per-scenario limit (default 240)
 # The inner guest's extra command-line words and other settings come from /tier3/env,
 # written by make-initramfs.sh.
@@ -59,7 +59,7 @@ echo "TIER3-KVM-READY module=$vendor uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # shellcheck disable=SC1091
 . /tier3/env
-export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC
+export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC HANG_TIMEOUT
 export SCENARIO_TIMEOUT="$timeout" LOG_DIR=/tmp/tier3-logs
 # shellcheck disable=SC2086
 sh /tier3/scenarios.sh $scenarios

@@ -12,8 +12,8 @@
 #   --skiff BIN            skiff binary (default: build/skiff next to this checkout)
 #   --cache DIR            kernel download cache (default: <dir of skiff>/tier3-cache)
 #   --work DIR             initramfs images and logs (default: <dir of skiff>/tier3-work)
-#   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,generic
-#                          (default: boot1,boot2,reboot,panic)
+#   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,pvpanic,timeout,generic,
+#                          virtio-mmio,virtio-pci (default: boot1,boot2,reboot,panic)
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)
 #   --boot-timeout S       nested: limit for the outer VM to reach its /init (default 180)

@@ -7,7 +7,8 @@
 #   - inside the outer QEMU VM, called by the outer initramfs's /init (nested case);
 #   - directly on a host with real VT-x/AMD-V, called by tools/tier3/run.sh.
 #
-# Usage: scenarios.sh SCENARIO...        (boot1 boot2 reboot panic generic)
+# Usage: scenarios.sh SCENARIO...   (boot1 boot2 reboot panic pvpanic timeout generic virtio-mmio
+#                                    virtio-pci)
 # Environment:
 #   SKIFF            skiff binary                                   (required)
 #   INNER_KERNEL     cloud kernel bzImage for the inner guest       (required)
@@ -17,14 +18,18 @@
 #   INNER_EXTRA      extra inner kernel command-line words (debugging, e.g. tier3.debug=1)
 #   WORKAROUNDS      inner kernel command-line words that work around known skiff bugs;
 #                    none today (the IOAPIC timer routing bug that needed `noapic` is fixed)
-#   SCENARIO_TIMEOUT seconds before a run is stopped with SIGTERM, default 240
+#   SCENARIO_TIMEOUT seconds before skiff stops a run itself (`skiff run --timeout`, exit
+#                    124), default 240; a `timeout` 30 s later kills a skiff that hangs
+#   HANG_TIMEOUT     skiff's --timeout in the `timeout` scenario (a guest that hangs after
+#                    reaching /init), default 45
 #   LOG_DIR          where each run's console log goes, default /tmp/tier3-logs
-#   PANIC_RC         exit code expected from the panic scenario, default 0 (today a guest
-#                    panic with panic=-1 is a reboot, and skiff treats reboot as exit)
+#   PANIC_RC         exit code expected from the panic scenarios, default 72 (skiff's guest
+#                    panic code: the console banner, or the pvpanic device)
 #
 # Output: each run's console and skiff's log lines prefixed with "[name] ", then one line
 #   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL
-#                [missing=<marker>,...] [timed_out=yes]
+#                [missing=<marker>,...] [timed_out=yes] [first_console_ms=N verdict_ms=N]
+# (the two timings from skiff's own "timings:" line, measured from the VM's start).
 # and at the end `TIER3-DONE passed=N failed=M`. Exit status: 0 when every scenario passed.
 
 : "${SKIFF:?SKIFF is not set}"
@@ -32,8 +37,9 @@
 : "${INNER_INITRD:?INNER_INITRD is not set}"
 INNER_MEMORY=${INNER_MEMORY:-256M}
 SCENARIO_TIMEOUT=${SCENARIO_TIMEOUT:-240}
+HANG_TIMEOUT=${HANG_TIMEOUT:-45}
 LOG_DIR=${LOG_DIR:-/tmp/tier3-logs}
-PANIC_RC=${PANIC_RC:-0}
+PANIC_RC=${PANIC_RC:-72}
 INNER_EXTRA=${INNER_EXTRA:-}
 # Kernel command-line workarounds for skiff bugs: none needed today (docs/testing.md).
 WORKAROUNDS=${WORKAROUNDS:-}
@@ -51,6 +57,7 @@ now() { cut -d' ' -f1 /proc/uptime; }
 passed=0
 failed=0
 spec_file=
+run_timeout=
 
 # run_one NAME KERNEL VCPUS ACTION EXPECT_RC MARKER...
 #   MARKER: a fixed string that must appear in the run's output (console + skiff log).
@@ -62,7 +69,7 @@ run_one() {
     attempt "$@"
   fi
   if [ "$status" = PASS ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
-  echo "TIER3-RESULT name=$name rc=$rc seconds=$seconds expect_rc=$expect_rc status=$status${missing:+ missing=$missing}$timed_out"
+  echo "TIER3-RESULT name=$name rc=$rc seconds=$seconds expect_rc=$expect_rc status=$status${missing:+ missing=$missing}$timed_out$timings"
 }
 
 # One run; leaves status, rc, seconds, missing and timed_out set.
@@ -75,12 +82,15 @@ attempt() {
   # an unexpected panic into a quick exit instead of a hang).
   cmdline="console=ttyS0 panic=-1 tier3.action=$action${WORKAROUNDS:+ $WORKAROUNDS}${INNER_EXTRA:+ $INNER_EXTRA}"
   echo "TIER3-RUN name=$name vcpus=$vcpus memory=$INNER_MEMORY kernel=${kernel##*/} cmdline=\"$cmdline\""
+  limit=${run_timeout:-$SCENARIO_TIMEOUT}
   start=$(now)
   # stdin from /dev/null: skiff must not take the outer console as interactive input.
   # awk streams the output live (prefixed) and keeps an unprefixed copy for the checks.
+  # skiff's --timeout ends a stuck guest (exit 124); the outer `timeout` only catches a
+  # skiff that does not end itself.
   {
-    timeout -s TERM "$SCENARIO_TIMEOUT" "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "$INNER_INITRD" \
-      --cmdline "$cmdline" --vcpus "$vcpus" --memory "$INNER_MEMORY" </dev/null 2>&1
+    timeout -s TERM $((limit + 30)) "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "$INNER_INITRD" \
+      --cmdline "$cmdline" --vcpus "$vcpus" --memory "$INNER_MEMORY" --timeout "$limit" </dev/null 2>&1
     echo "$?" > "$LOG_DIR/$name.rc"
   } | awk -v prefix="[$name] " -v logfile="$log" '{ sub(/\r$/, ""); print prefix $0; print $0 >> logfile; fflush() }'
   end=$(now)
@@ -96,12 +106,13 @@ attempt() {
   else
     status=FAIL
   fi
-  # Busybox's timeout passes on skiff's own exit code (75 after SIGTERM), GNU timeout
-  # reports 124: say it in words either way.
+  # 124: skiff's --timeout ended the run; a run as long as the outer limit was killed.
   timed_out=
-  if awk -v s="$seconds" -v t="$SCENARIO_TIMEOUT" 'BEGIN { exit !(s + 0.5 >= t) }'; then
+  if [ "$rc" = 124 ] || awk -v s="$seconds" -v t="$((limit + 30))" 'BEGIN { exit !(s + 0.5 >= t) }'; then
     timed_out=" timed_out=yes"
   fi
+  # skiff's one-line boot timings: "timings: first console output after X ms, verdict after Y ms ..."
+  timings=$(sed -n 's/.*timings: first console output after \([0-9.]*\) ms, verdict after \([0-9.]*\) ms.*/ first_console_ms=\1 verdict_ms=\2/p' "$log" | tail -n1)
 }
 
 for scenario in "$@"; do
@@ -125,6 +136,19 @@ for scenario in "$@"; do
         "TIER3-INNER-UP" "0x1af4:0x1044" "driver=virtio-pci" "id=0x0004 driver=virtio_rng" \
         "TIER3-HWRNG-CURRENT virtio_rng.0" "TIER3-HWRNG-BYTES 64" "PCI-MSI" "virtio0-input" "TIER3-ACTION poweroff"
       spec_file= ;;
+    virtio-pci-intx)
+      # The same device with MSI disabled in the guest (pci=nomsi): the driver falls back to
+      # INTx, routed by PCI0's _PRT to IOAPIC pin 17 (slot 1, INTA#), level-triggered.
+      spec_file=$LOG_DIR/virtio-pci-intx.json
+      printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "rng": {"transport": "pci"}}\n' \
+        "$INNER_KERNEL" > "$spec_file"
+      saved_extra=$INNER_EXTRA
+      INNER_EXTRA="pci=nomsi${INNER_EXTRA:+ $INNER_EXTRA}"
+      run_one virtio-pci-intx "$INNER_KERNEL" 1 hwrng 0 \
+        "TIER3-INNER-UP" "0x1af4:0x1044" "driver=virtio-pci" "TIER3-HWRNG-CURRENT virtio_rng.0" \
+        "TIER3-HWRNG-BYTES 64" "17-fasteoi" "virtio0" "TIER3-ACTION poweroff"
+      INNER_EXTRA=$saved_extra
+      spec_file= ;;
     boot1)
       run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
         "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;
@@ -135,8 +159,23 @@ for scenario in "$@"; do
     reboot)
       run_one reboot "$INNER_KERNEL" 1 reboot 0 "TIER3-INNER-UP" "TIER3-ACTION reboot" ;;
     panic)
+      # No pvpanic driver: skiff recognises the panic banner on the console, and the reset
+      # that panic=-1 makes follows it.
       run_one panic "$INNER_KERNEL" 1 panic "$PANIC_RC" \
-        "TIER3-INNER-UP" "TIER3-ACTION panic" "Kernel panic - not syncing" ;;
+        "TIER3-INNER-UP" "TIER3-ACTION panic" "Kernel panic - not syncing" \
+        "guest kernel panicked: Kernel panic - not syncing" ;;
+    pvpanic)
+      # Linux's pvpanic-mmio driver bound to skiff's device (ACPI QEMU0001, port 0x505,
+      # capability 3 = PANICKED | CRASH_LOADED) reports the panic through the port.
+      run_one pvpanic "$INNER_KERNEL" 1 pvpanic "$PANIC_RC" \
+        "TIER3-INNER-UP" "TIER3-PVPANIC-DEVICE QEMU0001:00 capability=3" "TIER3-ACTION panic" \
+        "Kernel panic - not syncing" "guest kernel panicked (pvpanic)" ;;
+    timeout)
+      # The guest reaches /init and then hangs: skiff's --timeout must end the run with 124.
+      run_timeout=$HANG_TIMEOUT
+      run_one timeout "$INNER_KERNEL" 1 hang 124 \
+        "TIER3-INNER-UP" "TIER3-ACTION hang" "(--timeout)"
+      run_timeout= ;;
     generic)
       if [ -z "${GENERIC_KERNEL:-}" ]; then
         echo "TIER3-RESULT name=generic rc=? seconds=0 expect_rc=0 status=FAIL missing=GENERIC_KERNEL"

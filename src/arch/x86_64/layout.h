@@ -88,6 +88,8 @@ inline constexpr uint16_t kCmosPortSize = 2;
 inline constexpr uint32_t kRtcIrq = 8;
 inline constexpr uint16_t kDebugExitPort = 0xf4;  // same port as QEMU's isa-debug-exit
 inline constexpr uint16_t kDebugExitPortSize = 4;
+inline constexpr uint16_t kPvpanicPort = 0x505;  // QEMU's ISA pvpanic (ACPI QEMU0001)
+inline constexpr uint16_t kPvpanicPortSize = 1;
 inline constexpr uint16_t kPciConfigAddressPort = 0xcf8;
 inline constexpr uint16_t kPciConfigDataPort = 0xcfc;
 // ACPI fixed-hardware PM registers (FADT), a reduced set: PM1a event and control blocks.

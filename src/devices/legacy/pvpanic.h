@@ -17,15 +17,15 @@
 #include <span>
 
 #include "arch/x86_64/acpi/acpi_tables.h"
+#include "arch/x86_64/layout.h"
 #include "bus/bus_device.h"
 #include "skiff/exit.h"
 
 namespace skiff {
 
 // The port QEMU uses by default, and the size of the register (one byte).
-// TODO(layout.h): belongs with the other ports as x86::kPvpanicPort / kPvpanicPortSize.
-inline constexpr uint16_t kPvpanicPort = 0x505;
-inline constexpr uint16_t kPvpanicPortSize = 1;
+using x86::kPvpanicPort;
+using x86::kPvpanicPortSize;
 
 inline constexpr uint8_t kPvpanicPanicked = 1u << 0;
 inline constexpr uint8_t kPvpanicCrashLoaded = 1u << 1;
