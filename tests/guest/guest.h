@@ -195,3 +195,28 @@ int virtio_pci_region_fits(const char* error_prefix, const char* what, u32 bar, 
 void virtio_blk_configure(const char* cmdline);
 void virtio_blk_mmio_drive(u64 base, u32 poll_limit);
 void virtio_blk_pci_drive(u32 slot, u32 poll_limit);
+
+// virtio_net.c: the network device (virtio 1.2 §5.1), only with skiff.virtio=1 and
+// skiff.net=<tests> (README.md, "virtio-net"); the same shape as virtio-blk above.
+void virtio_net_configure(const char* cmdline);
+void virtio_net_mmio_drive(u64 base, u32 poll_limit);
+void virtio_net_pci_drive(u32 slot, u32 poll_limit);
+
+// ring3.c / ring3.S: run a function at CPL 3 (native speed where ring 0 is emulated). The
+// first call loads its own GDT (same ring-0 selectors as head.S), TSS, IDT and page tables
+// (the identity map with U/S set) and masks the 8259 PICs. Ring-3 code must not use port
+// I/O (no printing); it comes back through an exception: fn returning executes `ud2`.
+typedef struct {
+  u64 vector;  // 6 (#UD) after a normal return
+  u64 error_code;
+  u64 rip;
+  u64 cs;
+  u64 cr2;  // page faults only
+} Ring3Exit;
+void ring3_init(void);
+// 1 when fn(arg) returned normally, else 0 with `exit` saying which exception ended it.
+int ring3_run(void (*fn)(void*), void* arg, void* stack, u64 stack_bytes, Ring3Exit* exit);
+
+// blk_bench.c: with skiff.blkbench=<test>,... the virtio-blk benchmark (README.md,
+// "blk-bench"): first virtio-blk PCI function, measured loop in ring 3.
+void blk_bench_run(const char* cmdline);

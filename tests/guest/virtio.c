@@ -43,6 +43,7 @@ enum {
 enum {
   kMmioMagic = 0x74726976,  // "virt"
   kMmioVersionModern = 2,
+  kDeviceIdNet = 1,      // §5.1, driven by virtio_net.c
   kDeviceIdBlock = 2,    // §5.2, driven by virtio_blk.c
   kDeviceIdEntropy = 4,  // §5.4
   // §2.1 device status bits
@@ -458,6 +459,7 @@ static void probe_device(const MmioDevice* device, u32 poll_limit) {
   line_end();
   if (id == kDeviceIdEntropy) drive_entropy_device(base, poll_limit);
   if (id == kDeviceIdBlock) virtio_blk_mmio_drive(base, poll_limit);
+  if (id == kDeviceIdNet) virtio_net_mmio_drive(base, poll_limit);
 }
 
 u32 virtio_mmio_report(const char* cmdline) {
@@ -489,6 +491,7 @@ u32 virtio_mmio_report(const char* cmdline) {
     poll_limit = kDefaultUsedPolls;
   }
   virtio_blk_configure(cmdline);
+  virtio_net_configure(cmdline);
   for (u32 i = 0; i < count; ++i) probe_device(&devices[i], (u32)poll_limit);
   return (u32)poll_limit;
 }

@@ -233,6 +233,13 @@ std::string VirtioNet::check_features(uint64_t driver_features) const {
     return "VIRTIO_NET_F_CTRL_RX/CTRL_VLAN/GUEST_ANNOUNCE/MQ/CTRL_MAC_ADDR need VIRTIO_NET_F_CTRL_VQ "
            "(virtio 1.2 5.1.3.1)";
   }
+  // §5.1.2: without MQ the control queue is queue 2, but this device keeps it after all its
+  // queue pairs (2N). A multiqueue NIC therefore takes CTRL_VQ only together with MQ; such
+  // a driver fails FEATURES_OK and may retry without CTRL_VQ (Linux always takes MQ).
+  if (pairs_ > 1 && has(kFeatureCtrlVq) && !has(kFeatureMq)) {
+    return "on a multiqueue NIC VIRTIO_NET_F_CTRL_VQ needs VIRTIO_NET_F_MQ (the control queue follows all queue "
+           "pairs)";
+  }
   return {};
 }
 
