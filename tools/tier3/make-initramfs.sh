@@ -7,14 +7,17 @@
 #       own test script: see docs/kernel-ci.md). With --modules (the inner
 #       kernel's lib/modules/<version>), also the modules the inner /init loads: for the
 #       virtio scenarios virtio_ring, virtio, virtio_mmio, virtio_pci and its two helpers,
-#       virtio-rng; for the pvpanic scenario pvpanic and pvpanic-mmio.
+#       virtio-rng; for the pvpanic scenario pvpanic and pvpanic-mmio; for virtio-blk
+#       virtio_blk; for virtio-net failover, net_failover and virtio_net.
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
 #       [--inner-extra "WORDS"] [--workarounds "WORDS"|none] [--inner-memory 256M] [--panic-rc N]
 #       [--hang-timeout S]
 #       The VM QEMU boots: busybox, the KVM modules of the outer kernel (DIR is its
-#       lib/modules/<version>), skiff with its shared libraries, the inner kernel(s) and
+#       lib/modules/<version>) plus loop and tun (virtio-blk's 4 KiB-sector loop device,
+#       virtio-net's tap), skiff with its shared libraries, util-linux's losetup with its
+#       libraries when this host has it (busybox's cannot set a sector size), the inner kernel(s) and
 #       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh.
 #       OUT ending in .gz is gzip-compressed, anything else is a plain cpio (faster for
 #       QEMU's TCG to unpack).
@@ -118,7 +121,7 @@ case "$kind" in
       [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
       # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
       for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-               virtio-rng pvpanic pvpanic-mmio; do
+               virtio-rng pvpanic pvpanic-mmio virtio_blk failover net_failover virtio_net; do
         copy_module "$m"
       done
     fi
@@ -136,7 +139,7 @@ case "$kind" in
     [ -f "$inner_kernel" ] || die "--inner-kernel VMLINUZ needed"
     [ -f "$inner_initrd" ] || die "--inner-initrd INNER.cpio.gz needed"
     install_busybox
-    for m in irqbypass kvm kvm-amd kvm-intel; do copy_module "$m"; done
+    for m in irqbypass kvm kvm-amd kvm-intel loop tun; do copy_module "$m"; done
 
     mkdir -p "$stage/tier3"
     # Without debug information: a smaller archive is faster for TCG to load and unpack.
@@ -150,6 +153,17 @@ case "$kind" in
     while read -r lib; do
       copy_at_path "$lib"
     done < <(ldd "$skiff" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
+    # util-linux's losetup for `losetup -b 4096` (the virtio-blk scenario's 4 KiB-sector
+    # loop device); busybox's has no -b. Without it that part of the scenario fails.
+    losetup_path=
+    util_losetup=$(command -v losetup || true)
+    if [ -n "$util_losetup" ] && "$util_losetup" --help 2>&1 | grep -- --sector-size >/dev/null; then
+      install -m 0755 "$util_losetup" "$stage/tier3/losetup"
+      while read -r lib; do
+        [ -e "$stage/$lib" ] || copy_at_path "$lib"
+      done < <(ldd "$util_losetup" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
+      losetup_path=/tier3/losetup
+    fi
     cp "$inner_kernel" "$stage/tier3/vmlinuz"
     cp "$inner_initrd" "$stage/tier3/inner.cpio.gz"
     generic_path=
@@ -164,6 +178,7 @@ case "$kind" in
       echo "INNER_KERNEL=/tier3/vmlinuz"
       echo "INNER_INITRD=/tier3/inner.cpio.gz"
       echo "GENERIC_KERNEL=$generic_path"
+      echo "LOSETUP=$losetup_path"
       printf 'INNER_EXTRA=%q\n' "$inner_extra"
       # Empty: scenarios.sh's default workarounds apply.
       printf 'WORKAROUNDS=%q\n' "$workarounds"

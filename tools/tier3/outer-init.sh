@@ -56,10 +56,15 @@ if [ ! -c /dev/kvm ]; then
   finish
 fi
 echo "TIER3-KVM-READY module=$vendor uptime=$(cut -d' ' -f1 /proc/uptime)"
+# loop (the virtio-blk scenario's 4 KiB-sector disk) and tun (virtio-net's tap): only those
+# scenarios need them, and they say so when they are missing.
+for m in loop tun; do
+  insmod "$modules/$m.ko" 2>/dev/null || echo "TIER3-OUTER-NOTE insmod $m.ko failed"
+done
 
 # shellcheck disable=SC1091
 . /tier3/env
-export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC HANG_TIMEOUT
+export SKIFF INNER_KERNEL INNER_INITRD GENERIC_KERNEL LOSETUP INNER_MEMORY INNER_EXTRA WORKAROUNDS PANIC_RC HANG_TIMEOUT
 export SCENARIO_TIMEOUT="$timeout" LOG_DIR=/tmp/tier3-logs
 # shellcheck disable=SC2086
 sh /tier3/scenarios.sh $scenarios

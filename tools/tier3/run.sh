@@ -13,7 +13,8 @@
 #   --cache DIR            kernel download cache (default: <dir of skiff>/tier3-cache)
 #   --work DIR             initramfs images and logs (default: <dir of skiff>/tier3-work)
 #   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,pvpanic,timeout,generic,
-#                          virtio-mmio,virtio-pci (default: boot1,boot2,reboot,panic)
+#                          virtio-mmio,virtio-pci,virtio-pci-intx,virtio-blk,virtio-net
+#                          (default: boot1,boot2,reboot,panic)
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)
 #   --boot-timeout S       nested: limit for the outer VM to reach its /init (default 180)
@@ -56,7 +57,7 @@ while [ $# -gt 0 ]; do
     --inner-extra) inner_extra=$2; shift 2 ;;
     --workarounds) workarounds=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
-    -h|--help) sed -n '3,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done

@@ -8,7 +8,7 @@
 #   - directly on a host with real VT-x/AMD-V, called by tools/tier3/run.sh.
 #
 # Usage: scenarios.sh SCENARIO...   (boot1 boot2 reboot panic pvpanic timeout generic virtio-mmio
-#                                    virtio-pci)
+#                                    virtio-pci virtio-pci-intx virtio-blk virtio-net)
 # Environment:
 #   SKIFF            skiff binary                                   (required)
 #   INNER_KERNEL     cloud kernel bzImage for the inner guest       (required)
@@ -25,6 +25,9 @@
 #   LOG_DIR          where each run's console log goes, default /tmp/tier3-logs
 #   PANIC_RC         exit code expected from the panic scenarios, default 72 (skiff's guest
 #                    panic code: the console banner, or the pvpanic device)
+#   LOSETUP          a losetup that has -b/--sector-size (util-linux), for virtio-blk's
+#                    4 KiB-sector loop device; default: `losetup` on PATH if it has -b
+#   DISK_DIR         where virtio-blk's images go, default LOG_DIR (tmpfs in the outer VM)
 #
 # Output: each run's console and skiff's log lines prefixed with "[name] ", then one line
 #   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL
@@ -50,6 +53,12 @@ WORKAROUNDS=${WORKAROUNDS:-}
 RETRY_GUEST_CRASH=${RETRY_GUEST_CRASH:-1}
 [ "$WORKAROUNDS" = none ] && WORKAROUNDS=
 mkdir -p "$LOG_DIR"
+DISK_DIR=${DISK_DIR:-$LOG_DIR}
+if [ -z "${LOSETUP:-}" ] && command -v losetup >/dev/null 2>&1 &&
+   losetup --help 2>&1 | grep -- --sector-size >/dev/null; then
+  LOSETUP=losetup
+fi
+LOSETUP=${LOSETUP:-}
 
 # Seconds since boot with centiseconds, from /proc/uptime (busybox date has no %N).
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -58,6 +67,15 @@ passed=0
 failed=0
 spec_file=
 run_timeout=
+# Per-scenario hooks (function names), run around every attempt: pre_run before skiff starts
+# (fresh disk images), post_run after it ended, its output added to the log before the
+# markers are checked (host-side checks of what the guest did).
+pre_run=
+post_run=
+# net_tap=NAME: skiff runs in a network namespace of its own (`unshare -n`) where, once
+# skiff has created tap NAME, it gets $net_host_addr and is brought up.
+net_tap=
+net_host_addr=
 
 # run_one NAME KERNEL VCPUS ACTION EXPECT_RC MARKER...
 #   MARKER: a fixed string that must appear in the run's output (console + skiff log).
@@ -83,19 +101,30 @@ attempt() {
   cmdline="console=ttyS0 panic=-1 tier3.action=$action${WORKAROUNDS:+ $WORKAROUNDS}${INNER_EXTRA:+ $INNER_EXTRA}"
   echo "TIER3-RUN name=$name vcpus=$vcpus memory=$INNER_MEMORY kernel=${kernel##*/} cmdline=\"$cmdline\""
   limit=${run_timeout:-$SCENARIO_TIMEOUT}
+  # Not in a pipeline: the hooks set variables (a subshell would lose them).
+  if [ -n "$pre_run" ]; then
+    "$pre_run" > "$log.hook" 2>&1
+    cat "$log.hook" >> "$log"
+    sed "s/^/[$name] /" "$log.hook"
+  fi
   start=$(now)
   # stdin from /dev/null: skiff must not take the outer console as interactive input.
   # awk streams the output live (prefixed) and keeps an unprefixed copy for the checks.
   # skiff's --timeout ends a stuck guest (exit 124); the outer `timeout` only catches a
   # skiff that does not end itself.
   {
-    timeout -s TERM $((limit + 30)) "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "$INNER_INITRD" \
+    launch timeout -s TERM $((limit + 30)) "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "$INNER_INITRD" \
       --cmdline "$cmdline" --vcpus "$vcpus" --memory "$INNER_MEMORY" --timeout "$limit" </dev/null 2>&1
     echo "$?" > "$LOG_DIR/$name.rc"
   } | awk -v prefix="[$name] " -v logfile="$log" '{ sub(/\r$/, ""); print prefix $0; print $0 >> logfile; fflush() }'
   end=$(now)
   rc=$(cat "$LOG_DIR/$name.rc" 2>/dev/null || echo "?")
   seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+  if [ -n "$post_run" ]; then
+    "$post_run" > "$log.hook" 2>&1
+    cat "$log.hook" >> "$log"
+    sed "s/^/[$name] /" "$log.hook"
+  fi
 
   missing=
   for marker in "$@"; do
@@ -113,6 +142,88 @@ attempt() {
   fi
   # skiff's one-line boot timings: "timings: first console output after X ms, verdict after Y ms ..."
   timings=$(sed -n 's/.*timings: first console output after \([0-9.]*\) ms, verdict after \([0-9.]*\) ms.*/ first_console_ms=\1 verdict_ms=\2/p' "$log" | tail -n1)
+}
+
+# Runs "$@" (the skiff command), in a network namespace of its own when net_tap is set.
+# busybox has no `ip netns` and no `ip tuntap`, so: `unshare -n` (as root; `-rn`, a user
+# namespace too, otherwise), and inside it a background loop that waits for skiff to create
+# the tap, then gives it the host address and brings it up. The namespace and the tap vanish
+# with skiff. /sys shows the outer namespace's devices, so the loop asks `ip link`.
+launch() {
+  if [ -z "$net_tap" ]; then
+    "$@"
+    return
+  fi
+  ns_flags=-n
+  [ "$(id -u)" = 0 ] || ns_flags=-rn
+  # shellcheck disable=SC2016  # expanded by the inner sh
+  unshare $ns_flags sh -c '
+    tap=$1 addr=$2
+    shift 2
+    ip link set lo up
+    (
+      i=0
+      while ! ip link show "$tap" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -le 600 ] || { echo "TIER3-HOST-TAP-MISSING $tap"; exit 1; }
+        sleep 0.1
+      done
+      if ip addr add "$addr" dev "$tap" && ip link set "$tap" up; then
+        echo "TIER3-HOST-TAP $tap $addr up"
+      else
+        echo "TIER3-HOST-TAP-FAILED $tap"
+      fi
+    ) &
+    exec "$@"' sh "$net_tap" "$net_host_addr" "$@"
+}
+
+# virtio-blk: a 16 MiB image file on tmpfs, and (with a losetup that has -b) a 16 MiB loop
+# device with 4096-byte logical sectors. The guest writes 256 KiB of random data to the
+# start of each and prints its MD5 (TIER3-BLK-WROTE); blk_post compares the host's copy.
+blk_img=
+blk_loop_file=
+blk_loop_dev=
+blk_pre() {
+  blk_img=$DISK_DIR/virtio-blk.img
+  blk_loop_file=$DISK_DIR/virtio-blk-4k.img
+  rm -f "$blk_img" "$blk_loop_file"
+  truncate -s 16M "$blk_img"
+  blk_loop_dev=
+  # tmpfs has no O_DIRECT: the file disk uses the host page cache ("writeback"); the loop
+  # device is a block device and gets skiff's default for those, "none" (O_DIRECT).
+  disks="{\"id\": \"d0\", \"path\": \"$blk_img\", \"serial\": \"SKIFF-T3-512\", \"cache\": \"writeback\"}"
+  if [ -n "$LOSETUP" ]; then
+    truncate -s 16M "$blk_loop_file"
+    if blk_loop_dev=$("$LOSETUP" -f --show -b 4096 "$blk_loop_file" 2>&1); then
+      echo "TIER3-BLK-LOOP $blk_loop_dev sector=$(cat "/sys/block/${blk_loop_dev##*/}/queue/logical_block_size")"
+      disks="$disks, {\"id\": \"d1\", \"path\": \"$blk_loop_dev\", \"serial\": \"SKIFF-T3-4K\"}"
+    else
+      echo "TIER3-BLK-NO-LOOP losetup failed: $blk_loop_dev"
+      blk_loop_dev=
+    fi
+  else
+    echo "TIER3-BLK-NO-LOOP no losetup with -b/--sector-size"
+  fi
+  printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "disks": [%s]}\n' \
+    "$INNER_KERNEL" "$disks" > "$spec_file"
+}
+# Prints TIER3-BLK-HOST-MATCH <serial> when the first 256 KiB of the host's copy have the
+# MD5 the guest printed for that disk.
+blk_check() {
+  serial=$1 file=$2
+  guest=$(sed -n "s/^TIER3-BLK-WROTE [a-z]* serial=$serial md5=\([0-9a-f]*\).*/\1/p" "$log" | tail -n1)
+  host=$(dd if="$file" bs=4096 count=64 2>/dev/null | md5sum | cut -d' ' -f1)
+  echo "TIER3-BLK-HOST-SUM $serial md5=$host guest=${guest:-none}"
+  [ -n "$guest" ] && [ "$guest" = "$host" ] && echo "TIER3-BLK-HOST-MATCH $serial"
+  return 0
+}
+blk_post() {
+  blk_check SKIFF-T3-512 "$blk_img"
+  if [ -n "$blk_loop_dev" ]; then
+    "$LOSETUP" -d "$blk_loop_dev"
+    blk_check SKIFF-T3-4K "$blk_loop_file"
+  fi
+  rm -f "$blk_img" "$blk_loop_file"
 }
 
 for scenario in "$@"; do
@@ -149,6 +260,38 @@ for scenario in "$@"; do
         "TIER3-HWRNG-BYTES 64" "17-fasteoi" "virtio0" "TIER3-ACTION poweroff"
       INNER_EXTRA=$saved_extra
       spec_file= ;;
+    virtio-blk)
+      # Two virtio-blk disks on virtio-pci: a file with 512-byte sectors and a loop device
+      # with 4096-byte sectors. The guest sees each one's serial number and topology, writes
+      # random data with a flush, powers off; the host finds the same data in the backing
+      # files afterwards. The file's physical block size is the host file system's
+      # st_blksize (4096 on tmpfs), so only the loop device's is checked.
+      spec_file=$LOG_DIR/virtio-blk.json
+      pre_run=blk_pre post_run=blk_post
+      saved_extra=$INNER_EXTRA
+      ndisks=1
+      [ -n "$LOSETUP" ] && ndisks=2
+      INNER_EXTRA="tier3.disks=$ndisks${INNER_EXTRA:+ $INNER_EXTRA}"
+      run_one virtio-blk "$INNER_KERNEL" 1 blk 0 \
+        "TIER3-INNER-UP" "TIER3-BLK-DISK vda serial=SKIFF-T3-512 size=32768 lbs=512 pbs=" \
+        "TIER3-BLK-READBACK vda ok" "TIER3-BLK-HOST-MATCH SKIFF-T3-512" \
+        "TIER3-BLK-LOOP" "TIER3-BLK-DISK vdb serial=SKIFF-T3-4K size=32768 lbs=4096 pbs=4096" \
+        "TIER3-BLK-READBACK vdb ok" "TIER3-BLK-HOST-MATCH SKIFF-T3-4K" "TIER3-ACTION poweroff"
+      INNER_EXTRA=$saved_extra
+      pre_run='' post_run='' spec_file='' ;;
+    virtio-net)
+      # A virtio-net NIC on virtio-pci backed by tap sk0, which skiff creates in a network
+      # namespace of its own; the host end is 10.0.2.1/24, the guest takes 10.0.2.2/24 and
+      # pings it.
+      spec_file=$LOG_DIR/virtio-net.json
+      printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "nets": [{"id": "n0", "tap": "sk0", "mac": "52:54:00:12:34:56"}]}\n' \
+        "$INNER_KERNEL" > "$spec_file"
+      net_tap=sk0 net_host_addr=10.0.2.1/24
+      run_one virtio-net "$INNER_KERNEL" 1 net 0 \
+        "TIER3-INNER-UP" "TIER3-HOST-TAP sk0 10.0.2.1/24 up" \
+        "TIER3-NET-NIC eth0 mac=52:54:00:12:34:56 mtu=1500 driver=virtio_net" \
+        "TIER3-PING ok" "TIER3-PING-LARGE ok" "TIER3-ACTION poweroff"
+      net_tap='' net_host_addr='' spec_file='' ;;
     boot1)
       run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
         "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;
