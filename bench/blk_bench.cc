@@ -1,0 +1,963 @@
+// SPDX-License-Identifier: Apache-2.0
+// skiff_bench_blk: virtio-blk throughput from a raw file, skiff (io_uring and sync engines)
+// beside qemu-system-x86_64 with virtio-blk-pci, the same guest payload (tests/guest,
+// skiff.blkbench=: a ring-3 polling loop) and the same file, plus fio on the host file as
+// the ceiling. Tests: 4 KiB random read at queue depth 1 and 32 (IOPS), 128 KiB sequential
+// read (MiB/s). Targets: skiff >= 1.5x QEMU's IOPS, and >= 80% of host fio at depth 32.
+// See docs/benchmarks.md.
+//
+// Both VMMs and fio are child processes; nothing of libskiff is linked in. Exit code 0 when
+// every run worked, whether the targets are met or not; 1 when a run failed.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <expected>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+extern char** environ;
+
+namespace skiff::bench {
+namespace {
+
+constexpr std::string_view kStartLine = "SKIFF-GUEST blkbench-start\n";
+constexpr std::string_view kEndLine = "SKIFF-GUEST blkbench-end";
+constexpr double kQemuTargetRatio = 1.5;  // skiff IOPS at least 1.5x QEMU's
+constexpr double kFioTargetRatio = 0.8;   // skiff at depth 32 at least 80% of host fio
+constexpr size_t kStderrTailBytes = 2000;
+
+struct Options {
+  std::string skiff = "skiff";
+  std::string qemu = "qemu-system-x86_64";
+  std::string fio = "fio";
+  std::string guest;
+  std::string file;
+  unsigned file_mib = 256;
+  bool keep_file = false;
+  std::string cache = "none";
+  std::string qemu_aio = "io_uring";
+  std::string qemu_machine = "pc";
+  std::string qemu_cpu = "host,-arch-capabilities";
+  std::vector<std::string> only;
+  uint64_t count_qd1 = 10000;
+  uint64_t count_qd32 = 50000;
+  uint64_t count_seq = 8000;  // 1 GiB: four passes over the default file
+  unsigned seq_depth = 8;
+  unsigned runs = 1;
+  unsigned fio_seconds = 5;
+  unsigned memory_mib = 256;
+  double timeout_s = 300;
+  std::string json_path;
+  std::string keep_logs;
+};
+
+int64_t monotonic_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+std::string errno_text(std::string_view what) { return fmt::format("{}: {}", what, std::strerror(errno)); }
+
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      reset();
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+  int get() const { return fd_; }
+  void reset() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// As execvp would find it, but before fork, so a missing program is reported by name.
+std::expected<std::string, std::string> resolve_program(const std::string& name) {
+  auto executable = [](const std::string& path) {
+    struct stat info {};
+    return stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) && access(path.c_str(), X_OK) == 0;
+  };
+  if (name.find('/') != std::string::npos) {
+    if (executable(name)) return name;
+    return std::unexpected(fmt::format("{}: not an executable file", name));
+  }
+  const char* path_env = std::getenv("PATH");
+  std::string_view dirs = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    size_t colon = dirs.find(':');
+    std::string dir(dirs.substr(0, colon));
+    std::string candidate = fmt::format("{}/{}", dir.empty() ? "." : dir, name);
+    if (executable(candidate)) return candidate;
+    if (colon == std::string_view::npos) break;
+    dirs.remove_prefix(colon + 1);
+  }
+  return std::unexpected(fmt::format("{}: not found in PATH", name));
+}
+
+// A child with stdin on /dev/null, stdout on a pipe we read and stderr in a memfd.
+class Child {
+ public:
+  static std::expected<Child, std::string> spawn(const std::string& program, const std::vector<std::string>& argv) {
+    Child child;
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0) return std::unexpected(errno_text("pipe2"));
+    child.stdout_ = UniqueFd(pipe_fds[0]);
+    UniqueFd stdout_write(pipe_fds[1]);
+    child.stderr_ = UniqueFd(memfd_create("skiff-bench-stderr", MFD_CLOEXEC));
+    if (child.stderr_.get() < 0) return std::unexpected(errno_text("memfd_create"));
+    UniqueFd null_input(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (null_input.get() < 0) return std::unexpected(errno_text("open /dev/null"));
+    std::vector<char*> raw_argv;
+    for (const std::string& arg : argv) raw_argv.push_back(const_cast<char*>(arg.c_str()));
+    raw_argv.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid < 0) return std::unexpected(errno_text("fork"));
+    if (pid == 0) {
+      // Only async-signal-safe calls from here to execve.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // no VM outlives an interrupted benchmark
+      if (dup2(null_input.get(), STDIN_FILENO) < 0 || dup2(stdout_write.get(), STDOUT_FILENO) < 0 ||
+          dup2(child.stderr_.get(), STDERR_FILENO) < 0) {
+        _exit(127);
+      }
+      execve(program.c_str(), raw_argv.data(), environ);
+      _exit(127);
+    }
+    child.pid_ = pid;
+    return child;
+  }
+
+  Child() = default;
+  Child(Child&& other) noexcept
+      : pid_(std::exchange(other.pid_, -1)), stdout_(std::move(other.stdout_)), stderr_(std::move(other.stderr_)) {}
+  Child& operator=(Child&&) = delete;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child() { kill_and_reap(); }
+
+  int stdout_fd() const { return stdout_.get(); }
+  pid_t pid() const { return pid_; }
+
+  bool alive() {
+    if (pid_ < 0) return false;
+    int status = 0;
+    pid_t done = waitpid(pid_, &status, WNOHANG);
+    if (done == 0) return true;
+    if (done == pid_ && WIFEXITED(status)) exit_status_ = WEXITSTATUS(status);
+    pid_ = -1;
+    return false;
+  }
+
+  void kill_and_reap() {
+    if (pid_ < 0) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
+
+  void wait_or_kill(int64_t timeout_ns) {
+    int64_t deadline = monotonic_ns() + timeout_ns;
+    while (alive() && monotonic_ns() < deadline) usleep(1000);
+    kill_and_reap();
+  }
+
+  std::optional<int> exit_status() const { return exit_status_; }
+
+  std::string stderr_text() const {
+    std::string text;
+    char buffer[4096];
+    off_t offset = 0;
+    while (true) {
+      ssize_t n = pread(stderr_.get(), buffer, sizeof buffer, offset);
+      if (n <= 0) break;
+      text.append(buffer, static_cast<size_t>(n));
+      offset += n;
+    }
+    return text;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd stdout_;
+  UniqueFd stderr_;
+  std::optional<int> exit_status_;
+};
+
+std::string tail(const std::string& text, size_t bytes) {
+  if (text.size() <= bytes) return text;
+  return "..." + text.substr(text.size() - bytes);
+}
+
+// Runs a command to its end (fio, `--version`), returning stdout; empty on failure.
+std::expected<std::string, std::string> capture(const std::string& program, const std::vector<std::string>& argv,
+                                                double timeout_s) {
+  auto child = Child::spawn(program, argv);
+  if (!child) return std::unexpected(child.error());
+  std::string output;
+  int64_t deadline = monotonic_ns() + static_cast<int64_t>(timeout_s * 1e9);
+  while (monotonic_ns() < deadline) {
+    pollfd poll_fd{child->stdout_fd(), POLLIN, 0};
+    if (poll(&poll_fd, 1, 100) <= 0) continue;
+    char buffer[4096];
+    ssize_t n = read(child->stdout_fd(), buffer, sizeof buffer);
+    if (n <= 0) break;
+    output.append(buffer, static_cast<size_t>(n));
+  }
+  child->wait_or_kill(2'000'000'000);
+  if (child->exit_status() != 0) {
+    return std::unexpected(fmt::format("{} failed ({}): {}", program,
+                                       child->exit_status() ? fmt::format("status {}", *child->exit_status())
+                                                            : std::string("killed or timed out"),
+                                       tail(child->stderr_text(), 400)));
+  }
+  return output;
+}
+
+std::string first_line(const std::string& text) {
+  std::string line = text.substr(0, text.find('\n'));
+  return line.empty() ? "?" : line;
+}
+
+// ---- what is measured ----------------------------------------------------------------------
+
+struct Test {
+  std::string key;    // JSON key and guest test name
+  std::string label;  // table row
+  std::string guest_test;
+  unsigned block_bytes;
+  unsigned depth;
+  uint64_t count;
+  bool random;
+  bool iops;  // IOPS (else MiB/s) is the figure
+};
+
+std::vector<Test> tests_of(const Options& options) {
+  return {
+      {"randread4k_qd1", "4 KiB random read, QD1 (IOPS)", "randread4k", 4096, 1, options.count_qd1, true, true},
+      {"randread4k_qd32", "4 KiB random read, QD32 (IOPS)", "randread4k", 4096, 32, options.count_qd32, true, true},
+      {"seqread128k", fmt::format("128 KiB seq. read, QD{} (MiB/s)", options.seq_depth), "seqread128k", 128 * 1024,
+       options.seq_depth, options.count_seq, false, false},
+  };
+}
+
+struct Config {
+  std::string key;    // skiff-io_uring, skiff-sync, qemu, fio
+  std::string label;  // table column
+};
+
+const std::vector<Config>& all_configs() {
+  static const std::vector<Config> configs = {
+      {"skiff-io_uring", "skiff io_uring"}, {"skiff-sync", "skiff sync"}, {"qemu", "QEMU"}, {"fio", "host fio"}};
+  return configs;
+}
+
+struct ThreadStat {
+  double cpu_s = 0;  // user + system
+  uint64_t voluntary = 0;
+  uint64_t involuntary = 0;
+};
+
+struct Measurement {
+  bool ok = false;
+  std::string error;
+  uint64_t requests = 0;
+  uint64_t errors = 0;
+  uint64_t notifies = 0;
+  double wall_s = 0;        // host clock, start marker to end marker
+  double tsc_s = 0;         // the guest's RDTSC delta / host TSC rate (0 when unknown)
+  double iops = 0;          // from wall_s
+  double mib_s = 0;
+  double tsc_iops = 0;      // from tsc_s, cross-check
+  double total_run_s = 0;   // the VMM process from spawn to exit
+  std::map<std::string, ThreadStat> threads;  // between the markers, by thread name
+  std::string console;
+  std::string stderr_text;
+};
+
+std::map<std::string, std::string> fields_of(std::string_view line) {
+  std::map<std::string, std::string> out;
+  std::istringstream words{std::string(line)};
+  std::string word;
+  while (words >> word) {
+    auto eq = word.find('=');
+    if (eq != std::string::npos) out[word.substr(0, eq)] = word.substr(eq + 1);
+  }
+  return out;
+}
+
+uint64_t field_u64(const std::map<std::string, std::string>& fields, const std::string& key) {
+  auto it = fields.find(key);
+  return it == fields.end() ? 0 : std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
+// ---- a profile without perf: per-thread CPU time and context switches --------------------
+
+// Summed by thread name (comm; io_uring's workers are "iou-wrk-<tid>", folded to "iou-wrk").
+std::map<std::string, ThreadStat> thread_stats(pid_t pid) {
+  std::map<std::string, ThreadStat> out;
+  std::error_code ignored;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  for (const auto& entry : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ignored)) {
+    std::string dir = entry.path().string();
+    std::string comm;
+    std::getline(std::ifstream(dir + "/comm"), comm);
+    if (comm.starts_with("iou-wrk")) comm = "iou-wrk";
+    if (comm.starts_with("iou-sqp")) comm = "iou-sqp";
+    std::string stat;
+    std::getline(std::ifstream(dir + "/stat"), stat);
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(stat.substr(paren + 2));
+    std::vector<std::string> f;
+    for (std::string word; rest >> word;) f.push_back(word);
+    if (f.size() < 13) continue;  // fields 3.. of proc(5); utime, stime are fields 14, 15
+    ThreadStat& t = out[comm];
+    t.cpu_s += static_cast<double>(std::strtoull(f[11].c_str(), nullptr, 10) +
+                                   std::strtoull(f[12].c_str(), nullptr, 10)) / ticks;
+    std::ifstream status(dir + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.starts_with("voluntary_ctxt_switches:")) t.voluntary += std::strtoull(line.c_str() + 24, nullptr, 10);
+      if (line.starts_with("nonvoluntary_ctxt_switches:")) {
+        t.involuntary += std::strtoull(line.c_str() + 27, nullptr, 10);
+      }
+    }
+  }
+  return out;
+}
+
+std::map<std::string, ThreadStat> stats_delta(const std::map<std::string, ThreadStat>& before,
+                                              const std::map<std::string, ThreadStat>& after) {
+  std::map<std::string, ThreadStat> out;
+  for (const auto& [name, a] : after) {
+    ThreadStat d = a;
+    if (auto it = before.find(name); it != before.end()) {
+      d.cpu_s -= it->second.cpu_s;
+      d.voluntary -= std::min(d.voluntary, it->second.voluntary);
+      d.involuntary -= std::min(d.involuntary, it->second.involuntary);
+    }
+    out[name] = d;
+  }
+  return out;
+}
+
+// Host TSC ticks per second. Guests under KVM without TSC scaling (this host has no
+// KVM_CAP_TSC_CONTROL) read the host's TSC plus an offset, so the rate is the same.
+double calibrate_tsc_hz() {
+  int64_t t0 = monotonic_ns();
+  uint64_t c0 = __rdtsc();
+  usleep(200'000);
+  int64_t t1 = monotonic_ns();
+  uint64_t c1 = __rdtsc();
+  return static_cast<double>(c1 - c0) / (static_cast<double>(t1 - t0) / 1e9);
+}
+
+// Runs one VMM to its end, timing the guest's markers as their bytes arrive on the pipe.
+Measurement run_vmm(const std::string& program, const std::vector<std::string>& argv, const Test& test,
+                    const Options& options, double tsc_hz) {
+  Measurement m;
+  int64_t spawned_ns = monotonic_ns();
+  auto child = Child::spawn(program, argv);
+  if (!child) {
+    m.error = child.error();
+    return m;
+  }
+  // (offset of the first byte of a chunk, time it was read)
+  std::vector<std::pair<size_t, int64_t>> arrivals;
+  std::optional<int64_t> start_ns;
+  std::map<std::string, ThreadStat> threads_at_start;
+  bool threads_done = false;
+  int64_t deadline = spawned_ns + static_cast<int64_t>(options.timeout_s * 1e9);
+  bool eof = false;
+  while (!eof && monotonic_ns() < deadline) {
+    pollfd poll_fd{child->stdout_fd(), POLLIN, 0};
+    if (poll(&poll_fd, 1, 50) <= 0) continue;
+    char buffer[4096];
+    ssize_t n = read(child->stdout_fd(), buffer, sizeof buffer);
+    int64_t now = monotonic_ns();
+    if (n <= 0) {
+      eof = true;
+      break;
+    }
+    arrivals.emplace_back(m.console.size(), now);
+    m.console.append(buffer, static_cast<size_t>(n));
+    if (!start_ns) {
+      size_t at = m.console.find(kStartLine);
+      if (at != std::string::npos) {
+        start_ns = now;  // the chunk that completed the line
+        threads_at_start = thread_stats(child->pid());
+      }
+    } else if (!threads_done && m.console.find(kEndLine) != std::string::npos) {
+      m.threads = stats_delta(threads_at_start, thread_stats(child->pid()));
+      threads_done = true;
+    }
+  }
+  child->wait_or_kill(eof ? 5'000'000'000 : 0);
+  m.total_run_s = static_cast<double>(monotonic_ns() - spawned_ns) / 1e9;
+  m.stderr_text = child->stderr_text();
+  if (!eof) {
+    m.error = fmt::format("no end of output within {} s", options.timeout_s);
+    return m;
+  }
+  size_t end_at = m.console.find(kEndLine);
+  if (!start_ns || end_at == std::string::npos) {
+    auto error_at = m.console.find("SKIFF-GUEST error");
+    m.error = error_at != std::string::npos
+                  ? first_line(m.console.substr(error_at))
+                  : std::string("the guest printed no blkbench-start/blkbench-end lines");
+    return m;
+  }
+  // The chunk holding the end line's first byte.
+  int64_t end_ns = arrivals.front().second;
+  for (const auto& [offset, at] : arrivals) {
+    if (offset <= end_at) end_ns = at;
+  }
+  std::string end_line = first_line(m.console.substr(end_at));
+  auto fields = fields_of(end_line);
+  if (fields.count("failed") != 0 || field_u64(fields, "timed-out") != 0 || field_u64(fields, "bad-ids") != 0) {
+    m.error = "guest: " + end_line;
+    return m;
+  }
+  m.requests = field_u64(fields, "completed");
+  m.errors = field_u64(fields, "errors");
+  m.notifies = field_u64(fields, "notifies");
+  if (m.requests != test.count || m.errors != 0) {
+    m.error = "guest: " + end_line;
+    return m;
+  }
+  m.wall_s = static_cast<double>(end_ns - *start_ns) / 1e9;
+  if (tsc_hz > 0) m.tsc_s = static_cast<double>(field_u64(fields, "tsc-cycles")) / tsc_hz;
+  double requests = static_cast<double>(m.requests);
+  m.iops = requests / m.wall_s;
+  m.mib_s = m.iops * static_cast<double>(test.block_bytes) / (1024.0 * 1024.0);
+  if (m.tsc_s > 0) m.tsc_iops = requests / m.tsc_s;
+  m.ok = true;
+  return m;
+}
+
+std::string guest_cmdline(const Test& test) {
+  return fmt::format("console=ttyS0 skiff.blkbench={},qd={},count={},warmup={}", test.guest_test, test.depth,
+                     test.count, std::max<uint64_t>(test.count / 20, test.depth));
+}
+
+std::vector<std::string> skiff_argv(const std::string& program, const std::string& spec_path) {
+  return {program, "run", spec_path};
+}
+
+std::expected<std::string, std::string> write_skiff_spec(const Options& options, const Test& test,
+                                                         const std::string& engine, const std::string& dir) {
+  nlohmann::json spec = {
+      {"name", "blkbench"},
+      {"machine", {{"memory_mib", options.memory_mib}, {"vcpus", 1}}},
+      {"boot", {{"kernel", options.guest}, {"cmdline", guest_cmdline(test)}}},
+      {"disks", nlohmann::json::array({{{"id", "bench"},
+                                        {"path", options.file},
+                                        {"cache", options.cache},
+                                        {"io_engine", engine},
+                                        {"transport", "pci"}}})},
+  };
+  std::string path = fmt::format("{}/skiff-{}-{}.json", dir, engine, test.key);
+  std::ofstream out(path);
+  out << spec.dump(2) << "\n";
+  if (!out) return std::unexpected(fmt::format("{}: write failed", path));
+  return path;
+}
+
+std::vector<std::string> qemu_argv(const std::string& program, const Options& options, const Test& test) {
+  // -M pc: the guest finds virtio-pci through configuration mechanism #1 (ports 0xcf8/0xcfc),
+  // which microvm lacks; SeaBIOS assigns the BARs and the guest boots through its PVH note.
+  return {program,
+          "-M", options.qemu_machine,
+          "-accel", "kvm",
+          "-cpu", options.qemu_cpu,
+          "-m", fmt::format("{}M", options.memory_mib),
+          "-smp", "1",
+          "-nodefaults", "-no-user-config", "-nographic",
+          "-serial", "stdio",
+          "-no-reboot",
+          "-name", "blkbench,debug-threads=on",  // thread names for the per-thread profile
+          "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+          "-kernel", options.guest,
+          "-append", guest_cmdline(test),
+          "-drive", fmt::format("file={},if=none,id=bench,format=raw,cache={},aio={}", options.file,
+                                options.cache == "none" ? "none" : "writeback", options.qemu_aio),
+          "-device", "virtio-blk-pci,drive=bench,disable-legacy=on"};
+}
+
+Measurement run_fio(const std::string& program, const Options& options, const Test& test) {
+  Measurement m;
+  std::vector<std::string> argv = {program,
+                                   "--name=blkbench",
+                                   "--filename=" + options.file,
+                                   test.random ? "--rw=randread" : "--rw=read",
+                                   fmt::format("--bs={}", test.block_bytes),
+                                   fmt::format("--iodepth={}", test.depth),
+                                   "--ioengine=io_uring",
+                                   fmt::format("--direct={}", options.cache == "none" ? 1 : 0),
+                                   "--ramp_time=1",
+                                   fmt::format("--runtime={}", options.fio_seconds),
+                                   "--time_based",
+                                   "--randrepeat=0",
+                                   "--output-format=json"};
+  auto output = capture(program, argv, options.fio_seconds + options.timeout_s);
+  if (!output) {
+    m.error = output.error();
+    return m;
+  }
+  try {
+    auto json = nlohmann::json::parse(output->substr(output->find('{')));
+    const auto& read = json.at("jobs").at(0).at("read");
+    m.iops = read.at("iops").get<double>();
+    m.mib_s = read.at("bw_bytes").get<double>() / (1024.0 * 1024.0);
+    m.requests = read.at("total_ios").get<uint64_t>();
+    m.wall_s = static_cast<double>(read.at("runtime").get<uint64_t>()) / 1000.0;
+    m.errors = json.at("jobs").at(0).at("error").get<uint64_t>();
+    m.ok = m.errors == 0;
+    if (!m.ok) m.error = fmt::format("fio reported error {}", m.errors);
+  } catch (const std::exception& error) {
+    m.error = fmt::format("fio output: {}", error.what());
+  }
+  return m;
+}
+
+// ---- the test file -------------------------------------------------------------------------
+
+// Every byte written (so no read is served from a hole) and synced.
+std::expected<std::string, std::string> create_file(unsigned mib) {
+  char name[] = "/var/tmp/skiff-blkbench-XXXXXX";
+  int fd = mkstemp(name);
+  if (fd < 0) return std::unexpected(errno_text("mkstemp /var/tmp"));
+  UniqueFd file(fd);
+  std::vector<uint8_t> chunk(1 << 20);
+  uint64_t x = 0x243f6a8885a308d3ull;
+  for (unsigned i = 0; i < mib; ++i) {
+    for (size_t j = 0; j + 8 <= chunk.size(); j += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(&chunk[j], &x, 8);
+    }
+    if (write(fd, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) {
+      std::string error = errno_text(fmt::format("{}: write", name));
+      unlink(name);
+      return std::unexpected(error);
+    }
+  }
+  if (fsync(fd) != 0) {
+    std::string error = errno_text(fmt::format("{}: fsync", name));
+    unlink(name);
+    return std::unexpected(error);
+  }
+  return std::string(name);
+}
+
+// ---- report --------------------------------------------------------------------------------
+
+struct Cell {
+  std::vector<Measurement> runs;
+  std::optional<Measurement> best() const {  // the median run by throughput
+    std::vector<const Measurement*> ok;
+    for (const Measurement& m : runs) {
+      if (m.ok) ok.push_back(&m);
+    }
+    if (ok.empty()) return std::nullopt;
+    std::sort(ok.begin(), ok.end(), [](auto* a, auto* b) { return a->iops < b->iops; });
+    return *ok[ok.size() / 2];
+  }
+};
+
+using Results = std::map<std::string, std::map<std::string, Cell>>;  // test key -> config key -> runs
+
+double figure(const Measurement& m, const Test& test) { return test.iops ? m.iops : m.mib_s; }
+
+std::string figure_text(const std::optional<Measurement>& m, const Test& test) {
+  if (!m) return "-";
+  return test.iops ? fmt::format("{:.0f}", m->iops) : fmt::format("{:.1f}", m->mib_s);
+}
+
+std::optional<double> ratio(const Results& results, const Test& test, const std::string& a, const std::string& b) {
+  auto test_it = results.find(test.key);
+  if (test_it == results.end()) return std::nullopt;
+  auto ia = test_it->second.find(a);
+  auto ib = test_it->second.find(b);
+  if (ia == test_it->second.end() || ib == test_it->second.end()) return std::nullopt;
+  auto ma = ia->second.best();
+  auto mb = ib->second.best();
+  if (!ma || !mb || figure(*mb, test) <= 0) return std::nullopt;
+  return figure(*ma, test) / figure(*mb, test);
+}
+
+std::string ratio_text(std::optional<double> value) { return value ? fmt::format("{:.2f}", *value) : "-"; }
+
+struct Verdict {
+  std::string name;
+  std::optional<bool> pass;
+  std::string text;
+};
+
+std::vector<Verdict> verdicts(const Results& results, const std::vector<Test>& tests) {
+  std::vector<Verdict> out;
+  for (const Test& test : tests) {
+    if (!test.iops) continue;
+    for (const std::string engine : {"skiff-io_uring", "skiff-sync"}) {
+      auto r = ratio(results, test, engine, "qemu");
+      out.push_back({fmt::format("{} {} vs QEMU", test.key, engine), r ? std::optional(*r >= kQemuTargetRatio) : std::nullopt,
+                     r ? fmt::format("{:.2f}x QEMU (target >= {:.1f}x)", *r, kQemuTargetRatio) : "not measured"});
+    }
+  }
+  for (const Test& test : tests) {
+    if (test.key != "randread4k_qd32") continue;
+    for (const std::string engine : {"skiff-io_uring", "skiff-sync"}) {
+      auto r = ratio(results, test, engine, "fio");
+      out.push_back({fmt::format("{} {} vs host fio", test.key, engine), r ? std::optional(*r >= kFioTargetRatio) : std::nullopt,
+                     r ? fmt::format("{:.0f}% of host fio (target >= {:.0f}%)", *r * 100, kFioTargetRatio * 100)
+                       : "not measured"});
+    }
+  }
+  return out;
+}
+
+void print_report(const Options& options, const std::vector<Test>& tests, const std::vector<Config>& configs,
+                  const Results& results, const std::string& host, double tsc_hz) {
+  fmt::print("\nvirtio-blk from a {} MiB file, cache={} ({}), guest ring-3 polling loop, 1 vCPU\n", options.file_mib,
+             options.cache, options.cache == "none" ? "O_DIRECT" : "host page cache");
+  fmt::print("host: {}; TSC {:.1f} MHz; QEMU -M {} aio={}; {} run(s) per cell (median)\n\n", host, tsc_hz / 1e6,
+             options.qemu_machine, options.qemu_aio, options.runs);
+  std::vector<std::string> header = {"test"};
+  for (const Config& c : configs) header.push_back(c.label);
+  header.insert(header.end(), {"skiff/QEMU", "skiff/fio"});
+  fmt::print("| {} |\n", fmt::join(header, " | "));
+  std::vector<std::string> rule(header.size(), "---");
+  fmt::print("|{}|\n", fmt::join(rule, "|"));
+  for (const Test& test : tests) {
+    std::vector<std::string> row = {test.label};
+    for (const Config& c : configs) {
+      auto it = results.at(test.key).find(c.key);
+      row.push_back(it == results.at(test.key).end() ? "-" : figure_text(it->second.best(), test));
+    }
+    row.push_back(ratio_text(ratio(results, test, "skiff-io_uring", "qemu")));
+    row.push_back(ratio_text(ratio(results, test, "skiff-io_uring", "fio")));
+    fmt::print("| {} |\n", fmt::join(row, " | "));
+  }
+  fmt::print("\n(skiff/QEMU and skiff/fio use skiff io_uring.)\nnotifications (MMIO notify writes) per request:\n");
+  for (const Test& test : tests) {
+    std::vector<std::string> parts;
+    for (const Config& c : configs) {
+      if (c.key == "fio") continue;
+      auto it = results.at(test.key).find(c.key);
+      if (it == results.at(test.key).end()) continue;
+      auto m = it->second.best();
+      if (m && m->requests > 0) {
+        parts.push_back(fmt::format("{} {:.2f}", c.label, static_cast<double>(m->notifies) / static_cast<double>(m->requests)));
+      }
+    }
+    fmt::print("  {}: {}\n", test.key, fmt::join(parts, ", "));
+  }
+  fmt::print("\nwhere the time goes (per thread, between the markers: CPU seconds / wall seconds, "
+             "voluntary context switches per request):\n");
+  for (const Test& test : tests) {
+    for (const Config& c : configs) {
+      if (c.key == "fio") continue;
+      auto it = results.at(test.key).find(c.key);
+      if (it == results.at(test.key).end()) continue;
+      auto m = it->second.best();
+      if (!m || m->threads.empty()) continue;
+      std::vector<std::string> parts;
+      for (const auto& [name, t] : m->threads) {
+        if (t.cpu_s <= 0 && t.voluntary == 0) continue;
+        parts.push_back(fmt::format("{} {:.0f}% {:.2f}/req", name, 100 * t.cpu_s / m->wall_s,
+                                    static_cast<double>(t.voluntary) / static_cast<double>(m->requests)));
+      }
+      fmt::print("  {} {}: {}\n", test.key, c.label, fmt::join(parts, ", "));
+    }
+  }
+  fmt::print("\n");
+  for (const Verdict& v : verdicts(results, tests)) {
+    fmt::print("{:<5} {}: {}\n", !v.pass ? "n/a" : (*v.pass ? "PASS" : "MISS"), v.name, v.text);
+  }
+}
+
+nlohmann::json measurement_json(const Measurement& m) {
+  nlohmann::json j = {{"ok", m.ok}};
+  if (!m.ok) {
+    j["error"] = m.error;
+    return j;
+  }
+  j.update({{"requests", m.requests},
+            {"seconds", m.wall_s},
+            {"iops", m.iops},
+            {"mib_per_s", m.mib_s},
+            {"notifies", m.notifies}});
+  if (m.tsc_s > 0) j.update({{"guest_tsc_seconds", m.tsc_s}, {"guest_tsc_iops", m.tsc_iops}});
+  if (m.total_run_s > 0) j["process_seconds"] = m.total_run_s;
+  for (const auto& [name, t] : m.threads) {
+    j["threads"][name] = {{"cpu_seconds", t.cpu_s},
+                          {"voluntary_switches", t.voluntary},
+                          {"involuntary_switches", t.involuntary}};
+  }
+  return j;
+}
+
+nlohmann::json to_json(const Options& options, const std::vector<Test>& tests, const std::vector<Config>& configs,
+                       const Results& results, const std::string& host, double tsc_hz,
+                       const std::map<std::string, std::string>& versions) {
+  nlohmann::json j;
+  j["host"] = host;
+  j["tsc_hz"] = tsc_hz;
+  j["versions"] = versions;
+  j["options"] = {{"file_mib", options.file_mib},     {"cache", options.cache},
+                  {"qemu_aio", options.qemu_aio},     {"qemu_machine", options.qemu_machine},
+                  {"runs", options.runs},             {"fio_seconds", options.fio_seconds},
+                  {"memory_mib", options.memory_mib}};
+  for (const Test& test : tests) {
+    nlohmann::json t = {{"block_bytes", test.block_bytes},
+                        {"queue_depth", test.depth},
+                        {"requests", test.count},
+                        {"pattern", test.random ? "random" : "sequential"},
+                        {"unit", test.iops ? "IOPS" : "MiB/s"}};
+    for (const Config& c : configs) {
+      auto it = results.at(test.key).find(c.key);
+      if (it == results.at(test.key).end()) continue;
+      nlohmann::json runs = nlohmann::json::array();
+      for (const Measurement& m : it->second.runs) runs.push_back(measurement_json(m));
+      auto best = it->second.best();
+      t["results"][c.key] = {{"runs", runs}};
+      if (best) t["results"][c.key]["median"] = measurement_json(*best);
+    }
+    if (auto r = ratio(results, test, "skiff-io_uring", "qemu")) t["skiff_io_uring_over_qemu"] = *r;
+    if (auto r = ratio(results, test, "skiff-sync", "qemu")) t["skiff_sync_over_qemu"] = *r;
+    if (auto r = ratio(results, test, "skiff-io_uring", "fio")) t["skiff_io_uring_over_fio"] = *r;
+    j["tests"][test.key] = t;
+  }
+  for (const Verdict& v : verdicts(results, tests)) {
+    j["verdicts"].push_back({{"name", v.name}, {"pass", v.pass ? nlohmann::json(*v.pass) : nlohmann::json()}, {"text", v.text}});
+  }
+  return j;
+}
+
+std::string describe_host() {
+  utsname names{};
+  uname(&names);
+  std::string cpu = "?";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.starts_with("model name")) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  double load = 0;
+  std::ifstream("/proc/loadavg") >> load;
+  return fmt::format("{} {}, {}, {} CPUs, load {:.1f}", names.sysname, names.release, cpu,
+                     sysconf(_SC_NPROCESSORS_ONLN), load);
+}
+
+void keep_log(const Options& options, const std::string& name, const Measurement& m) {
+  if (options.keep_logs.empty()) return;
+  std::string base = fmt::format("{}/{}", options.keep_logs, name);
+  std::ofstream(base + ".out") << m.console;
+  std::ofstream(base + ".err") << m.stderr_text;
+}
+
+int run(Options options) {
+  std::vector<Config> configs;
+  for (const Config& c : all_configs()) {
+    if (options.only.empty() || std::find(options.only.begin(), options.only.end(), c.key) != options.only.end()) {
+      configs.push_back(c);
+    }
+  }
+  // The skiff spec lives in a temporary directory: relative paths would resolve against it.
+  options.guest = std::filesystem::absolute(options.guest).string();
+  if (!options.file.empty()) options.file = std::filesystem::absolute(options.file).string();
+  std::map<std::string, std::string> programs;
+  std::map<std::string, std::string> versions;
+  for (const Config& c : configs) {
+    std::string want = c.key == "qemu" ? options.qemu : c.key == "fio" ? options.fio : options.skiff;
+    auto program = resolve_program(want);
+    if (!program) {
+      if (c.key == "fio") {
+        fmt::print(stderr, "fio: not available ({})\n", program.error());
+        continue;
+      }
+      fmt::print(stderr, "skiff_bench_blk: {}: {}\n", c.key, program.error());
+      return 1;
+    }
+    programs[c.key] = *program;
+    std::vector<std::string> version_argv = {*program, c.key.starts_with("skiff") ? "version" : "--version"};
+    auto version = capture(*program, version_argv, 10);
+    versions[c.key.starts_with("skiff") ? "skiff" : c.key] = version ? first_line(*version) : "?";
+  }
+  std::erase_if(configs, [&](const Config& c) { return programs.count(c.key) == 0; });
+
+  bool own_file = options.file.empty();
+  if (own_file) {
+    fmt::print(stderr, "creating a {} MiB test file in /var/tmp...\n", options.file_mib);
+    auto file = create_file(options.file_mib);
+    if (!file) {
+      fmt::print(stderr, "skiff_bench_blk: {}\n", file.error());
+      return 1;
+    }
+    options.file = *file;
+  } else {
+    struct stat info {};
+    if (stat(options.file.c_str(), &info) != 0) {
+      fmt::print(stderr, "skiff_bench_blk: {}\n", errno_text(options.file));
+      return 1;
+    }
+    options.file_mib = static_cast<unsigned>(info.st_size >> 20);
+  }
+  char dir_template[] = "/tmp/skiff-blkbench-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    fmt::print(stderr, "skiff_bench_blk: {}\n", errno_text("mkdtemp"));
+    return 1;
+  }
+  const std::string dir = dir_template;
+  const double tsc_hz = calibrate_tsc_hz();
+  const std::string host = describe_host();
+  const std::vector<Test> tests = tests_of(options);
+
+  Results results;
+  bool failed = false;
+  for (const Test& test : tests) {
+    results[test.key];
+    for (unsigned round = 0; round < options.runs; ++round) {
+      // The configurations alternate within a round so drift on the host hits all alike.
+      for (const Config& c : configs) {
+        Measurement m;
+        const std::string& program = programs.at(c.key);
+        if (c.key == "fio") {
+          m = run_fio(program, options, test);
+        } else if (c.key == "qemu") {
+          m = run_vmm(program, qemu_argv(program, options, test), test, options, tsc_hz);
+        } else {
+          std::string engine = c.key == "skiff-sync" ? "sync" : "io_uring";
+          auto spec = write_skiff_spec(options, test, engine, dir);
+          if (!spec) {
+            m.error = spec.error();
+          } else {
+            m = run_vmm(program, skiff_argv(program, *spec), test, options, tsc_hz);
+          }
+        }
+        keep_log(options, fmt::format("{}-{}-{}", test.key, c.key, round + 1), m);
+        if (m.ok) {
+          fmt::print(stderr, "{} {} run {}: {} ({:.2f} s{})\n", test.key, c.key, round + 1,
+                     test.iops ? fmt::format("{:.0f} IOPS", m.iops) : fmt::format("{:.1f} MiB/s", m.mib_s), m.wall_s,
+                     m.tsc_s > 0 ? fmt::format(", guest TSC: {:.2f} s", m.tsc_s) : "");
+        } else {
+          failed = true;
+          fmt::print(stderr, "{} {} run {}: FAILED: {}\n", test.key, c.key, round + 1, m.error);
+          if (!m.stderr_text.empty()) fmt::print(stderr, "  its stderr:\n{}\n", tail(m.stderr_text, kStderrTailBytes));
+        }
+        results[test.key][c.key].runs.push_back(std::move(m));
+      }
+    }
+  }
+  print_report(options, tests, configs, results, host, tsc_hz);
+  if (!options.json_path.empty()) {
+    std::ofstream json(options.json_path);
+    json << to_json(options, tests, configs, results, host, tsc_hz, versions).dump(2) << "\n";
+    if (!json) {
+      fmt::print(stderr, "skiff_bench_blk: {}: write failed\n", options.json_path);
+      failed = true;
+    }
+  }
+  std::error_code ignored;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ignored)) std::filesystem::remove(entry, ignored);
+  rmdir(dir.c_str());
+  if (own_file && !options.keep_file) unlink(options.file.c_str());
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace skiff::bench
+
+int main(int argc, char** argv) {
+  using skiff::bench::Options;
+  Options options;
+  CLI::App app{
+      "skiff virtio-blk benchmark: 4 KiB random-read IOPS at QD1/QD32 and 128 KiB sequential-read MiB/s from a "
+      "file, skiff (io_uring, sync) beside QEMU virtio-blk-pci and host fio",
+      "skiff_bench_blk"};
+  app.add_option("--skiff", options.skiff, "the skiff binary")->capture_default_str();
+  app.add_option("--qemu", options.qemu, "the QEMU binary")->capture_default_str();
+  app.add_option("--fio", options.fio, "the fio binary (skipped with a note when missing)")->capture_default_str();
+  app.add_option("--guest", options.guest, "the test guest's PVH ELF (tests/guest)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--file", options.file, "an existing raw file to read (default: a new one in /var/tmp)");
+  app.add_option("--file-mib", options.file_mib, "size of the file created")->check(CLI::Range(16u, 65536u))->capture_default_str();
+  app.add_flag("--keep-file", options.keep_file, "do not delete the created file");
+  app.add_option("--cache", options.cache, "none (O_DIRECT) or writeback, for skiff, QEMU and fio alike")
+      ->check(CLI::IsMember({"none", "writeback"}))
+      ->capture_default_str();
+  app.add_option("--qemu-aio", options.qemu_aio, "QEMU -drive aio=")
+      ->check(CLI::IsMember({"io_uring", "native", "threads"}))
+      ->capture_default_str();
+  app.add_option("--qemu-machine", options.qemu_machine, "QEMU -M (needs PCI through ports 0xcf8/0xcfc)")
+      ->capture_default_str();
+  app.add_option("--qemu-cpu", options.qemu_cpu, "QEMU -cpu")->capture_default_str();
+  app.add_option("--only", options.only, "configurations to run: skiff-io_uring, skiff-sync, qemu, fio")
+      ->check(CLI::IsMember({"skiff-io_uring", "skiff-sync", "qemu", "fio"}));
+  app.add_option("--count-qd1", options.count_qd1, "requests in the QD1 random-read run")->capture_default_str();
+  app.add_option("--count-qd32", options.count_qd32, "requests in the QD32 random-read run")->capture_default_str();
+  app.add_option("--count-seq", options.count_seq, "requests in the sequential-read run")->capture_default_str();
+  app.add_option("--seq-depth", options.seq_depth, "queue depth of the sequential read")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  app.add_option("--runs", options.runs, "runs per configuration and test (median reported)")
+      ->check(CLI::Range(1u, 100u))
+      ->capture_default_str();
+  app.add_option("--fio-seconds", options.fio_seconds, "fio run time per test")->capture_default_str();
+  app.add_option("--memory-mib", options.memory_mib, "guest RAM (the payload uses 64-80 MiB)")
+      ->check(CLI::Range(128u, 65536u))
+      ->capture_default_str();
+  app.add_option("--timeout", options.timeout_s, "seconds one VM run may take")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--json", options.json_path, "also write the results as JSON to this file");
+  app.add_option("--keep-logs", options.keep_logs, "directory for each run's console output and stderr")
+      ->check(CLI::ExistingDirectory);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    return app.exit(error);
+  }
+  return skiff::bench::run(options);
+}
