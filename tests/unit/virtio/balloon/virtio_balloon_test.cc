@@ -1,0 +1,457 @@
+// SPDX-License-Identifier: Apache-2.0
+// virtio-balloon through VirtqueueFake: the queues live in the fakes' heap memory, while the
+// pages the balloon releases live in an anonymous mapping the test watches with mincore().
+// That mapping covers guest addresses [kRamBase, kRamBase + kRamBytes): it shadows the
+// fakes' RAM (so free page reports, whose buffers the queue checks against the fake's
+// memory, land on pages the test can watch) and extends past it.
+#include "virtio/balloon/virtio_balloon.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "unit/virtio/virtqueue_fake.h"
+#include "virtio/balloon/balloon_constants.h"
+#include "virtio/core/virtio_constants.h"
+
+namespace skiff::virtio::balloon {
+namespace {
+
+using testing::kFakeDefaultFeatures;
+using testing::VirtqueueFake;
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kRamBase = VirtqueueFake::kRamBase;  // 1 MiB
+constexpr uint64_t kRamBytes = 8ull << 20;
+constexpr uint64_t kRamPages = kRamBytes / kPage;
+constexpr uint32_t kFirstPfn = kRamBase / kPage;
+
+class CountingInterrupt : public VirtioInterrupt {
+ public:
+  void signal_used_queue(uint16_t) override { ++used; }
+  void signal_config_change() override { ++config_changes; }
+  void signal_needs_reset() override { ++needs_reset; }
+  std::atomic<int> used{0};
+  std::atomic<int> config_changes{0};
+  std::atomic<int> needs_reset{0};
+};
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return done();
+}
+
+bool wait_for_used(VirtqueueFake& fake, uint16_t count) {
+  return wait_until([&] { return fake.used_idx() >= count; });
+}
+
+std::vector<uint8_t> pfn_bytes(std::span<const uint32_t> pfns) {
+  std::vector<uint8_t> out(pfns.size() * 4);
+  for (size_t i = 0; i < pfns.size(); ++i) {
+    for (int b = 0; b < 4; ++b) out[i * 4 + b] = static_cast<uint8_t>(pfns[i] >> (8 * b));
+  }
+  return out;
+}
+
+std::vector<uint8_t> stat_bytes(std::initializer_list<std::pair<uint16_t, uint64_t>> entries) {
+  std::vector<uint8_t> out;
+  for (auto [tag, value] : entries) {
+    out.push_back(static_cast<uint8_t>(tag));
+    out.push_back(static_cast<uint8_t>(tag >> 8));
+    for (int b = 0; b < 8; ++b) out.push_back(static_cast<uint8_t>(value >> (8 * b)));
+  }
+  return out;
+}
+
+// Resets the device when the test's queues are about to go away (declare it after them).
+class ResetAtExit {
+ public:
+  explicit ResetAtExit(std::shared_ptr<VirtioBalloon> balloon) : balloon_(std::move(balloon)) {}
+  ~ResetAtExit() { balloon_->reset(); }
+  ResetAtExit(const ResetAtExit&) = delete;
+  ResetAtExit& operator=(const ResetAtExit&) = delete;
+
+ private:
+  std::shared_ptr<VirtioBalloon> balloon_;
+};
+
+class VirtioBalloonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // SAFETY: a fresh private mapping owned by the fixture, unmapped in TearDown().
+    void* host = mmap(nullptr, kRamBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(host, MAP_FAILED);
+    ram_ = static_cast<uint8_t*>(host);
+    GuestRegion region{kRamBase, kRamBytes, ram_};
+    memory_ = GuestMemory::from_host_buffers(std::span(&region, 1));
+  }
+  void TearDown() override {
+    if (balloon_) balloon_->reset();
+    balloon_.reset();
+    memory_ = GuestMemory();
+    if (ram_ != nullptr) munmap(ram_, kRamBytes);
+  }
+
+  void make(const BalloonSpec& spec) {
+    auto balloon = VirtioBalloon::create(spec, memory_);
+    ASSERT_TRUE(balloon) << balloon.error().message();
+    balloon_ = *balloon;
+  }
+  uint32_t config_word(uint32_t offset) {
+    uint8_t bytes[4] = {};
+    balloon_->read_config(offset, bytes);
+    return bytes[0] | bytes[1] << 8 | bytes[2] << 16 | static_cast<uint32_t>(bytes[3]) << 24;
+  }
+  void write_actual(uint32_t pages) {
+    uint8_t bytes[4] = {static_cast<uint8_t>(pages), static_cast<uint8_t>(pages >> 8),
+                        static_cast<uint8_t>(pages >> 16), static_cast<uint8_t>(pages >> 24)};
+    balloon_->write_config(kConfigActual, bytes);
+  }
+  // Touches guest pages [pfn, pfn + count) so they are resident.
+  void touch(uint32_t pfn, uint32_t count) {
+    for (uint32_t i = 0; i < count; ++i) ram_[(pfn - kFirstPfn + i) * kPage] = 0xa5;
+  }
+  uint32_t resident(uint32_t pfn, uint32_t count) {
+    std::vector<unsigned char> vec(count);
+    EXPECT_EQ(mincore(ram_ + (pfn - kFirstPfn) * kPage, count * kPage, vec.data()), 0);
+    uint32_t n = 0;
+    for (unsigned char v : vec) n += v & 1;
+    return n;
+  }
+
+  uint8_t* ram_ = nullptr;
+  GuestMemory memory_;
+  std::shared_ptr<VirtioBalloon> balloon_;
+  std::shared_ptr<CountingInterrupt> interrupt_ = std::make_shared<CountingInterrupt>();
+};
+
+TEST_F(VirtioBalloonTest, IdentityAndFeatures) {
+  make({});
+  EXPECT_EQ(balloon_->device_type(), kDeviceIdBalloon);
+  EXPECT_EQ(balloon_->queue_max_sizes().size(), 2u);
+  const uint64_t plain = balloon_->device_features();
+  EXPECT_TRUE(has_feature(plain, kFeatureVersion1));
+  EXPECT_FALSE(has_feature(plain, kFeatureStatsVq));
+  EXPECT_FALSE(has_feature(plain, kFeatureMustTellHost));
+  EXPECT_FALSE(has_feature(plain, kFeatureFreePageHint));
+  EXPECT_EQ(balloon_->config_size(), kConfigSize);
+  ASSERT_TRUE(balloon_->queue_notify_fd(1));
+  EXPECT_FALSE(balloon_->queue_notify_fd(2));
+
+  make({.target_mib = 0, .deflate_on_oom = true, .stats_interval_s = 5, .free_page_reporting = true});
+  const uint64_t all = balloon_->device_features();
+  EXPECT_TRUE(has_feature(all, kFeatureStatsVq));
+  EXPECT_TRUE(has_feature(all, kFeatureDeflateOnOom));
+  EXPECT_TRUE(has_feature(all, kFeatureFreePageReporting));
+  EXPECT_EQ(balloon_->queue_max_sizes(), (std::vector<uint16_t>(4, VirtioBalloon::kQueueSize)));
+}
+
+TEST_F(VirtioBalloonTest, ConfigTargetAndActual) {
+  make({.target_mib = 2});
+  EXPECT_EQ(config_word(kConfigNumPages), 512u);
+  EXPECT_EQ(balloon_->target_pages(), 512u);
+  EXPECT_EQ(config_word(kConfigActual), 0u);
+  EXPECT_EQ(config_word(kConfigFreePageHintCmdId), 0u);
+
+  // The driver writes actual; the device's num_pages is read-only to it.
+  write_actual(300);
+  EXPECT_EQ(balloon_->actual_pages(), 300u);
+  EXPECT_EQ(config_word(kConfigActual), 300u);
+  uint8_t high_byte = 2;
+  balloon_->write_config(kConfigActual + 1, std::span(&high_byte, 1));  // byte-wise write
+  EXPECT_EQ(balloon_->actual_pages(), 300u % 256 + 2 * 256u);
+  uint8_t junk[4] = {0xff, 0xff, 0xff, 0xff};
+  balloon_->write_config(kConfigNumPages, junk);
+  EXPECT_EQ(balloon_->target_pages(), 512u);
+  balloon_->write_config(kConfigSize, junk);  // past the end: ignored
+  uint8_t beyond[4] = {9, 9, 9, 9};
+  balloon_->read_config(kConfigSize, beyond);
+  EXPECT_EQ(beyond[0], 0);
+
+  // The host's target: refused when it is not below RAM; before activation no interrupt.
+  EXPECT_TRUE(balloon_->set_target_pages(kRamPages - 1));
+  EXPECT_FALSE(balloon_->set_target_pages(kRamPages));
+  EXPECT_FALSE(balloon_->set_target_mib(1ull << 60));
+  EXPECT_EQ(balloon_->target_pages(), kRamPages - 1);
+  EXPECT_EQ(interrupt_->config_changes.load(), 0);
+
+  // After activation every change raises a configuration change notification.
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  ASSERT_TRUE(balloon_->set_target_mib(4));
+  EXPECT_EQ(config_word(kConfigNumPages), 1024u);
+  EXPECT_EQ(interrupt_->config_changes.load(), 1);
+  ASSERT_TRUE(balloon_->set_target_mib(4));  // unchanged: no interrupt
+  EXPECT_EQ(interrupt_->config_changes.load(), 1);
+
+  // Reset empties the driver's side; the host's target stays.
+  balloon_->reset();
+  EXPECT_EQ(balloon_->actual_pages(), 0u);
+  EXPECT_EQ(balloon_->target_pages(), 1024u);
+}
+
+TEST_F(VirtioBalloonTest, TargetAsLargeAsRamIsRefusedAtCreation) {
+  auto balloon = VirtioBalloon::create({.target_mib = kRamBytes >> 20}, memory_);
+  ASSERT_FALSE(balloon);
+  EXPECT_NE(balloon.error().message().find("target_mib"), std::string::npos) << balloon.error().message();
+}
+
+TEST_F(VirtioBalloonTest, InflateReleasesTouchedPages) {
+  make({});
+  constexpr uint32_t kCount = 256;  // 1 MiB past the fakes' RAM
+  const uint32_t first = kFirstPfn + 512;
+  touch(first, kCount);
+  ASSERT_EQ(resident(first, kCount), kCount);
+  std::vector<uint32_t> pfns;
+  for (uint32_t i = 0; i < kCount; ++i) pfns.push_back(first + kCount - 1 - i);  // Linux gives them in any order
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  auto bytes = pfn_bytes(pfns);
+  auto sent = inflate.chain().readable(bytes).add();
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  ASSERT_TRUE(wait_for_used(inflate, 1));
+  EXPECT_EQ(inflate.take_used()[0], (testing::FakeUsedElement{sent.head, 0}));
+  EXPECT_EQ(resident(first, kCount), 0u);
+  EXPECT_GE(interrupt_->used.load(), 1);
+  auto counters = balloon_->counters();
+  EXPECT_EQ(counters.inflate_buffers, 1u);
+  EXPECT_EQ(counters.reclaim.pages_discarded, kCount);
+  EXPECT_EQ(counters.reclaim.bytes_released, kCount * kPage);
+}
+
+TEST_F(VirtioBalloonTest, InflateDeflateInflate) {
+  make({});
+  const uint32_t first = kFirstPfn + 1024;
+  const uint32_t pfns[] = {first, first + 1, first + 2, first + 3};
+  touch(first, 4);
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+
+  auto bytes = pfn_bytes(pfns);
+  inflate.chain().readable(bytes).add();
+  balloon_->notify_queue(0);
+  ASSERT_TRUE(wait_for_used(inflate, 1));
+  EXPECT_EQ(resident(first, 4), 0u);
+
+  deflate.chain().readable(bytes).add();
+  balloon_->notify_queue(1);
+  ASSERT_TRUE(wait_for_used(deflate, 1));
+  touch(first, 4);  // the guest uses its pages again
+  EXPECT_EQ(resident(first, 4), 4u);
+  EXPECT_EQ(ram_[(first - kFirstPfn) * kPage], 0xa5);
+
+  inflate.chain().readable(bytes).add();
+  balloon_->notify_queue(0);
+  ASSERT_TRUE(wait_for_used(inflate, 2));
+  EXPECT_EQ(resident(first, 4), 0u);
+  auto counters = balloon_->counters();
+  EXPECT_EQ(counters.reclaim.pages_discarded, 8u);
+  EXPECT_EQ(counters.reclaim.pages_reused, 4u);
+  EXPECT_EQ(counters.deflate_buffers, 1u);
+}
+
+TEST_F(VirtioBalloonTest, PfnsOutsideRamAreIgnoredAndCounted) {
+  make({});
+  const uint32_t last = kFirstPfn + kRamPages - 1;
+  touch(last, 1);
+  touch(kFirstPfn, 1);
+  // Below RAM, the first page, the last page, just past RAM, the largest PFN, a duplicate.
+  const uint32_t pfns[] = {kFirstPfn - 1, kFirstPfn, last, last + 1, 0xffffffffu, last};
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  auto bytes = pfn_bytes(pfns);
+  bytes.push_back(0x12);  // a partial trailing entry is ignored
+  inflate.chain().readable(bytes).add();
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  ASSERT_TRUE(wait_for_used(inflate, 1));
+  EXPECT_EQ(resident(kFirstPfn, 1), 0u);
+  EXPECT_EQ(resident(last, 1), 0u);
+  auto counters = balloon_->counters();
+  EXPECT_EQ(counters.reclaim.pages_discarded, 2u);
+  EXPECT_EQ(counters.reclaim.out_of_range_pages, 3u);
+  EXPECT_EQ(counters.malformed_buffers, 1u);
+}
+
+TEST_F(VirtioBalloonTest, MalformedAndEmptyBuffersAreReturned) {
+  make({});
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  auto bad = inflate.chain().readable_at(0xfffffffffffff000ull, 64).add();  // outside RAM
+  auto empty = inflate.chain().writable(16).add();                           // no readable part
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  ASSERT_TRUE(wait_for_used(inflate, 2));
+  auto used = inflate.take_used();
+  EXPECT_EQ(used[0], (testing::FakeUsedElement{bad.head, 0}));
+  EXPECT_EQ(used[1], (testing::FakeUsedElement{empty.head, 0}));
+  EXPECT_EQ(balloon_->counters().malformed_buffers, 1u);
+  EXPECT_EQ(interrupt_->needs_reset.load(), 0);
+}
+
+TEST_F(VirtioBalloonTest, StatsAreParsedHeldAndRequestedAtTheInterval) {
+  make({.stats_interval_s = 1});
+  VirtqueueFake inflate, deflate, stats;
+  ResetAtExit stop(balloon_);
+  auto first = stat_bytes({{kStatFreeMemory, 1000}, {kStatTotalMemory, 4000}, {kStatSwapIn, 1}, {99, 7},
+                           {kStatHugetlbFailures, 3}});
+  auto posted = stats.chain().readable(first).add();
+  const uint64_t acked = kFakeDefaultFeatures | feature_mask(kFeatureStatsVq);
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue()}, interrupt_));
+  ASSERT_TRUE(wait_until([&] { return balloon_->latest_stats().has_value(); }));
+  auto latest = *balloon_->latest_stats();
+  EXPECT_EQ(latest.free_memory, 1000u);
+  EXPECT_EQ(latest.total_memory, 4000u);
+  EXPECT_EQ(latest.swap_in, 1u);
+  EXPECT_EQ(latest.hugetlb_failures, 3u);
+  EXPECT_FALSE(latest.available_memory.has_value());
+  ASSERT_EQ(latest.other.size(), 1u);
+  EXPECT_EQ(latest.other[0], (BalloonStats::Tagged{99, 7}));
+  EXPECT_EQ(latest.sequence, 1u);
+  EXPECT_NE(latest.received_at, std::chrono::system_clock::time_point{});
+  // The device holds the buffer until the interval has passed.
+  EXPECT_EQ(stats.used_idx(), 0u);
+  ASSERT_TRUE(wait_for_used(stats, 1));
+  EXPECT_EQ(stats.take_used()[0], (testing::FakeUsedElement{posted.head, 0}));
+
+  // The driver refills and posts it again.
+  auto second = stat_bytes({{kStatFreeMemory, 2000}});
+  stats.chain().readable(second).add();
+  balloon_->notify_queue(2);
+  ASSERT_TRUE(wait_until([&] { return balloon_->latest_stats()->sequence == 2; }));
+  EXPECT_EQ(balloon_->latest_stats()->free_memory, 2000u);
+  EXPECT_FALSE(balloon_->latest_stats()->total_memory.has_value());
+
+  // Reset returns the held buffer.
+  balloon_->reset();
+  EXPECT_EQ(stats.used_idx(), 2u);
+}
+
+TEST_F(VirtioBalloonTest, ShortStatsBufferIsRejectedButHeld) {
+  make({.stats_interval_s = 60});
+  VirtqueueFake inflate, deflate, stats;
+  ResetAtExit stop(balloon_);
+  auto good = stat_bytes({{kStatFreeMemory, 5}});
+  stats.chain().readable(good).add();
+  const uint64_t acked = kFakeDefaultFeatures | feature_mask(kFeatureStatsVq);
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue()}, interrupt_));
+  ASSERT_TRUE(wait_until([&] { return balloon_->counters().stats_received == 1; }));
+  const uint8_t short_buffer[7] = {4, 0, 1, 2, 3, 4, 5};
+  stats.chain().readable(short_buffer).add();
+  balloon_->notify_queue(2);
+  ASSERT_TRUE(wait_until([&] { return balloon_->counters().stats_rejected == 1; }));
+  // The earlier buffer went back (the driver replaced it); the new one is held; the last
+  // good statistics stay.
+  EXPECT_EQ(stats.used_idx(), 1u);
+  EXPECT_EQ(balloon_->latest_stats()->free_memory, 5u);
+}
+
+TEST_F(VirtioBalloonTest, ReportingQueueIndexFollowsAckedFeatures) {
+  // Offered: stats and reporting. The driver takes reporting only, so reporting_vq is
+  // queue 2 (§5.5.2: queues that do not exist take no index) and queue 3 is unused.
+  make({.stats_interval_s = 10, .free_page_reporting = true});
+  VirtqueueFake inflate, deflate, reporting;
+  VirtqueueFake unused(16, kFakeDefaultFeatures, 1 << 20, /*activate_now=*/false);
+  ResetAtExit stop(balloon_);
+  // A 64 KiB free range inside the fake's RAM, page aligned; its shadow in the balloon's
+  // RAM is touched so the test can see it released.
+  const uint64_t free_gpa = reporting.alloc(16 * kPage, kPage);
+  const auto free_pfn = static_cast<uint32_t>(free_gpa / kPage);
+  touch(free_pfn, 16);
+  auto sent = reporting.chain().writable_at(free_gpa, 16 * kPage).add();
+  const uint64_t acked = kFakeDefaultFeatures | feature_mask(kFeatureFreePageReporting);
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &reporting.queue(), &unused.queue()},
+                                 interrupt_));
+  ASSERT_TRUE(wait_for_used(reporting, 1));
+  EXPECT_EQ(reporting.take_used()[0], (testing::FakeUsedElement{sent.head, 0}));
+  EXPECT_EQ(resident(free_pfn, 16), 0u);
+  auto counters = balloon_->counters();
+  EXPECT_EQ(counters.report_buffers, 1u);
+  EXPECT_EQ(counters.reclaim.pages_reported_free, 16u);
+  EXPECT_FALSE(balloon_->latest_stats().has_value());
+}
+
+TEST_F(VirtioBalloonTest, ReportingQueueAfterStatsQueue) {
+  make({.stats_interval_s = 10, .free_page_reporting = true});
+  VirtqueueFake inflate, deflate, stats, reporting;
+  ResetAtExit stop(balloon_);
+  const uint64_t free_gpa = reporting.alloc(4 * kPage, kPage);
+  touch(static_cast<uint32_t>(free_gpa / kPage), 4);
+  reporting.chain().writable_at(free_gpa, 4 * kPage).add();
+  auto stat = stat_bytes({{kStatAvailableMemory, 77}});
+  stats.chain().readable(stat).add();
+  const uint64_t acked =
+      kFakeDefaultFeatures | feature_mask(kFeatureStatsVq) | feature_mask(kFeatureFreePageReporting);
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue(), &reporting.queue()},
+                                 interrupt_));
+  ASSERT_TRUE(wait_for_used(reporting, 1));
+  ASSERT_TRUE(wait_until([&] { return balloon_->latest_stats().has_value(); }));
+  EXPECT_EQ(balloon_->latest_stats()->available_memory, 77u);
+  EXPECT_EQ(resident(static_cast<uint32_t>(free_gpa / kPage), 4), 0u);
+}
+
+TEST_F(VirtioBalloonTest, WrongQueueCountIsRefusedAndResetStopsServing) {
+  make({});
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  EXPECT_FALSE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue()}, interrupt_));
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  balloon_->reset();
+  const uint32_t pfn[] = {kFirstPfn + 100};
+  auto bytes = pfn_bytes(pfn);
+  inflate.chain().readable(bytes).add();
+  balloon_->notify_queue(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(inflate.used_idx(), 0u) << "served after reset";
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  EXPECT_TRUE(wait_for_used(inflate, 1));
+}
+
+// ---- The stats parser on its own ----------------------------------------------------------------
+
+TEST(BalloonStatsParseTest, KnownAndUnknownTags) {
+  auto bytes = stat_bytes({{kStatSwapIn, 1}, {kStatSwapOut, 2}, {kStatMajorFaults, 3}, {kStatMinorFaults, 4},
+                           {kStatFreeMemory, 5}, {kStatTotalMemory, 6}, {kStatAvailableMemory, 7},
+                           {kStatDiskCaches, 8}, {kStatHugetlbAllocations, 9}, {kStatHugetlbFailures, 10},
+                           {10, 11}, {0xffff, 0xffffffffffffffffull}, {kStatFreeMemory, 50}});
+  auto stats = parse_balloon_stats(bytes);
+  ASSERT_TRUE(stats) << stats.error().message();
+  EXPECT_EQ(stats->swap_in, 1u);
+  EXPECT_EQ(stats->swap_out, 2u);
+  EXPECT_EQ(stats->major_faults, 3u);
+  EXPECT_EQ(stats->minor_faults, 4u);
+  EXPECT_EQ(stats->free_memory, 50u) << "a repeated tag keeps the last value";
+  EXPECT_EQ(stats->total_memory, 6u);
+  EXPECT_EQ(stats->available_memory, 7u);
+  EXPECT_EQ(stats->disk_caches, 8u);
+  EXPECT_EQ(stats->hugetlb_allocations, 9u);
+  EXPECT_EQ(stats->hugetlb_failures, 10u);
+  ASSERT_EQ(stats->other.size(), 2u);
+  EXPECT_EQ(stats->other[0], (BalloonStats::Tagged{10, 11}));
+  EXPECT_EQ(stats->other[1], (BalloonStats::Tagged{0xffff, 0xffffffffffffffffull}));
+}
+
+TEST(BalloonStatsParseTest, BadLengthsAreRefused) {
+  EXPECT_FALSE(parse_balloon_stats({}));
+  std::vector<uint8_t> nine(9), eleven(11), too_many(kStatEntrySize * (kMaxStatsEntries + 1));
+  EXPECT_FALSE(parse_balloon_stats(nine));
+  EXPECT_FALSE(parse_balloon_stats(eleven));
+  EXPECT_FALSE(parse_balloon_stats(too_many));
+  std::vector<uint8_t> most(kStatEntrySize * kMaxStatsEntries);
+  auto parsed = parse_balloon_stats(most);
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->swap_in, 0u);  // every entry is tag 0 = 0
+}
+
+}  // namespace
+}  // namespace skiff::virtio::balloon
