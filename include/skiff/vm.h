@@ -14,7 +14,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <optional>
 #include <span>
 #include <vector>
@@ -38,6 +40,28 @@ struct VmTimings {
   std::optional<std::chrono::steady_clock::time_point> started;
   std::optional<std::chrono::steady_clock::time_point> first_console_output;
   std::optional<std::chrono::steady_clock::time_point> stopped;
+};
+
+// The memory balloon as the host sees it (Vm::balloon()). Pages are 4 KiB, the balloon's unit.
+struct BalloonStatus {
+  uint64_t target_pages = 0;  // what the host asked the guest to hold in its balloon
+  uint64_t actual_pages = 0;  // what the guest driver says it holds now
+  uint64_t target_mib() const { return target_pages / 256; }
+  uint64_t actual_mib() const { return actual_pages / 256; }
+  // Memory handed back to the host since the VM started (inflated and reported pages), and
+  // on hugetlb-backed VMs the huge pages returned to the pool and those the guest gave back
+  // only in part (these stay resident: docs/devices.md "virtio-balloon").
+  uint64_t bytes_released = 0;
+  uint64_t huge_pages_released = 0;
+  uint64_t partial_huge_pages = 0;
+  uint64_t out_of_range_pages = 0;  // page numbers from the guest outside its RAM, ignored
+  // The guest's latest memory statistics by name (swap_in, swap_out, major_faults,
+  // minor_faults, free_memory, total_memory, available_memory, disk_caches,
+  // hugetlb_allocations, hugetlb_failures; tags this build does not know as "tag_<n>").
+  // Memory figures are bytes. Empty until the first set arrives (spec stats_interval_s).
+  std::map<std::string, uint64_t> guest_stats;
+  std::optional<std::chrono::system_clock::time_point> stats_received_at;
+  uint64_t stats_sets = 0;  // statistics sets received so far
 };
 
 class Vm {
@@ -65,6 +89,13 @@ class Vm {
   VmTimings timings() const;
   // Guest RAM actually mapped, in bytes.
   uint64_t guest_memory_bytes() const;
+
+  // Balloon (spec "balloon"): asks the guest to hold `mib` MiB in its balloon. Fails when the
+  // VM has no balloon or the target is not below the guest's RAM. The driver is told at
+  // once when it runs, or reads the target when it starts.
+  Result<void> set_balloon_target_mib(uint64_t mib);
+  // nullopt when the VM has no balloon.
+  std::optional<BalloonStatus> balloon() const;
 
   class Impl;
 

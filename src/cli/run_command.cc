@@ -57,6 +57,17 @@ Result<VmSpec> build_spec(const RunOptions& options) {
     if (!mib) return std::unexpected(mib.error().with_context("--memory"));
     spec.machine.memory_mib = *mib;
   }
+  if (options.balloon_target) {
+    // "0" is a valid target (an empty balloon); parse_memory_size refuses 0 on purpose.
+    uint64_t mib = 0;
+    if (*options.balloon_target != "0") {
+      auto parsed = skiff::config::parse_memory_size(*options.balloon_target);
+      if (!parsed) return std::unexpected(parsed.error().with_context("--balloon-target"));
+      mib = *parsed;
+    }
+    if (!spec.balloon) spec.balloon = BalloonSpec{};
+    spec.balloon->target_mib = mib;  // validated against machine.memory_mib with the spec
+  }
   if (options.test_mode) {
     // `skiff test`: the console goes to stdout (and --console-log), nothing is read.
     spec.serial.mode = SerialMode::kStdout;
@@ -265,6 +276,9 @@ void add_run_options(CLI::App& command, RunOptions& options) {
   command.add_option("--cmdline", options.cmdline, "kernel command line, overrides boot.cmdline");
   command.add_option("--vcpus", options.vcpus, "number of vCPUs, overrides machine.vcpus");
   command.add_option("--memory", options.memory, "guest RAM, e.g. 512M or 2G, overrides machine.memory_mib");
+  command.add_option("--balloon-target", options.balloon_target,
+                     "initial balloon target, e.g. 256M (MiB when no unit), overrides balloon.target_mib; adds a "
+                     "balloon when the spec has none");
   command
       .add_option("--timeout", options.timeout_seconds,
                   options.test_mode

@@ -23,6 +23,8 @@ struct RunOptions {
   std::optional<std::string> cmdline;
   std::optional<uint32_t> vcpus;
   std::optional<std::string> memory;
+  // Initial balloon target; attaches a balloon when the spec has none.
+  std::optional<std::string> balloon_target;
 
   // Seconds until the VM is stopped with kExitTimeout; 0 or unset: no limit.
   std::optional<double> timeout_seconds;

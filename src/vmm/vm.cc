@@ -45,6 +45,7 @@
 #include "vcpu/vcpu_runner.h"
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
+#include "virtio/balloon/virtio_balloon.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
 #include "virtio/transport/pci_transport.h"
@@ -140,6 +141,8 @@ class Vm::Impl {
     return timings_;
   }
   uint64_t guest_memory_bytes() const { return memory_.total_size(); }
+  Result<void> set_balloon_target_mib(uint64_t mib);
+  std::optional<BalloonStatus> balloon() const;
 
  private:
   Result<void> setup_memory();
@@ -185,6 +188,7 @@ class Vm::Impl {
   std::vector<std::shared_ptr<virtio::VirtioPciTransport>> virtio_pci_;
   std::vector<std::shared_ptr<virtio::VirtioBlk>> disks_;
   std::vector<std::shared_ptr<virtio::net::VirtioNet>> nets_;
+  std::shared_ptr<virtio::balloon::VirtioBalloon> balloon_;
   bool disks_flushed_ = false;  // guarded by mutex_
   x86::AcpiPlatform acpi_platform_;
   std::shared_ptr<pci::PciRoot> pci_root_;
@@ -428,9 +432,6 @@ Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> devi
 }
 
 Result<void> Vm::Impl::setup_virtio_devices() {
-  // Parsed and validated, but not attached by this build yet: refuse rather than boot a
-  // guest without the balloon its spec names.
-  if (spec_.balloon) return config_error("/balloon: the virtio-balloon device is not attached by this build of skiff yet");
   if (spec_.rng) {
     auto rng = virtio::VirtioRng::create("rng0");
     if (!rng) return std::unexpected(rng.error());
@@ -456,7 +457,38 @@ Result<void> Vm::Impl::setup_virtio_devices() {
     if (!added) return added;
     nets_.push_back(std::move(*net));
   }
+  if (spec_.balloon) {
+    auto balloon = virtio::balloon::VirtioBalloon::create(*spec_.balloon, memory_);
+    if (!balloon) return std::unexpected(balloon.error().with_context("/balloon"));
+    auto added = spec_.balloon->transport == VirtioTransport::kMmio ? add_virtio_mmio(*balloon, "virtio-balloon")
+                                                                    : add_virtio_pci(*balloon, "virtio-balloon");
+    if (!added) return added;
+    balloon_ = std::move(*balloon);
+  }
   return {};
+}
+
+Result<void> Vm::Impl::set_balloon_target_mib(uint64_t mib) {
+  if (!balloon_) return config_error("this VM has no balloon: add \"balloon\": {} to its spec");
+  return balloon_->set_target_mib(mib);
+}
+
+std::optional<BalloonStatus> Vm::Impl::balloon() const {
+  if (!balloon_) return std::nullopt;
+  BalloonStatus status;
+  status.target_pages = balloon_->target_pages();
+  status.actual_pages = balloon_->actual_pages();
+  const virtio::balloon::BalloonCounters counters = balloon_->counters();
+  status.bytes_released = counters.reclaim.bytes_released;
+  status.huge_pages_released = counters.reclaim.huge_pages_released;
+  status.partial_huge_pages = counters.reclaim.partial_huge_pages;
+  status.out_of_range_pages = counters.reclaim.out_of_range_pages;
+  if (auto stats = balloon_->latest_stats()) {
+    status.guest_stats = virtio::balloon::named_stats(*stats);
+    status.stats_received_at = stats->received_at;
+    status.stats_sets = stats->sequence;
+  }
+  return status;
 }
 
 std::string Vm::Impl::kernel_cmdline() const {
@@ -667,5 +699,7 @@ void Vm::request_stop(VmExit reason) { impl_->request_stop(std::move(reason)); }
 const VmSpec& Vm::spec() const { return impl_->spec(); }
 VmTimings Vm::timings() const { return impl_->timings(); }
 uint64_t Vm::guest_memory_bytes() const { return impl_->guest_memory_bytes(); }
+Result<void> Vm::set_balloon_target_mib(uint64_t mib) { return impl_->set_balloon_target_mib(mib); }
+std::optional<BalloonStatus> Vm::balloon() const { return impl_->balloon(); }
 
 }  // namespace skiff

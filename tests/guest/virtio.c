@@ -12,6 +12,7 @@
 //
 // The requestq and its request round (virtq_*) are shared with virtio_pci.c.
 #include "guest.h"
+#include "virtio_dev.h"
 
 // ---- virtio-mmio registers (§4.2.2, "MMIO Device Register Layout"): 32-bit accesses only
 enum {
@@ -44,6 +45,7 @@ enum {
   kMmioMagic = 0x74726976,  // "virt"
   kMmioVersionModern = 2,
   kDeviceIdNet = 1,      // §5.1, driven by virtio_net.c
+  kDeviceIdBalloon = 5,  // §5.5, driven by balloon.c
   kDeviceIdBlock = 2,    // §5.2, driven by virtio_blk.c
   kDeviceIdEntropy = 4,  // §5.4
   // §2.1 device status bits
@@ -460,6 +462,7 @@ static void probe_device(const MmioDevice* device, u32 poll_limit) {
   if (id == kDeviceIdEntropy) drive_entropy_device(base, poll_limit);
   if (id == kDeviceIdBlock) virtio_blk_mmio_drive(base, poll_limit);
   if (id == kDeviceIdNet) virtio_net_mmio_drive(base, poll_limit);
+  if (id == kDeviceIdBalloon) balloon_mmio_drive(base, poll_limit);
 }
 
 u32 virtio_mmio_report(const char* cmdline) {
@@ -492,6 +495,7 @@ u32 virtio_mmio_report(const char* cmdline) {
   }
   virtio_blk_configure(cmdline);
   virtio_net_configure(cmdline);
+  balloon_configure(cmdline);
   for (u32 i = 0; i < count; ++i) probe_device(&devices[i], (u32)poll_limit);
   return (u32)poll_limit;
 }

@@ -20,6 +20,7 @@
 // where this guest has no page tables. Such a BAR is moved to kBarRelocation, inside the
 // 32-bit PCI window, before memory decoding is turned on.
 #include "guest.h"
+#include "virtio_dev.h"
 
 enum {
   // ---- configuration mechanism #1
@@ -62,6 +63,7 @@ enum {
   kVirtioRngDeviceId = 0x1044,  // 0x1040 + device type 4 (§4.1.2.1)
   kVirtioBlkDeviceId = 0x1042,  // 0x1040 + device type 2
   kVirtioNetDeviceId = 0x1041,  // 0x1040 + device type 1
+  kVirtioBalloonDeviceId = 0x1045,  // 0x1040 + device type 5
   kCapCommon = 1,
   kCapNotify = 2,
   kCapIsr = 3,
@@ -689,6 +691,7 @@ void virtio_pci_report(u32 poll_limit) {
   int rng_slot = -1;
   int blk_slot = -1;
   int net_slot = -1;
+  int balloon_slot = -1;
   for (u32 slot = 0; slot < kSlots; ++slot) {
     u32 ids = pci_config_read32(slot, kCfgVendorDevice);
     u32 vendor = ids & 0xffff;
@@ -710,6 +713,7 @@ void virtio_pci_report(u32 poll_limit) {
     if (rng_slot < 0 && vendor == kVirtioVendorId && device == kVirtioRngDeviceId) rng_slot = (int)slot;
     if (blk_slot < 0 && vendor == kVirtioVendorId && device == kVirtioBlkDeviceId) blk_slot = (int)slot;
     if (net_slot < 0 && vendor == kVirtioVendorId && device == kVirtioNetDeviceId) net_slot = (int)slot;
+    if (balloon_slot < 0 && vendor == kVirtioVendorId && device == kVirtioBalloonDeviceId) balloon_slot = (int)slot;
   }
   line_begin();
   put_str("pci-devices=");
@@ -718,4 +722,5 @@ void virtio_pci_report(u32 poll_limit) {
   if (rng_slot >= 0) drive_rng((u32)rng_slot, poll_limit);
   if (blk_slot >= 0) virtio_blk_pci_drive((u32)blk_slot, poll_limit);  // only with skiff.blk=
   if (net_slot >= 0) virtio_net_pci_drive((u32)net_slot, poll_limit);  // only with skiff.net=
+  if (balloon_slot >= 0) balloon_pci_drive((u32)balloon_slot, poll_limit);  // only with skiff.balloon=
 }

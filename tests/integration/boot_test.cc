@@ -151,27 +151,6 @@ TEST_F(GuestBoot, MemoryAboveTheHole) {
   EXPECT_EQ(e820[4], (E820Line{4ull << 30, 512ull << 20, 1}));
 }
 
-// Reserves 2 MiB hugepages for the test and gives the pool back afterwards.
-class HugepageReservation {
- public:
-  explicit HugepageReservation(uint64_t pages) {
-    auto pool = read_hugepage_pool(2 << 20);
-    if (!pool) return;
-    original_ = pool->total;
-    std::ofstream("/proc/sys/vm/nr_hugepages") << (pool->total + pages);
-    auto after = read_hugepage_pool(2 << 20);
-    ok_ = after && after->available() >= pages;
-  }
-  ~HugepageReservation() {
-    if (original_) std::ofstream("/proc/sys/vm/nr_hugepages") << *original_;
-  }
-  bool ok() const { return ok_; }
-
- private:
-  std::optional<uint64_t> original_;
-  bool ok_ = false;
-};
-
 TEST_F(GuestBoot, TwoMegabyteHugepagesBackGuestMemory) {
   if (geteuid() != 0) GTEST_SKIP() << "reserving hugepages needs root (/proc/sys/vm/nr_hugepages)";
   HugepageReservation reservation(32);

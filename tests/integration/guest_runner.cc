@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "memory/guest_memory.h"
 #include "skiff/vm.h"
 
 extern char** environ;
@@ -101,6 +103,106 @@ GuestRun run_guest(const VmSpec& spec, std::chrono::seconds timeout) {
   std::lock_guard lock(*console_mutex);
   run.report = parse_report(*console);
   return run;
+}
+
+std::map<std::string, std::string> report_fields(const std::string& line) {
+  std::map<std::string, std::string> out;
+  std::istringstream words(line);
+  std::string word;
+  while (words >> word) {
+    auto eq = word.find('=');
+    if (eq != std::string::npos) out[word.substr(0, eq)] = word.substr(eq + 1);
+  }
+  return out;
+}
+
+uint64_t field_u64(const std::map<std::string, std::string>& fields, const std::string& key) {
+  auto it = fields.find(key);
+  if (it == fields.end()) return 0;
+  return std::strtoull(it->second.c_str(), nullptr, 0);
+}
+
+LiveGuest::LiveGuest(const VmSpec& spec) {
+  VmOptions options;
+  options.console_output = [this](std::span<const uint8_t> bytes) { on_output(bytes); };
+  auto vm = Vm::create(spec, options);
+  if (!vm) {
+    error_ = vm.error().message();
+    return;
+  }
+  vm_ = std::move(*vm);
+  if (auto started = vm_->start(); !started) error_ = started.error().message();
+}
+
+LiveGuest::~LiveGuest() {
+  if (vm_) stop();
+}
+
+void LiveGuest::on_output(std::span<const uint8_t> bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    console_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
+  changed_.notify_all();
+}
+
+std::optional<std::string> LiveGuest::next_line(const std::string& prefix, std::chrono::milliseconds timeout) {
+  const std::string marker = "SKIFF-GUEST ";
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    // Whole lines only: a line still being printed is looked at once it is complete.
+    size_t end;
+    while ((end = console_.find('\n', consumed_)) != std::string::npos) {
+      std::string line = console_.substr(consumed_, end - consumed_);
+      consumed_ = end + 1;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      auto at = line.find(marker);
+      if (at == std::string::npos) continue;
+      line = line.substr(at + marker.size());
+      if (line.starts_with(prefix)) return line;
+    }
+    if (exit_) return std::nullopt;  // stopped before this scan: nothing more will come
+    if (vm_) {
+      lock.unlock();
+      auto exit = vm_->wait_for(std::chrono::milliseconds(0));
+      lock.lock();
+      if (exit) {
+        exit_ = exit;
+        continue;  // one more scan for what the guest printed last
+      }
+    }
+    if (changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(100))) ==
+            std::cv_status::timeout &&
+        std::chrono::steady_clock::now() >= deadline) {
+      return std::nullopt;
+    }
+  }
+}
+
+std::string LiveGuest::console() const {
+  std::lock_guard lock(mutex_);
+  return console_;
+}
+
+std::optional<VmExit> LiveGuest::wait(std::chrono::milliseconds timeout) { return vm_->wait_for(timeout); }
+
+VmExit LiveGuest::stop() {
+  vm_->request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "stopped by the test"});
+  return vm_->wait();
+}
+
+HugepageReservation::HugepageReservation(uint64_t pages) {
+  auto pool = read_hugepage_pool(2 << 20);
+  if (!pool) return;
+  original_ = pool->total;
+  std::ofstream("/proc/sys/vm/nr_hugepages") << (pool->total + pages);
+  auto after = read_hugepage_pool(2 << 20);
+  ok_ = after && after->available() >= pages;
+}
+
+HugepageReservation::~HugepageReservation() {
+  if (original_) std::ofstream("/proc/sys/vm/nr_hugepages") << *original_;
 }
 
 namespace {

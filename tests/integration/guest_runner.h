@@ -4,14 +4,19 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "skiff/exit.h"
 #include "skiff/spec.h"
+#include "skiff/vm.h"
 
 namespace skiff::test {
 
@@ -28,6 +33,10 @@ struct GuestReport {
 
 GuestReport parse_report(const std::string& console);
 
+// The `key=value` words of one report line ("virtio-balloon inflated=2048 actual=2048").
+std::map<std::string, std::string> report_fields(const std::string& line);
+uint64_t field_u64(const std::map<std::string, std::string>& fields, const std::string& key);
+
 struct GuestRun {
   VmExit exit;
   GuestReport report;
@@ -40,6 +49,51 @@ VmSpec guest_spec(const std::string& kernel, const std::string& cmdline, uint32_
 
 // Boots through the library, capturing the console; stops the VM after `timeout`.
 GuestRun run_guest(const VmSpec& spec, std::chrono::seconds timeout = std::chrono::seconds(120));
+
+// A guest running through the library while the test talks to it: the test waits for
+// report lines as they arrive and acts on the Vm in between (balloon target, pause, ...).
+class LiveGuest {
+ public:
+  // Creates and starts the VM; check error() before anything else.
+  explicit LiveGuest(const VmSpec& spec);
+  ~LiveGuest();  // stops the VM if it still runs
+
+  const std::optional<std::string>& error() const { return error_; }
+  Vm& vm() { return *vm_; }
+  // Waits for the next SKIFF-GUEST line (after those already returned) that starts with
+  // `prefix`; returns it without the "SKIFF-GUEST " prefix, or nullopt after `timeout` or when
+  // the VM stopped first. Lines passed over on the way are not returned again.
+  std::optional<std::string> next_line(const std::string& prefix,
+                                       std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  std::string console() const;
+  // Waits for the VM to stop on its own; nullopt (the VM still running) after `timeout`.
+  std::optional<VmExit> wait(std::chrono::milliseconds timeout = std::chrono::seconds(60));
+  // Stops the VM (if still running) and returns how it ended.
+  VmExit stop();
+
+ private:
+  void on_output(std::span<const uint8_t> bytes);
+
+  std::optional<std::string> error_;
+  std::unique_ptr<Vm> vm_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string console_;
+  size_t consumed_ = 0;  // bytes of console_ whose lines next_line() has looked at
+  std::optional<VmExit> exit_;
+};
+
+// Reserves `pages` more 2 MiB hugepages for the test and gives the pool back afterwards.
+class HugepageReservation {
+ public:
+  explicit HugepageReservation(uint64_t pages);
+  ~HugepageReservation();
+  bool ok() const { return ok_; }
+
+ private:
+  std::optional<uint64_t> original_;
+  bool ok_ = false;
+};
 
 // Runs the skiff binary with arguments; captures stdout and stderr.
 struct CliRun {

@@ -48,4 +48,25 @@ Result<BalloonStats> parse_balloon_stats(std::span<const uint8_t> buffer) {
   return stats;
 }
 
+std::map<std::string, uint64_t> named_stats(const BalloonStats& stats) {
+  std::map<std::string, uint64_t> named;
+  const std::pair<const char*, const std::optional<uint64_t>*> known[] = {
+      {"swap_in", &stats.swap_in},
+      {"swap_out", &stats.swap_out},
+      {"major_faults", &stats.major_faults},
+      {"minor_faults", &stats.minor_faults},
+      {"free_memory", &stats.free_memory},
+      {"total_memory", &stats.total_memory},
+      {"available_memory", &stats.available_memory},
+      {"disk_caches", &stats.disk_caches},
+      {"hugetlb_allocations", &stats.hugetlb_allocations},
+      {"hugetlb_failures", &stats.hugetlb_failures},
+  };
+  for (const auto& [name, value] : known) {
+    if (*value) named.emplace(name, **value);
+  }
+  for (const auto& tagged : stats.other) named.insert_or_assign(fmt::format("tag_{}", tagged.tag), tagged.value);
+  return named;
+}
+
 }  // namespace skiff::virtio::balloon

@@ -7,8 +7,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "skiff/error.h"
@@ -47,5 +49,10 @@ inline constexpr uint32_t kMaxStatsEntries = 64;
 // Parses a stats buffer: a whole number of 10-byte entries, at least one and at most
 // kMaxStatsEntries. Anything else is a guest error naming the length.
 Result<BalloonStats> parse_balloon_stats(std::span<const uint8_t> buffer);
+
+// The reported values by name, for the library and the API: the names Linux uses in
+// /proc/vmstat style (swap_in, ..., hugetlb_failures) and "tag_<n>" for tags this build
+// does not name. Values the driver did not report are left out.
+std::map<std::string, uint64_t> named_stats(const BalloonStats& stats);
 
 }  // namespace skiff::virtio::balloon

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <thread>
 #include <vector>
 
@@ -439,6 +440,14 @@ TEST(BalloonStatsParseTest, KnownAndUnknownTags) {
   ASSERT_EQ(stats->other.size(), 2u);
   EXPECT_EQ(stats->other[0], (BalloonStats::Tagged{10, 11}));
   EXPECT_EQ(stats->other[1], (BalloonStats::Tagged{0xffff, 0xffffffffffffffffull}));
+}
+
+TEST(BalloonStatsParseTest, NamedStatsLeaveOutUnreportedValues) {
+  auto stats = parse_balloon_stats(stat_bytes({{kStatFreeMemory, 4096}, {kStatHugetlbFailures, 2}, {42, 7}}));
+  ASSERT_TRUE(stats) << stats.error().message();
+  const std::map<std::string, uint64_t> expected = {{"free_memory", 4096}, {"hugetlb_failures", 2}, {"tag_42", 7}};
+  EXPECT_EQ(named_stats(*stats), expected);
+  EXPECT_TRUE(named_stats(BalloonStats{}).empty());
 }
 
 TEST(BalloonStatsParseTest, BadLengthsAreRefused) {
