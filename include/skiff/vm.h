@@ -85,6 +85,19 @@ class Vm {
   // Asks the VM to stop with the given reason; returns at once. The first request wins.
   void request_stop(VmExit reason);
 
+  // Stops every vCPU outside the guest; when pause() returns the guest makes no progress
+  // (devices finish requests already submitted). Pausing a paused VM does nothing; a VM
+  // that was not started or has stopped is an error.
+  Result<void> pause();
+  Result<void> resume();
+  bool paused() const;
+  // Asks the guest to shut down and returns at once: presses the ACPI power button, then,
+  // when the guest leaves the button unanswered for a second (no ACPI events), sends
+  // Ctrl-Alt-Del through the keyboard controller. A guest still running after `timeout` is
+  // stopped (kStopRequested, kExitStopped). A paused VM is resumed first. Asking again while
+  // a shutdown is under way does nothing.
+  Result<void> shutdown(std::chrono::milliseconds timeout);
+
   const VmSpec& spec() const;
   VmTimings timings() const;
   // Guest RAM actually mapped, in bytes.

@@ -76,8 +76,10 @@ Result<VmSpec> build_spec(const RunOptions& options) {
   return spec;  // Vm::create validates it, files included
 }
 
-// SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken by one waiting thread,
-// which asks the VM to stop; the vCPU threads never see them.
+// SIGINT/SIGTERM/SIGHUP are blocked in every thread and taken by one waiting thread; the
+// vCPU threads never see them. The first asks the guest to shut down (Vm::shutdown, a hard
+// stop after `shutdown_timeout`), a second one stops the VM at once. With a zero timeout
+// the first signal stops it at once.
 class SignalWatcher {
  public:
   SignalWatcher() {
@@ -88,12 +90,19 @@ class SignalWatcher {
     sigaddset(&signals_, SIGUSR2);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
   }
-  void watch(Vm& vm) {
-    thread_ = std::thread([this, &vm] {
+  void watch(Vm& vm, std::chrono::milliseconds shutdown_timeout) {
+    thread_ = std::thread([this, &vm, shutdown_timeout] {
       pthread_setname_np(pthread_self(), "skiff-signals");
       int signal = 0;
+      bool asked = false;
       while (sigwait(&signals_, &signal) == 0) {
         if (signal == SIGUSR2) return;  // our own wake-up at exit
+        if (!asked && shutdown_timeout.count() > 0) {
+          asked = true;
+          spdlog::warn("signal {}: asking the guest to shut down, stopping it in {:g} s (signal again to stop now)",
+                       strsignal(signal), shutdown_timeout.count() / 1000.0);
+          if (auto r = vm.shutdown(shutdown_timeout); r) continue;
+        }
         vm.request_stop(VmExit{StopReason::kStopRequested, kExitStopped,
                                fmt::format("stopped by signal {}", strsignal(signal))});
       }
@@ -313,6 +322,12 @@ void add_run_options(CLI::App& command, RunOptions& options) {
                               "(repeatable)",
                               kExitConsoleFailure))
       ->allow_extra_args(false);
+  command
+      .add_option("--shutdown-timeout", options.shutdown_timeout_seconds,
+                  fmt::format("on SIGTERM/SIGINT/SIGHUP, seconds the guest gets to shut down (ACPI power button, then "
+                              "Ctrl-Alt-Del) before it is stopped with exit code {}; 0: stop at once (default {:g})",
+                              kExitStopped, kDefaultShutdownTimeoutSeconds))
+      ->check(CLI::Range(0.0, 3600.0));
   command.add_option("--console-log", options.console_log, "also write the guest console to this file");
   command.add_option("--result-json", options.result_json,
                      "write the verdict, exit code, timings and last console lines to this file as JSON");
@@ -372,7 +387,7 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
   auto vm = Vm::create(*spec, std::move(vm_options));
   if (!vm) return fail_before_run(options, vm.error(), process_start);
   if (console) console->vm.store(vm->get(), std::memory_order_release);
-  signals.watch(**vm);
+  signals.watch(**vm, std::chrono::milliseconds(static_cast<int64_t>(options.shutdown_timeout_seconds * 1000)));
   if (auto started = (*vm)->start(); !started) return fail_before_run(options, started.error(), process_start);
 
   VmExit exit;

@@ -16,6 +16,9 @@ class App;
 
 namespace skiff::cli {
 
+// How long the first SIGTERM/SIGINT/SIGHUP gives the guest to shut down.
+inline constexpr double kDefaultShutdownTimeoutSeconds = 10;
+
 struct RunOptions {
   std::string spec_path;
   std::optional<std::string> kernel;
@@ -31,6 +34,8 @@ struct RunOptions {
   std::vector<std::string> expect;   // every one must match a console line for a pass
   std::vector<std::string> fail_on;  // the first console line matching one fails the run
   std::optional<std::string> console_log;
+  // SIGTERM/SIGINT/SIGHUP: seconds for a graceful shutdown before the hard stop; 0 = none.
+  double shutdown_timeout_seconds = kDefaultShutdownTimeoutSeconds;
   std::optional<std::string> result_json;
 
   // `skiff test`: console to stdout, no console input, a default time limit.

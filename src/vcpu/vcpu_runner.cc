@@ -70,13 +70,60 @@ void VcpuRunner::start() {
 }
 
 void VcpuRunner::stop() {
-  stopping_.store(true, std::memory_order_release);
-  // immediate_exit makes a KVM_RUN that has not started yet return at once; the signal
-  // interrupts one already running.
-  vcpu_.run_page()->immediate_exit = 1;
+  {
+    std::lock_guard lock(pause_mutex_);
+    stopping_.store(true, std::memory_order_release);
+    // immediate_exit makes a KVM_RUN that has not started yet return at once; the signal
+    // interrupts one already running.
+    vcpu_.run_page()->immediate_exit = 1;
+  }
+  pause_changed_.notify_all();  // a paused thread ends
   if (thread_started_.load(std::memory_order_acquire) && thread_.joinable()) {
     pthread_kill(native_handle_, kick_signal());
   }
+}
+
+void VcpuRunner::pause() {
+  {
+    std::lock_guard lock(pause_mutex_);
+    if (pause_requested_) return;
+    pause_requested_ = true;
+    pause_pending_.store(true, std::memory_order_release);
+    vcpu_.run_page()->immediate_exit = 1;
+  }
+  if (thread_started_.load(std::memory_order_acquire) && thread_.joinable()) {
+    pthread_kill(native_handle_, kick_signal());
+  }
+}
+
+bool VcpuRunner::wait_paused(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(pause_mutex_);
+  // A thread that never started (or ended) runs no guest code: that counts as paused.
+  if (!thread_started_.load(std::memory_order_acquire)) return pause_requested_;
+  return pause_changed_.wait_for(lock, timeout, [this] { return paused_ || ended_ || !pause_requested_; }) &&
+         (paused_ || ended_);
+}
+
+void VcpuRunner::resume() {
+  {
+    std::lock_guard lock(pause_mutex_);
+    pause_requested_ = false;
+    pause_pending_.store(false, std::memory_order_release);
+  }
+  pause_changed_.notify_all();
+}
+
+void VcpuRunner::pause_point() {
+  std::unique_lock lock(pause_mutex_);
+  if (!pause_requested_) return;
+  paused_ = true;
+  pause_changed_.notify_all();
+  pause_changed_.wait(lock, [this] { return !pause_requested_ || stopping_.load(std::memory_order_acquire); });
+  paused_ = false;
+  // Under the lock: a pause() or stop() that comes later sets immediate_exit again, so its
+  // kick cannot be lost between here and the next KVM_RUN.
+  if (!stopping_.load(std::memory_order_acquire)) vcpu_.run_page()->immediate_exit = 0;
+  pause_changed_.notify_all();
 }
 
 void VcpuRunner::join() {
@@ -108,7 +155,22 @@ void VcpuRunner::thread_main() {
     }
   }
 
+  struct EndMark {  // wakes wait_paused() callers however the thread ends
+    VcpuRunner& runner;
+    ~EndMark() {
+      {
+        std::lock_guard lock(runner.pause_mutex_);
+        runner.ended_ = true;
+      }
+      runner.pause_changed_.notify_all();
+    }
+  } end_mark{*this};
+
   while (!stopping_.load(std::memory_order_acquire)) {
+    if (pause_pending_.load(std::memory_order_acquire)) {
+      pause_point();
+      continue;  // the loop condition sees a stop that came while paused
+    }
     auto ran = vcpu_.run();
     if (!ran) {
       stop_(VmExit{StopReason::kVmmError, kExitVmm, ran.error().message()});

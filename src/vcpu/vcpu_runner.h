@@ -2,13 +2,19 @@
 // One thread per vCPU ("skiff-vcpuN") running KVM_RUN and dispatching exits to the port-I/O
 // and MMIO buses. Stopping: stop() sets a flag, sets kvm_run.immediate_exit and sends the
 // kick signal, so a vCPU in or about to enter KVM_RUN returns to user space promptly.
+// Pausing uses the same kick; the thread then waits outside KVM_RUN until resumed (or
+// stopped). Any exit being handled completes first, so a paused vCPU is never in the
+// middle of an instruction the VMM is emulating.
 #pragma once
 
 #include <pthread.h>
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -45,6 +51,11 @@ class VcpuRunner {
   // Asks the thread to leave KVM_RUN and end; returns at once.
   void stop();
   void join();
+  // Asks the thread to leave KVM_RUN and wait; returns at once. wait_paused() waits until
+  // it does (true), or the thread ended, or `timeout` passed (false).
+  void pause();
+  bool wait_paused(std::chrono::milliseconds timeout);
+  void resume();
 
   uint32_t id() const { return vcpu_.id(); }
   const KvmVcpu& vcpu() const { return vcpu_; }
@@ -60,6 +71,9 @@ class VcpuRunner {
   void handle_io();
   void handle_mmio();
   void report_crash(const std::string& what);
+  // Between exits: waits while a pause is requested. Returns with immediate_exit cleared
+  // unless a stop or another pause is pending.
+  void pause_point();
 
   KvmVcpu vcpu_;
   const Bus& pio_bus_;
@@ -71,6 +85,13 @@ class VcpuRunner {
   std::atomic<bool> thread_started_{false};
   pthread_t native_handle_{};
   VcpuExitCounters counters_;
+
+  std::mutex pause_mutex_;  // guards the pause state and immediate_exit against a lost kick
+  std::condition_variable pause_changed_;
+  bool pause_requested_ = false;
+  bool paused_ = false;
+  bool ended_ = false;
+  std::atomic<bool> pause_pending_{false};  // pause_requested_, readable without the lock
 };
 
 }  // namespace skiff

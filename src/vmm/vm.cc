@@ -15,6 +15,7 @@
 #include <array>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -122,6 +123,7 @@ class Vm::Impl {
   }
 
   ~Impl() {
+    request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "the Vm object was destroyed"});
     stop_all_runners();
     join_all();
     // Device threads stop before guest memory is unmapped.
@@ -143,8 +145,18 @@ class Vm::Impl {
   uint64_t guest_memory_bytes() const { return memory_.total_size(); }
   Result<void> set_balloon_target_mib(uint64_t mib);
   std::optional<BalloonStatus> balloon() const;
+  Result<void> pause();
+  Result<void> resume();
+  Result<void> shutdown(std::chrono::milliseconds timeout);
+  bool paused() const {
+    std::lock_guard lock(mutex_);
+    return paused_;
+  }
 
  private:
+  // The shutdown timer thread: Ctrl-Alt-Del when the power button went unanswered, then a
+  // hard stop when the guest is still running at the deadline.
+  void shutdown_timer(std::chrono::steady_clock::time_point deadline);
   Result<void> setup_memory();
   Result<void> setup_devices();
   // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
@@ -181,6 +193,8 @@ class Vm::Impl {
   Bus mmio_bus_{"MMIO"};
   UniqueFd serial_file_;
   std::shared_ptr<Serial> serial_;
+  std::shared_ptr<I8042> i8042_;           // Ctrl-Alt-Del for shutdown()
+  std::shared_ptr<AcpiPmDevice> acpi_pm_;  // the power button for shutdown()
   std::unique_ptr<ConsoleInput> console_input_;
   std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
   std::shared_ptr<MsiRoutes> msi_routes_;  // MSI-X messages as GSI routes + irqfds
@@ -208,6 +222,9 @@ class Vm::Impl {
   std::optional<VmExit> exit_;
   bool started_ = false;
   bool joined_ = false;
+  bool paused_ = false;
+  bool shutdown_requested_ = false;
+  std::thread shutdown_thread_;
   VmTimings timings_;
   std::atomic<bool> first_output_seen_{false};
   // The kernel panic banner on the console means kGuestPanic (docs/exit-codes.md).
@@ -271,7 +288,8 @@ Result<void> Vm::Impl::setup_devices() {
   if (!sink) return std::unexpected(sink.error());
   serial_ = std::make_shared<Serial>(std::make_shared<KvmIrqLine>(vm_, x86::kSerialCom1Irq),
                                      std::move(*sink));
-  auto i8042 = std::make_shared<I8042>(std::make_shared<KvmIrqLine>(vm_, x86::kI8042KeyboardIrq), stopper());
+  i8042_ = std::make_shared<I8042>(std::make_shared<KvmIrqLine>(vm_, x86::kI8042KeyboardIrq), stopper());
+  acpi_pm_ = std::make_shared<AcpiPmDevice>(stopper(), std::make_shared<KvmIrqLine>(vm_, x86::kAcpiSciIrq));
 
   struct Mapping {
     std::shared_ptr<BusDevice> device;
@@ -281,12 +299,11 @@ Result<void> Vm::Impl::setup_devices() {
   };
   const Mapping mappings[] = {
       {serial_, x86::kSerialCom1Port, x86::kSerialPortSize, "serial COM1"},
-      {std::make_shared<I8042PortDevice>(i8042, I8042::Port::kData), x86::kI8042DataPort, 1, "i8042 data"},
-      {std::make_shared<I8042PortDevice>(i8042, I8042::Port::kCommand), x86::kI8042CommandPort, 1, "i8042 command"},
+      {std::make_shared<I8042PortDevice>(i8042_, I8042::Port::kData), x86::kI8042DataPort, 1, "i8042 data"},
+      {std::make_shared<I8042PortDevice>(i8042_, I8042::Port::kCommand), x86::kI8042CommandPort, 1, "i8042 command"},
       {std::make_shared<CmosRtc>(), x86::kCmosPort, x86::kCmosPortSize, "CMOS RTC"},
       {std::make_shared<DebugExit>(stopper()), x86::kDebugExitPort, x86::kDebugExitPortSize, "debug exit"},
-      {std::make_shared<AcpiPmDevice>(stopper(), std::make_shared<KvmIrqLine>(vm_, x86::kAcpiSciIrq)),
-       x86::kAcpiPm1EventPort, kAcpiPmDeviceSize, "ACPI PM1"},
+      {acpi_pm_, x86::kAcpiPm1EventPort, kAcpiPmDeviceSize, "ACPI PM1"},
       {std::make_shared<AcpiResetDevice>(stopper()), x86::kAcpiResetPort, kAcpiResetRegisterSize, "ACPI reset"},
       {std::make_shared<SinkDevice>(), kPostDelayPort, 1, "POST delay port"},
       {std::make_shared<Pvpanic>(stopper()), kPvpanicPort, kPvpanicPortSize, "pvpanic"},
@@ -623,12 +640,93 @@ void Vm::Impl::request_stop(VmExit exit) {
   stopped_cv_.notify_all();
 }
 
+Result<void> Vm::Impl::pause() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_) return config_error("cannot pause: the VM has not been started");
+    if (exit_) return config_error("cannot pause: the VM has stopped");
+    if (paused_) return {};
+    paused_ = true;
+  }
+  for (auto& runner : runners_) runner->pause();
+  // Every vCPU is out of KVM_RUN when pause() returns: the guest makes no progress after.
+  for (auto& runner : runners_) {
+    if (!runner->wait_paused(std::chrono::seconds(5))) {
+      std::lock_guard lock(mutex_);
+      if (exit_) return config_error("cannot pause: the VM stopped");
+      return internal_error(fmt::format("vCPU {} did not pause within 5 s", runner->id()));
+    }
+  }
+  return {};
+}
+
+Result<void> Vm::Impl::resume() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_) return config_error("cannot resume: the VM has not been started");
+    if (exit_) return config_error("cannot resume: the VM has stopped");
+    if (!paused_) return {};
+    paused_ = false;
+  }
+  for (auto& runner : runners_) runner->resume();
+  return {};
+}
+
+Result<void> Vm::Impl::shutdown(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!started_) return config_error("cannot shut down: the VM has not been started");
+    if (exit_ || shutdown_requested_) return {};  // stopped, or a shutdown is under way
+    shutdown_requested_ = true;
+  }
+  // A paused guest cannot act on the request.
+  if (auto resumed = resume(); !resumed) return resumed;
+  spdlog::info("shutting the guest down: ACPI power button, hard stop after {:.1f} s", timeout.count() / 1000.0);
+  acpi_pm_->raise_status(kPm1PowerButtonStatus);
+  std::lock_guard lock(mutex_);
+  shutdown_thread_ = std::thread([this, deadline = std::chrono::steady_clock::now() + timeout] {
+    shutdown_timer(deadline);
+  });
+  return {};
+}
+
+void Vm::Impl::shutdown_timer(std::chrono::steady_clock::time_point deadline) {
+  pthread_setname_np(pthread_self(), "skiff-shutdown");
+  // An ACPI OS clears the power button status in its SCI handler; a guest without ACPI
+  // events (or one that never enabled them) leaves it set. Such a guest gets Ctrl-Alt-Del.
+  constexpr auto kButtonGrace = std::chrono::seconds(1);
+  std::unique_lock lock(mutex_);
+  if (stopped_cv_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() + kButtonGrace),
+                             [&] { return exit_.has_value(); })) {
+    return;
+  }
+  lock.unlock();
+  if ((acpi_pm_->pending_status() & kPm1PowerButtonStatus) != 0) {
+    bool pressed = i8042_->press_ctrl_alt_del();
+    spdlog::info("the guest did not take the ACPI power button; {}",
+                 pressed ? "sent Ctrl-Alt-Del" : "its keyboard is disabled, no Ctrl-Alt-Del either");
+  }
+  lock.lock();
+  if (stopped_cv_.wait_until(lock, deadline, [&] { return exit_.has_value(); })) return;
+  lock.unlock();
+  request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "the guest did not shut down in time: stopped"});
+}
+
 void Vm::Impl::stop_all_runners() {
   for (auto& runner : runners_) runner->stop();
 }
 
 void Vm::Impl::join_all() {
   for (auto& runner : runners_) runner->join();
+  {
+    std::unique_lock lock(mutex_);
+    if (shutdown_thread_.joinable()) {
+      // It ends as soon as exit_ is set, which it is whenever the runners have ended.
+      std::thread timer = std::move(shutdown_thread_);
+      lock.unlock();
+      timer.join();
+    }
+  }
   if (console_input_) console_input_->shutdown();
   flush_disks();
 }
@@ -701,5 +799,9 @@ VmTimings Vm::timings() const { return impl_->timings(); }
 uint64_t Vm::guest_memory_bytes() const { return impl_->guest_memory_bytes(); }
 Result<void> Vm::set_balloon_target_mib(uint64_t mib) { return impl_->set_balloon_target_mib(mib); }
 std::optional<BalloonStatus> Vm::balloon() const { return impl_->balloon(); }
+Result<void> Vm::pause() { return impl_->pause(); }
+Result<void> Vm::resume() { return impl_->resume(); }
+Result<void> Vm::shutdown(std::chrono::milliseconds timeout) { return impl_->shutdown(timeout); }
+bool Vm::paused() const { return impl_->paused(); }
 
 }  // namespace skiff

@@ -273,7 +273,14 @@ int parse_u64(const char* text, usize length, u64* out) {
   return 1;
 }
 
-typedef enum { kActionExit, kActionReboot, kActionPoweroff, kActionTripleFault, kActionHalt } Action;
+typedef enum {
+  kActionExit,
+  kActionReboot,
+  kActionPoweroff,
+  kActionTripleFault,
+  kActionHalt,
+  kActionWaitShutdown,
+} Action;
 
 static const struct {
   const char* name;
@@ -284,6 +291,7 @@ static const struct {
     {"poweroff", kActionPoweroff},
     {"triple-fault", kActionTripleFault},
     {"halt", kActionHalt},
+    {"wait-shutdown", kActionWaitShutdown},
 };
 
 static int name_matches(const char* name, const char* text, usize length) {
@@ -332,6 +340,10 @@ __attribute__((noreturn)) static void act(const char* text) {
       break;
     case kActionReboot:
       outb(kI8042CommandPort, kI8042ResetCommand);
+      break;
+    case kActionWaitShutdown:  // lifecycle.c: returns once the host asks
+      wait_for_shutdown_request(text);
+      outw(kAcpiPm1aControlPort, kPm1SlpTypS5 | kPm1SlpEn);
       break;
     case kActionPoweroff:
       outw(kAcpiPm1aControlPort, kPm1SlpTypS5 | kPm1SlpEn);

@@ -217,6 +217,9 @@ void ring3_init(void);
 // 1 when fn(arg) returned normally, else 0 with `exit` saying which exception ended it.
 int ring3_run(void (*fn)(void*), void* arg, void* stack, u64 stack_bytes, Ring3Exit* exit);
 
+// lifecycle.c: skiff.action=wait-shutdown prints tick=<n> lines until the host presses the
+// ACPI power button (or, with skiff.shutdown-via=keyboard, sends Ctrl-Alt-Del), then returns.
+void wait_for_shutdown_request(const char* cmdline);
 // blk_bench.c: with skiff.blkbench=<test>,... the virtio-blk benchmark (README.md,
 // "blk-bench"): first virtio-blk PCI function, measured loop in ring 3.
 void blk_bench_run(const char* cmdline);

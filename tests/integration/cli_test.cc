@@ -43,8 +43,27 @@ TEST_F(Cli, OverridesWinOverTheSpec) {
   EXPECT_NE(run.out.find("SKIFF-GUEST e820 0x100000 0x5f00000 1"), std::string::npos) << run.out;
 }
 
-TEST_F(Cli, SigtermStopsTheVm) {
-  auto run = run_cli({"run", "--kernel", SKIFF_TEST_GUEST_ELF, "--cmdline", "skiff.action=halt"},
+TEST_F(Cli, SigtermShutsTheGuestDownGracefully) {
+  auto run = run_cli({"run", "--kernel", SKIFF_TEST_GUEST_ELF, "--cmdline", "skiff.action=wait-shutdown"},
+                     std::chrono::seconds(60), std::chrono::milliseconds(500));
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_NE(run.err.find("asking the guest to shut down"), std::string::npos) << run.err;
+  EXPECT_NE(run.out.find("SKIFF-GUEST shutdown-request=acpi"), std::string::npos) << run.out;
+}
+
+TEST_F(Cli, SigtermStopsAGuestThatDoesNotShutDown) {
+  auto started = std::chrono::steady_clock::now();
+  auto run = run_cli({"run", "--kernel", SKIFF_TEST_GUEST_ELF, "--cmdline", "skiff.action=halt", "--shutdown-timeout",
+                      "1.5"},
+                     std::chrono::seconds(60), std::chrono::milliseconds(500));
+  EXPECT_EQ(run.exit_code, 75) << run.err;
+  EXPECT_NE(run.err.find("did not shut down"), std::string::npos) << run.err;
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(1900));
+}
+
+TEST_F(Cli, SigtermWithoutShutdownTimeoutStopsAtOnce) {
+  auto run = run_cli({"run", "--kernel", SKIFF_TEST_GUEST_ELF, "--cmdline", "skiff.action=halt", "--shutdown-timeout",
+                      "0"},
                      std::chrono::seconds(60), std::chrono::milliseconds(500));
   EXPECT_EQ(run.exit_code, 75) << run.err;
   EXPECT_NE(run.err.find("signal"), std::string::npos) << run.err;

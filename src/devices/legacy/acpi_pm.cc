@@ -93,6 +93,11 @@ void AcpiPmDevice::write(uint64_t offset, std::span<const uint8_t> data) {
   if (stop && on_stop_) on_stop_(std::move(*stop));
 }
 
+uint16_t AcpiPmDevice::pending_status() {
+  std::lock_guard lock(mutex_);
+  return status_;
+}
+
 void AcpiPmDevice::raise_status(uint16_t bits) {
   std::lock_guard lock(mutex_);
   status_ |= bits;

@@ -60,8 +60,10 @@ class AcpiPmDevice : public BusDevice {
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
-  // Sets status bits (e.g. kPm1PowerButtonStatus for a future power-button request).
+  // Sets status bits (kPm1PowerButtonStatus: the host pressed the power button).
   void raise_status(uint16_t bits);
+  // The PM1 status bits the guest has not cleared yet.
+  uint16_t pending_status();
 
  private:
   uint8_t register_byte(uint64_t offset) const;  // requires mutex_

@@ -244,6 +244,19 @@ void I8042::keyboard_locked(uint8_t value) {
   }
 }
 
+bool I8042::press_ctrl_alt_del() {
+  std::lock_guard lock(mutex_);
+  if ((command_byte_ & kCommandByteKeyboardDisabled) != 0) return false;
+  if ((command_byte_ & kCommandByteTranslate) != 0) {
+    // Set 1: Ctrl 1d, Alt 38, Delete e0 53; a break code is the make code | 0x80.
+    keyboard_reply_locked({0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d});
+  } else {
+    // Set 2: Ctrl 14, Alt 11, Delete e0 71; a break code is f0 before the make code.
+    keyboard_reply_locked({0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14});
+  }
+  return true;
+}
+
 void I8042::keyboard_reply_locked(std::initializer_list<uint8_t> bytes) {
   for (uint8_t byte : bytes) {
     if (keyboard_replies_.size() >= kMaxKeyboardReplies) break;

@@ -58,6 +58,12 @@ class I8042 {
   // Port 0x60 takes a command's parameter byte, port 0x64 a controller command.
   void write(Port port, uint8_t value);
 
+  // Presses and releases Ctrl-Alt-Del on the keyboard: the host's way to ask a guest to
+  // restart or shut down (Linux signals init, which runs its ctrlaltdel action). The
+  // scancodes are set 1 when the controller translates (the BIOS default Linux keeps),
+  // set 2 otherwise. False when the guest disabled the keyboard.
+  bool press_ctrl_alt_del();
+
  private:
   // Puts a byte in the output buffer (one byte deep, as on the real chip: a new byte
   // replaces one the guest has not read).

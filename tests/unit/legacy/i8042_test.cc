@@ -188,5 +188,27 @@ TEST_F(I8042Test, PortDevicesShareTheController) {
   EXPECT_EQ(stops_.size(), 1u);
 }
 
+TEST_F(I8042Test, CtrlAltDelInTranslatedScancodes) {
+  ASSERT_TRUE(controller_->press_ctrl_alt_del());
+  EXPECT_TRUE(irq_->level()) << "IRQ1 rises with the first byte";
+  EXPECT_EQ(drain(*controller_), (std::vector<uint8_t>{0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d}));
+  EXPECT_FALSE(irq_->level());
+  EXPECT_TRUE(stops_.empty());
+}
+
+TEST_F(I8042Test, CtrlAltDelInSet2WithoutTranslation) {
+  controller_->write(Port::kCommand, 0x60);
+  controller_->write(Port::kData, 0x01);  // interrupt on, translation off
+  ASSERT_TRUE(controller_->press_ctrl_alt_del());
+  EXPECT_EQ(drain(*controller_),
+            (std::vector<uint8_t>{0x14, 0x11, 0xe0, 0x71, 0xe0, 0xf0, 0x71, 0xf0, 0x11, 0xf0, 0x14}));
+}
+
+TEST_F(I8042Test, CtrlAltDelNeedsAnEnabledKeyboard) {
+  controller_->write(Port::kCommand, 0xad);  // disable the keyboard
+  EXPECT_FALSE(controller_->press_ctrl_alt_del());
+  EXPECT_TRUE(drain(*controller_).empty());
+}
+
 }  // namespace
 }  // namespace skiff
