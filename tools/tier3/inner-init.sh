@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # /init of the INNER tier-3 guest: the initramfs that skiff boots with a Debian kernel.
 # Reports what the guest sees on the serial console, then does what the kernel command line
-# asks (tier3.action=poweroff|reboot|panic|pvpanic|hang|hwrng|blk|net|shell) and ends the VM.
+# asks (tier3.action=poweroff|reboot|panic|pvpanic|hang|hwrng|blk|net|balloon|shell) and ends
+# the VM.
 # The TIER3-* lines are the markers tools/tier3/scenarios.sh checks.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
@@ -158,6 +159,47 @@ if [ "$action" = net ]; then
     echo "TIER3-NET-STATS $nic rx_packets=$(cat "/sys/class/net/$nic/statistics/rx_packets") tx_packets=$(cat "/sys/class/net/$nic/statistics/tx_packets")"
   fi
   grep virtio /proc/interrupts | sed 's/^/TIER3-IRQ /'
+  action=poweroff
+fi
+# tier3.action=balloon: skiff's virtio-balloon on virtio-pci with an initial target (the
+# spec's balloon.target_mib). The guest first fills 160 MiB of tmpfs and frees it, so the
+# host has that memory resident and the balloon's pages are likely among it; then it loads
+# the driver, which inflates to the target: MemTotal falls by the target, and the host
+# (scenarios.sh) sees skiff's resident memory fall.
+if [ "$action" = balloon ]; then
+  memtotal() { awk '/^MemTotal:/ { print $2 }' /proc/meminfo; }
+  before=$(memtotal)
+  mkdir -p /mnt/fill
+  mount -t tmpfs -o size=200m tmpfs /mnt/fill
+  dd if=/dev/zero of=/mnt/fill/zero bs=1M count=160 2>/dev/null
+  echo "TIER3-BALLOON-TOUCHED $(du -m /mnt/fill/zero | cut -f1) MiB"
+  sleep 2
+  rm -f /mnt/fill/zero
+  umount /mnt/fill
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+    insmod "/lib/modules/tier3/$m.ko" || echo "TIER3-INSMOD-FAILED $m"
+  done
+  target_kib=0
+  for word in $(cat /proc/cmdline); do
+    case "$word" in tier3.balloon_mib=*) target_kib=$((${word#tier3.balloon_mib=} * 1024)) ;; esac
+  done
+  now=$before
+  for _ in $(seq 1 120); do
+    now=$(memtotal)
+    [ $((before - now)) -ge "$target_kib" ] && break
+    sleep 0.5
+  done
+  for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d/device" ] && echo "TIER3-VIRTIO-DEVICE ${d##*/} id=$(cat "$d/device") driver=$(basename "$(readlink "$d/driver" 2>/dev/null)")"
+  done
+  delta=$((before - now))
+  if [ "$delta" -ge "$target_kib" ]; then
+    echo "TIER3-BALLOON-INFLATED ok memtotal_before_kib=$before memtotal_kib=$now delta_kib=$delta"
+  else
+    echo "TIER3-BALLOON-INFLATED short memtotal_before_kib=$before memtotal_kib=$now delta_kib=$delta want_kib=$target_kib"
+  fi
+  # The host samples skiff's resident memory meanwhile.
+  sleep 4
   action=poweroff
 fi
 echo "TIER3-ACTION $action"

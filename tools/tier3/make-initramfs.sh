@@ -8,7 +8,8 @@
 #       kernel's lib/modules/<version>), also the modules the inner /init loads: for the
 #       virtio scenarios virtio_ring, virtio, virtio_mmio, virtio_pci and its two helpers,
 #       virtio-rng; for the pvpanic scenario pvpanic and pvpanic-mmio; for virtio-blk
-#       virtio_blk; for virtio-net failover, net_failover and virtio_net.
+#       virtio_blk; for virtio-net failover, net_failover and virtio_net; for virtio-balloon
+#       virtio_balloon.
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
@@ -121,7 +122,7 @@ case "$kind" in
       [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
       # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
       for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-               virtio-rng pvpanic pvpanic-mmio virtio_blk failover net_failover virtio_net; do
+               virtio-rng pvpanic pvpanic-mmio virtio_blk failover net_failover virtio_net virtio_balloon; do
         copy_module "$m"
       done
     fi

@@ -13,7 +13,7 @@
 #   --cache DIR            kernel download cache (default: <dir of skiff>/tier3-cache)
 #   --work DIR             initramfs images and logs (default: <dir of skiff>/tier3-work)
 #   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,pvpanic,timeout,generic,
-#                          virtio-mmio,virtio-pci,virtio-pci-intx,virtio-blk,virtio-net
+#                          virtio-mmio,virtio-pci,virtio-pci-intx,virtio-blk,virtio-net,virtio-balloon
 #                          (default: boot1,boot2,reboot,panic)
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)

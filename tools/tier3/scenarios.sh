@@ -8,7 +8,7 @@
 #   - directly on a host with real VT-x/AMD-V, called by tools/tier3/run.sh.
 #
 # Usage: scenarios.sh SCENARIO...   (boot1 boot2 reboot panic pvpanic timeout generic virtio-mmio
-#                                    virtio-pci virtio-pci-intx virtio-blk virtio-net)
+#                                    virtio-pci virtio-pci-intx virtio-blk virtio-net virtio-balloon)
 # Environment:
 #   SKIFF            skiff binary                                   (required)
 #   INNER_KERNEL     cloud kernel bzImage for the inner guest       (required)
@@ -226,6 +226,40 @@ blk_post() {
   rm -f "$blk_img" "$blk_loop_file"
 }
 
+# virtio-balloon: samples skiff's resident memory (VmRSS) every 0.3 s while it runs; after
+# the run, the peak (the guest's filled tmpfs) and the last sample (the balloon inflated, the
+# guest idle) give the drop, which must be at least half the balloon target.
+balloon_mib=64
+balloon_rss=
+balloon_sampler_pid=
+balloon_pre() {
+  balloon_rss=$LOG_DIR/balloon.rss
+  : > "$balloon_rss"
+  printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "balloon": {"target_mib": %s, "stats_interval_s": 1}}\n' \
+    "$INNER_KERNEL" "$balloon_mib" > "$spec_file"
+  (
+    while :; do
+      for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2>/dev/null)" = skiff ] || continue
+        grep -q balloon.json "$p/cmdline" 2>/dev/null || continue
+        awk '/^VmRSS:/ { print $2 }' "$p/status" 2>/dev/null >> "$balloon_rss"
+      done
+      sleep 0.3
+    done
+  ) &
+  balloon_sampler_pid=$!
+}
+balloon_post() {
+  kill "$balloon_sampler_pid" 2>/dev/null
+  wait "$balloon_sampler_pid" 2>/dev/null
+  awk -v want=$((balloon_mib * 1024 / 2)) '
+    /^[0-9]+$/ { n++; if ($1 > peak) peak = $1; last = $1 }
+    END {
+      printf "TIER3-BALLOON-HOST-RSS samples=%d peak_kib=%d last_kib=%d drop_kib=%d\n", n, peak, last, peak - last
+      if (n > 0 && peak - last >= want) print "TIER3-BALLOON-HOST-RSS-DROP ok"
+    }' "$balloon_rss"
+}
+
 for scenario in "$@"; do
   case "$scenario" in
     virtio-mmio)
@@ -292,6 +326,18 @@ for scenario in "$@"; do
         "TIER3-NET-NIC eth0 mac=52:54:00:12:34:56 mtu=1500 driver=virtio_net" \
         "TIER3-PING ok" "TIER3-PING-LARGE ok" "TIER3-ACTION poweroff"
       net_tap='' net_host_addr='' spec_file='' ;;
+    virtio-balloon)
+      # A virtio-balloon on virtio-pci with an initial target of $balloon_mib MiB: the guest's
+      # driver inflates, MemTotal falls by the target, and skiff's RSS falls (balloon_post).
+      spec_file=$LOG_DIR/balloon.json
+      pre_run=balloon_pre post_run=balloon_post
+      saved_extra=$INNER_EXTRA
+      INNER_EXTRA="tier3.balloon_mib=$balloon_mib${INNER_EXTRA:+ $INNER_EXTRA}"
+      run_one virtio-balloon "$INNER_KERNEL" 1 balloon 0 \
+        "TIER3-INNER-UP" "TIER3-BALLOON-TOUCHED" "id=0x0005 driver=virtio_balloon" "TIER3-BALLOON-INFLATED ok" \
+        "TIER3-BALLOON-HOST-RSS-DROP ok" "TIER3-ACTION poweroff"
+      INNER_EXTRA=$saved_extra
+      pre_run='' post_run='' spec_file='' ;;
     boot1)
       run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
         "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;
