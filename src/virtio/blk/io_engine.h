@@ -56,6 +56,8 @@ class BlockIoEngine {
   virtual void kick() = 0;
   // Appends the completions available now, without blocking.
   virtual void reap(std::vector<IoCompletion>& out) = 0;
+  // True when reap() would find a completion; cheap (no system call), for polling.
+  virtual bool has_completions() const { return false; }
   // Submissions that have not been reaped yet.
   virtual size_t in_flight() const = 0;
   // Blocks until every submission has completed and appends their completions (shutdown).

@@ -254,6 +254,11 @@ void UringEngine::reap(std::vector<IoCompletion>& out) {
   done_.clear();
 }
 
+bool UringEngine::has_completions() const {
+  // io_uring_cq_ready only reads the shared ring's head and tail.
+  return !done_.empty() || io_uring_cq_ready(const_cast<io_uring*>(&ring_)) > 0;
+}
+
 void UringEngine::drain(std::vector<IoCompletion>& out) {
   while (in_flight_ > 0) {
     kick();

@@ -36,6 +36,8 @@ class UringEngine : public BlockIoEngine {
   void submit_write_zeroes(uint64_t tag, uint64_t offset, uint64_t len, bool may_unmap) override;
   void kick() override;
   void reap(std::vector<IoCompletion>& out) override;
+  // Completions in the ring, or finished resubmissions waiting to be handed out.
+  bool has_completions() const override;
   size_t in_flight() const override { return in_flight_ + done_.size(); }
   void drain(std::vector<IoCompletion>& out) override;
 

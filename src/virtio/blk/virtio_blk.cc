@@ -260,7 +260,8 @@ std::optional<int> VirtioBlk::queue_notify_fd(uint16_t queue_index) const {
 void VirtioBlk::on_notify(QueueState& q) {
   // Level-triggered: clear the counter first so a notification during the work wakes us again.
   drain_fd(q.notify.get());
-  process_queue(q);
+  process_queue(q, true);
+  poll_queue(q);
 }
 
 void VirtioBlk::on_timer(QueueState& q) {
@@ -272,10 +273,35 @@ void VirtioBlk::on_timer(QueueState& q) {
 void VirtioBlk::on_completions(QueueState& q) {
   reap(q);
   // Completions free slots: requests left on the ring for want of one can start now.
+  process_queue(q, true);
+  poll_queue(q);
+}
+
+void VirtioBlk::poll_queue(QueueState& q) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto quiet_until = start + kPollWindow;
+  const auto limit = start + kPollLimit;
+  while (q.queue != nullptr && q.queue->active() && !q.throttled) {
+    bool work = false;
+    if (q.engine->has_completions()) {
+      reap(q);
+      work = true;
+    }
+    if (!q.free_slots.empty() && (q.deferred || q.queue->has_available())) {
+      process_queue(q, true);
+      work = true;
+    }
+    const auto now = Clock::now();
+    if (work) quiet_until = now + kPollWindow;
+    if (now >= quiet_until || now >= limit) break;
+    __builtin_ia32_pause();
+  }
+  // Before sleeping: notifications on, and whatever arrived meanwhile is served.
   process_queue(q);
 }
 
-void VirtioBlk::process_queue(QueueState& q) {
+void VirtioBlk::process_queue(QueueState& q, bool keep_quiet) {
   if (q.queue == nullptr || !q.queue->active() || q.throttled) {
     signal_used(q);
     return;
@@ -300,7 +326,7 @@ void VirtioBlk::process_queue(QueueState& q) {
     }
     // Out of slots (a driver that reuses heads can have more requests in flight than the
     // queue size) or throttled: completions or the timer bring us back.
-    if (paused || q.free_slots.empty()) break;
+    if (paused || q.free_slots.empty() || keep_quiet) break;
     q.queue->set_notification(true);
     if (!q.queue->has_available()) break;
     q.queue->set_notification(false);

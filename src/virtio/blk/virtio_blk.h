@@ -21,6 +21,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -123,6 +124,13 @@ class VirtioBlk : public VirtioDevice {
     int64_t error = 0;  // the first failing result (-errno, or a short count as -EIO)
     bool active = false;
   };
+  // Polling after activity (poll_queue), like QEMU's poll-max-ns (32 µs by default): long
+  // enough to catch a page-cache completion or the guest's next request, short enough to
+  // cost little CPU when the guest goes quiet. The limit bounds how long a busy queue keeps
+  // the thread from its event loop (a reset waits for it).
+  static constexpr std::chrono::microseconds kPollWindow{50};
+  static constexpr std::chrono::microseconds kPollLimit{1000};
+
   struct QueueState {
     uint16_t index = 0;
     UniqueFd notify;  // eventfd: guest notifications (a KVM ioeventfd once registered)
@@ -147,7 +155,14 @@ class VirtioBlk : public VirtioDevice {
   void on_notify(QueueState& q);
   void on_timer(QueueState& q);
   void on_completions(QueueState& q);
-  void process_queue(QueueState& q);
+  // Drains the avail ring. With `keep_quiet` the driver's notifications stay off afterwards
+  // (the caller polls), otherwise they are re-enabled and the ring checked once more.
+  void process_queue(QueueState& q, bool keep_quiet = false);
+  // After activity: polls the avail ring and the engine's completions for kPollWindow after
+  // the last work found (at most kPollLimit in all), with the driver's notifications off, so
+  // a driver that submits again at once needs no notification (no VM exit) and a completion
+  // that arrives in the window needs no wake-up of this thread.
+  void poll_queue(QueueState& q);
   // Parses and starts one request; false when the rate limiter paused the queue (the chain
   // is kept in q.deferred).
   bool start_request(QueueState& q, DescriptorChain chain);
