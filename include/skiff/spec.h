@@ -136,6 +136,12 @@ struct SerialSpec {
   bool input = true;           // with kStdout: forward stdin to the guest when interactive
 };
 
+// The control API: HTTP/JSON on a Unix socket (docs/api.md).
+struct ApiSpec {
+  std::filesystem::path socket;  // created 0600, removed when the VM's process ends
+  bool operator==(const ApiSpec&) const = default;
+};
+
 struct VmSpec {
   std::string name = "skiff";
   MachineSpec machine;
@@ -145,6 +151,7 @@ struct VmSpec {
   std::vector<DiskSpec> disks;
   std::vector<NetSpec> nets;
   std::optional<BalloonSpec> balloon;  // absent: no balloon device
+  std::optional<ApiSpec> api;          // absent: no API socket
 };
 
 // Parses a spec from JSON text. Relative paths are resolved against `base_dir`. Unknown

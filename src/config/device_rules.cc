@@ -138,6 +138,24 @@ Result<void> check_balloon(const BalloonSpec& balloon, const MachineSpec& machin
   return {};
 }
 
+// sockaddr_un::sun_path holds 108 bytes on Linux, the terminating NUL included.
+constexpr size_t kMaxSocketPathBytes = 107;
+
+Result<void> check_api(const ApiSpec& api) {
+  const std::string path = api.socket.string();
+  if (path.empty()) return config_error("/api/socket: empty; give the path of the API's Unix socket");
+  if (path.size() > kMaxSocketPathBytes) {
+    return config_error(fmt::format(
+        "/api/socket: \"{}\" is {} bytes long, but a Unix socket path can have at most {}; use a shorter path",
+        printable(path), path.size(), kMaxSocketPathBytes));
+  }
+  if (path.back() == '/' || !api.socket.has_filename()) {
+    return config_error(fmt::format("/api/socket: \"{}\" names a directory; give a file name for the socket",
+                                    printable(path)));
+  }
+  return {};
+}
+
 }  // namespace
 
 Result<void> check_device_rules(const VmSpec& spec) {
@@ -149,7 +167,10 @@ Result<void> check_device_rules(const VmSpec& spec) {
   for (size_t i = 0; i < spec.nets.size(); ++i) {
     if (auto result = check_net(fmt::format("/nets/{}", i), spec.nets[i], ids, taps); !result) return result;
   }
-  if (spec.balloon) return check_balloon(*spec.balloon, spec.machine);
+  if (spec.balloon) {
+    if (auto result = check_balloon(*spec.balloon, spec.machine); !result) return result;
+  }
+  if (spec.api) return check_api(*spec.api);
   return {};
 }
 

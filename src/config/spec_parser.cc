@@ -48,6 +48,7 @@ constexpr std::array<std::string_view, 11> kNetKeys = {
     "queue_size", "offloads", "rx_rate_limit", "tx_rate_limit", "transport"};
 constexpr std::array<std::string_view, 5> kBalloonKeys = {
     "target_mib", "deflate_on_oom", "stats_interval_s", "free_page_reporting", "transport"};
+constexpr std::array<std::string_view, 1> kApiKeys = {"socket"};
 constexpr std::array<std::string_view, 2> kDiskRateKeys = {"bytes_per_second", "ops_per_second"};
 constexpr std::array<std::string_view, 2> kNetRateKeys = {"bytes_per_second", "packets_per_second"};
 constexpr std::array<std::string_view, 3> kBootKeys = {"kernel", "initrd", "cmdline"};
@@ -484,14 +485,13 @@ Result<void> parse_balloon(const json& object, BalloonSpec& balloon) {
   return read_transport(reader, balloon.transport);
 }
 
-// Keys for what later versions will add. Refusing them (rather than ignoring them) keeps
-// anyone from believing an API socket exists when it does not.
-Result<void> check_reserved(const ObjectReader& top) {
-  const json* value = top.find("api");
-  if (value == nullptr || value->is_null()) return {};
-  return config_error(fmt::format(
-      "{}: the API socket is not supported by this version of skiff yet; remove the \"api\" key",
-      top.pointer("api")));
+Result<void> parse_api(const json& object, const std::filesystem::path& base_dir, ApiSpec& api) {
+  ObjectReader reader(object, "/api");
+  if (auto result = reader.reject_unknown_keys(kApiKeys); !result) return result;
+  if (reader.find("socket") == nullptr || reader.find("socket")->is_null()) {
+    return config_error("/api/socket: missing; give the path of the API's Unix socket, e.g. \"/run/skiff/vm.sock\"");
+  }
+  return reader.read_path("socket", base_dir, api.socket);
 }
 
 // Watches the parser's events for what nlohmann::json accepts but a spec must not have:
@@ -685,7 +685,13 @@ Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::pat
     if (auto result = parse_balloon(**balloon, *spec.balloon); !result) return std::unexpected(result.error());
   }
 
-  if (auto result = check_reserved(top); !result) return std::unexpected(result.error());
+  const json* api_value = top.find("api");
+  auto api = api_value != nullptr && api_value->is_null() ? Result<const json*>(nullptr) : optional_object(top, "api");
+  if (!api) return std::unexpected(api.error());
+  if (*api != nullptr) {
+    spec.api.emplace();
+    if (auto result = parse_api(**api, base_dir, *spec.api); !result) return std::unexpected(result.error());
+  }
   if (auto result = config::check_spec_rules(spec); !result) {
     return std::unexpected(result.error());
   }
@@ -812,6 +818,7 @@ std::string spec_to_json(const VmSpec& spec) {
                                             {"free_page_reporting", spec.balloon->free_page_reporting},
                                             {"transport", to_string(spec.balloon->transport)}}
                                      : json(nullptr);
+  document["api"] = spec.api ? json{{"socket", spec.api->socket.string()}} : json(nullptr);
   // Non-UTF-8 bytes (possible in paths built in code) are replaced rather than thrown on.
   return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

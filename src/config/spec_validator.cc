@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -196,6 +197,26 @@ Result<void> check_disks(const std::vector<DiskSpec>& disks) {
 
 }  // namespace
 
+// The socket itself is made (or a stale one replaced) when the API starts; its directory
+// must exist.
+Result<void> check_api_directory(const ApiSpec& api) {
+  std::filesystem::path dir = api.socket.parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  auto status = std::filesystem::status(dir, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return config_error(fmt::format("/api/socket \"{}\": the directory \"{}\" does not exist; create it (e.g. "
+                                    "mkdir -p {})",
+                                    config::printable(api.socket.string()), config::printable(dir.string()),
+                                    config::printable(dir.string())));
+  }
+  if (!std::filesystem::is_directory(status)) {
+    return config_error(fmt::format("/api/socket \"{}\": \"{}\" is not a directory",
+                                    config::printable(api.socket.string()), config::printable(dir.string())));
+  }
+  return {};
+}
+
 Result<void> validate_spec(const VmSpec& spec) {
   if (auto result = config::check_spec_rules(spec); !result) return result;
   if (auto result = check_affinity_on_host(spec.machine); !result) return result;
@@ -216,6 +237,9 @@ Result<void> validate_spec(const VmSpec& spec) {
     }
   }
   if (auto result = check_disks(spec.disks); !result) return result;
+  if (spec.api) {
+    if (auto result = check_api_directory(*spec.api); !result) return result;
+  }
   if (spec.serial.mode == SerialMode::kFile) return check_serial_file(spec.serial.path);
   return {};
 }

@@ -118,6 +118,19 @@ TEST(BalloonSpec, DefaultsAndEveryField) {
   EXPECT_FALSE(none->balloon);
 }
 
+TEST(ApiSpec, SocketPathResolvedAgainstTheSpec) {
+  auto absolute = parse_spec(spec_with_top(R"("api": {"socket": "/run/skiff/web01.sock"})"), kBase);
+  ASSERT_TRUE(absolute) << absolute.error().message();
+  ASSERT_TRUE(absolute->api);
+  EXPECT_EQ(absolute->api->socket, "/run/skiff/web01.sock");
+  auto relative = parse_spec(spec_with_top(R"("api": {"socket": "api.sock"})"), kBase);
+  ASSERT_TRUE(relative) << relative.error().message();
+  EXPECT_EQ(relative->api->socket, kBase / "api.sock");
+  auto none = parse_spec(spec_with_top(R"("api": null)"), kBase);
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(none->api);
+}
+
 TEST(DeviceSpec, RoundTripsThroughJson) {
   VmSpec spec;
   spec.boot.kernel = "/boot/vmlinuz";
@@ -155,6 +168,11 @@ TEST(DeviceSpec, RoundTripsThroughJson) {
   EXPECT_EQ(again->disks, spec.disks);
   EXPECT_EQ(again->nets, spec.nets);
   EXPECT_EQ(again->balloon, spec.balloon);
+  EXPECT_FALSE(again->api);
+  spec.api = ApiSpec{"/run/skiff/a.sock"};
+  auto with_api = parse_spec(spec_to_json(spec), "/elsewhere");
+  ASSERT_TRUE(with_api) << with_api.error().message();
+  EXPECT_EQ(with_api->api, spec.api);
 }
 
 TEST(MacAddress, ParseAndFormat) {
@@ -249,6 +267,16 @@ std::vector<RejectCase> reject_cases() {
        "would take all of the guest's 256 MiB"},
       {"BalloonStatsTooLong", R"("balloon": {"stats_interval_s": 100000})", "/balloon/stats_interval_s: ",
        "out of range"},
+
+      {"ApiNotObject", R"("api": "/run/x.sock")", "/api: ", "expected an object"},
+      {"ApiUnknownKey", R"("api": {"socket": "/run/x.sock", "port": 80})", "/api/port: ", "unknown key"},
+      {"ApiNoSocket", R"("api": {})", "/api/socket: ", "missing"},
+      {"ApiSocketNull", R"("api": {"socket": null})", "/api/socket: ", "missing"},
+      {"ApiSocketWrongType", R"("api": {"socket": 5})", "/api/socket: ", "expected a string"},
+      {"ApiSocketEmpty", R"("api": {"socket": ""})", "/api/socket: ", "empty"},
+      {"ApiSocketTooLong", R"("api": {"socket": "/)" + std::string(120, 'a') + R"("})", "/api/socket: ",
+       "at most 107"},
+      {"ApiSocketDirectory", R"("api": {"socket": "/run/skiff/"})", "/api/socket: ", "names a directory"},
   };
 }
 
@@ -312,6 +340,20 @@ TEST_F(DiskValidation, RejectsTheSameFileTwice) {
   ASSERT_FALSE(result);
   EXPECT_THAT(result.error().message(), StartsWith("/disks/1/path "));
   EXPECT_THAT(result.error().message(), HasSubstr("already attached"));
+}
+
+TEST_F(DiskValidation, ApiSocketDirectoryMustExist) {
+  spec_.api = ApiSpec{dir_.path() / "no-such-dir" / "vm.sock"};
+  auto missing = validate_spec(spec_);
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().message(), StartsWith("/api/socket "));
+  EXPECT_THAT(missing.error().message(), HasSubstr("mkdir -p"));
+  spec_.api = ApiSpec{dir_.write("file", "x") / "vm.sock"};
+  auto not_dir = validate_spec(spec_);
+  ASSERT_FALSE(not_dir);
+  EXPECT_THAT(not_dir.error().message(), HasSubstr("is not a directory"));
+  spec_.api = ApiSpec{dir_.path() / "vm.sock"};
+  EXPECT_TRUE(validate_spec(spec_));
 }
 
 }  // namespace

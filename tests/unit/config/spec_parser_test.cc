@@ -307,13 +307,11 @@ std::vector<RejectCase> reject_cases() {
       {"SerialInputWithNone", spec_with_serial(R"("mode": "none", "input": true)"),
        "/serial/input: ", R"(has no effect with serial.mode "none")"},
 
-      // reserved keys
+      // device lists
       {"DisksWrongType", spec_with_top(R"("disks": {})"),
        "/disks: ", "expected an array of objects, got object"},
       {"NetsWrongType", spec_with_top(R"("nets": "tap0")"),
        "/nets: ", "expected an array of objects, got string"},
-      {"ApiSet", spec_with_top(R"("api": {"socket": "/run/skiff.sock"})"),
-       "/api: ", "the API socket is not supported by this version of skiff yet"},
   };
 }
 
