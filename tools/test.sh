@@ -4,6 +4,8 @@
 #   tier 2  freestanding guest payloads booted by skiff on /dev/kvm
 #   tier 3  real Debian kernels booted by skiff (nested under QEMU TCG here; docs/testing.md)
 #   fuzz    each libFuzzer target (clang 16) for a bounded time on its seed corpus
+#   asan    tiers 1 and 2 again, built with AddressSanitizer + UndefinedBehaviorSanitizer
+#           (build-asan/; SKIFF_SANITIZERS=0 skips it)
 # Warnings are errors here. Usage (as root): tools/test.sh [extra ctest arguments]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,4 +13,22 @@ build_dir=${SKIFF_BUILD_DIR:-$root/build}
 "$root/tools/install-deps.sh" --tests
 "$root/tools/build.sh" -DSKIFF_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cd "$build_dir"
-ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@"
+status=0
+ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@" || status=$?
+
+if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
+  # Any report fails the test it happened in: UBSan stops at the first finding, ASan always
+  # does (leaks included). The guest payloads are built with their own flags, untouched.
+  # SKIFF_LEAN_LINK=OFF: the sanitizer runtimes want the shared C++ runtime.
+  asan_dir=${SKIFF_ASAN_BUILD_DIR:-$root/build-asan}
+  sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+  cmake -S "$root" -B "$asan_dir" -G Ninja -DSKIFF_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DSKIFF_LEAN_LINK=OFF -DSKIFF_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="$sanitize" \
+    -DCMAKE_EXE_LINKER_FLAGS="$sanitize" -DCMAKE_SHARED_LINKER_FLAGS="$sanitize"
+  cmake --build "$asan_dir" -j "$(nproc)"
+  ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initialization_order=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$asan_dir" --output-on-failure --timeout 900 -j "$(nproc)" -L 'unit|tier2' -LE 'install' ||
+    status=$?
+fi
+exit "$status"

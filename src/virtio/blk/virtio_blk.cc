@@ -407,6 +407,7 @@ bool VirtioBlk::start_request(QueueState& q, DescriptorChain chain) {
   InFlight& f = q.slots[slot];
   f.chain = std::move(chain);
   f.request = std::move(request);
+  f.started = std::chrono::steady_clock::now();
   switch (f.request.type) {
     case BlkRequestType::kIn:
     case BlkRequestType::kOut:
@@ -508,6 +509,14 @@ void VirtioBlk::handle_completion(QueueState& q, const IoCompletion& completion)
 void VirtioBlk::finish(QueueState& q, uint32_t slot) {
   InFlight& f = q.slots[slot];
   const BlkRequest& request = f.request;
+  const auto took = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - f.started);
+  const auto took_ns = static_cast<uint64_t>(std::max<int64_t>(took.count(), 0));
+  stats_.timed_requests.fetch_add(1, std::memory_order_relaxed);
+  stats_.latency_total_ns.fetch_add(took_ns, std::memory_order_relaxed);
+  // Only this queue's thread raises its own maximum, but disks have several queues.
+  uint64_t max = stats_.latency_max_ns.load(std::memory_order_relaxed);
+  while (took_ns > max && !stats_.latency_max_ns.compare_exchange_weak(max, took_ns, std::memory_order_relaxed)) {
+  }
   uint8_t status = kBlkStatusOk;
   uint32_t used = 1;
   if (f.error != 0) {
@@ -628,6 +637,9 @@ BlkStats VirtioBlk::stats() const {
   out.errors = stats_.errors.load();
   out.unsupported = stats_.unsupported.load();
   out.throttled = stats_.throttled.load();
+  out.timed_requests = stats_.timed_requests.load();
+  out.latency_total_ns = stats_.latency_total_ns.load();
+  out.latency_max_ns = stats_.latency_max_ns.load();
   return out;
 }
 

@@ -55,6 +55,11 @@ struct BlkStats {
   uint64_t errors = 0;       // requests answered IOERR, or returned without a status
   uint64_t unsupported = 0;  // requests answered UNSUPP
   uint64_t throttled = 0;    // times the rate limiter paused a queue
+  // Requests that went to the engine (reads, writes, flushes, discards, write-zeroes), timed
+  // from submission to completion.
+  uint64_t timed_requests = 0;
+  uint64_t latency_total_ns = 0;
+  uint64_t latency_max_ns = 0;
 };
 
 class VirtioBlk : public VirtioDevice {
@@ -123,6 +128,7 @@ class VirtioBlk : public VirtioDevice {
     uint32_t pending_ops = 0;
     int64_t error = 0;  // the first failing result (-errno, or a short count as -EIO)
     bool active = false;
+    std::chrono::steady_clock::time_point started;  // submission, for the latency figures
   };
   // Polling after activity (poll_queue), like QEMU's poll-max-ns (32 µs by default): long
   // enough to catch a page-cache completion or the guest's next request, short enough to
@@ -198,7 +204,8 @@ class VirtioBlk : public VirtioDevice {
 
   struct AtomicStats {
     std::atomic<uint64_t> reads{0}, writes{0}, read_bytes{0}, write_bytes{0}, flushes{0},
-        discards{0}, write_zeroes{0}, errors{0}, unsupported{0}, throttled{0};
+        discards{0}, write_zeroes{0}, errors{0}, unsupported{0}, throttled{0}, timed_requests{0},
+        latency_total_ns{0}, latency_max_ns{0};
   };
   AtomicStats stats_;
   RateLimitedLog guest_log_;

@@ -274,6 +274,10 @@ TEST_F(VirtioBlkFakeTest, ServesEachRequestType) {
   EXPECT_EQ(stats.discards, 1u);
   EXPECT_EQ(stats.write_zeroes, 1u);
   EXPECT_EQ(stats.errors, 0u);
+  // Five requests went to the engine (read, write, flush, a two-range discard, write-zeroes).
+  EXPECT_EQ(stats.timed_requests, 5u);
+  EXPECT_GE(stats.latency_total_ns, stats.latency_max_ns);
+  EXPECT_GT(stats.latency_max_ns, 0u);
   device->reset();
 }
 
