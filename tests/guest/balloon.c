@@ -65,6 +65,7 @@ typedef struct {
 
 static int g_enabled;  // skiff.balloon=1
 static int g_driven;   // the first balloon device has been taken
+static int g_once;     // skiff.balloon=<MiB>,once: stop after the first inflation
 
 static void balloon_line_begin(void) {
   line_begin();
@@ -203,7 +204,7 @@ static void follow_target(Balloon* b) {
       line_end();
     }
     held = target;
-    if (target == 0) break;
+    if (target == 0 || g_once) break;
   }
 }
 
@@ -274,6 +275,12 @@ void balloon_configure(const char* cmdline) {
   usize length;
   u64 mib = 0;
   if (!cmdline_value(cmdline, "skiff.balloon", &value, &length)) return;
+  // "<MiB>" or "<MiB>,once": with once, the driver stops after the first inflation (the
+  // benchmark's run ends there instead of waiting for the next target).
+  static const char kOnce[] = ",once";
+  const usize once_length = sizeof(kOnce) - 1;
+  g_once = length > once_length && bytes_equal(value + length - once_length, kOnce, once_length);
+  if (g_once) length -= once_length;
   // The region must stay inside the identity map and the u32 PFNs.
   if (!parse_u64(value, length, &mib) || mib == 0 || mib > 2048) {
     line_begin();
