@@ -511,7 +511,8 @@ void VirtioNet::process_rx(Pair& pair) {
     return rx->has_available();
   };
 
-  for (int budget = kRxBudget; budget > 0;) {
+  int budget = kRxBudget;
+  while (budget > 0) {
     if (!pair.frame_active) {
       if (!fill_rx_chains(pair)) {
         if (wait_for_buffers()) continue;
@@ -665,6 +666,10 @@ void VirtioNet::process_rx(Pair& pair) {
     counters_.rx_packets.fetch_add(1, std::memory_order_relaxed);
     counters_.rx_bytes.fetch_add(payload, std::memory_order_relaxed);
   }
+  // The budget ran out with frames possibly still in the tap: nothing else would wake us
+  // (the guest's notifications are off while we have buffers), so watch the tap, which is
+  // level-triggered and readable while frames remain.
+  if (budget == 0 && !pair.rx_throttled) set_tap_polling(pair, true);
   if (pair.used_rx) {
     pair.used_rx = false;
     if (rx->needs_notification()) interrupt_->signal_used_queue(pair.rx_index);

@@ -316,6 +316,23 @@ TEST_F(VirtioNetTest, RxBuffersPostedBeforeFramesAreFilledWhenFramesArrive) {
   }
 }
 
+// More frames waiting than one pass reads (kRxBudget = 64): the rest must not wait for a
+// notification the guest will not send (its notifications are off while it has buffers).
+TEST_F(VirtioNetTest, RxBacklogLongerThanOnePassIsAllDelivered) {
+  start(kBaseFeatures, 1, 128);
+  constexpr int kFrames = 100;
+  for (int i = 0; i < kFrames; ++i) backend_->send_frame(0, pattern(60, static_cast<uint8_t>(i)));
+  std::vector<PostedChain> chains;
+  // All buffers first, one notification: the device then finds 100 frames and 100 buffers.
+  for (int i = 0; i < kFrames; ++i) chains.push_back(queues_->post(0, {}, {1526}));
+  net_->notify_queue(0);
+  auto used = wait_used(0, kFrames);
+  ASSERT_EQ(used.size(), static_cast<size_t>(kFrames));
+  EXPECT_EQ(queues_->read(chains[kFrames - 1].writable[0].addr + kNetHeaderSize, 60),
+            pattern(60, static_cast<uint8_t>(kFrames - 1)));
+  EXPECT_EQ(net_->counters().rx_dropped, 0u);
+}
+
 // ---- Features, configuration ----------------------------------------------------------------
 
 TEST(VirtioNetFeatures, OfferedFeaturesFollowSpecAndTap) {
