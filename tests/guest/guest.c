@@ -414,5 +414,6 @@ void guest_main(u32 tag, u64 boot_info) {
   u32 virtio_polls = virtio_mmio_report(cmdline);
   if (virtio_polls != 0) virtio_pci_report(virtio_polls);
   blk_bench_run(cmdline);
+  net_bench_run(cmdline);
   act(cmdline);
 }

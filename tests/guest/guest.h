@@ -223,3 +223,6 @@ void wait_for_shutdown_request(const char* cmdline);
 // blk_bench.c: with skiff.blkbench=<test>,... the virtio-blk benchmark (README.md,
 // "blk-bench"): first virtio-blk PCI function, measured loop in ring 3.
 void blk_bench_run(const char* cmdline);
+// net_bench.c: with skiff.netbench=<test>,... the virtio-net benchmark (README.md,
+// "net-bench"): first virtio-net PCI function, measured loop in ring 3.
+void net_bench_run(const char* cmdline);
