@@ -24,6 +24,8 @@
 #include "skiff/error.h"
 #include "skiff/exit.h"
 #include "skiff/spec.h"
+#include "skiff/state.h"
+#include "skiff/stats.h"
 
 namespace skiff {
 
@@ -97,6 +99,11 @@ class Vm {
   // stopped (kStopRequested, kExitStopped). A paused VM is resumed first. Asking again while
   // a shutdown is under way does nothing.
   Result<void> shutdown(std::chrono::milliseconds timeout);
+
+  // created (before start), running, paused, stopping (a shutdown is under way) or stopped.
+  VmState state() const;
+  // Every counter at one moment: vCPU exits, disks, NICs, the balloon (docs/api.md).
+  VmStats stats() const;
 
   const VmSpec& spec() const;
   VmTimings timings() const;

@@ -4,6 +4,7 @@
 //   skiff test SPEC [overrides]   the same for CI: console to stdout, no input, time limit
 //   skiff validate SPEC           check a spec and the files it names
 //   skiff host-check [--json]     what this host offers
+//   skiff ctl SOCKET COMMAND      control a running VM through its API socket
 //   skiff version
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "cli/ctl_command.h"
 #include "cli/host_check.h"
 #include "cli/run_command.h"
 #include "skiff/exit.h"
@@ -75,6 +77,9 @@ int main(int argc, char** argv) {
   CLI::App* host_check = app.add_subcommand("host-check", "report what this host offers skiff");
   host_check->add_flag("--json", host_check_json, "machine-readable output");
 
+  cli::CtlOptions ctl_options;
+  CLI::App* ctl = cli::add_ctl_command(app, ctl_options);
+
   CLI::App* version = app.add_subcommand("version", "print the version");
 
   try {
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
   if (*test) return cli::run_command(test_options, process_start);
   if (*validate_cmd) return validate(validate_path);
   if (*host_check) return skiff::cli::run_host_check(host_check_json);
+  if (*ctl) return cli::run_ctl_command(*ctl, ctl_options);
   if (*version) {
     fmt::print("skiff {}\n", SKIFF_VERSION);
     return kExitOk;

@@ -46,6 +46,9 @@
 #include "vcpu/vcpu_runner.h"
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
+#include "api/api_backend.h"
+#include "api/api_server.h"
+#include "api/stats_convert.h"
 #include "virtio/balloon/virtio_balloon.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
@@ -115,6 +118,10 @@ MemoryOptions memory_options(const MachineSpec& machine) {
 
 }  // namespace
 
+namespace {
+class VmApiBackend;
+}  // namespace
+
 class Vm::Impl {
  public:
   Impl(VmSpec spec, VmOptions options, KvmSystem kvm, KvmVm vm)
@@ -123,6 +130,8 @@ class Vm::Impl {
   }
 
   ~Impl() {
+    // The API first: its requests reach into everything below.
+    api_server_.reset();
     request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "the Vm object was destroyed"});
     stop_all_runners();
     join_all();
@@ -152,6 +161,8 @@ class Vm::Impl {
     std::lock_guard lock(mutex_);
     return paused_;
   }
+  VmState state() const;
+  VmStats stats() const;
 
  private:
   // The shutdown timer thread: Ctrl-Alt-Del when the power button went unanswered, then a
@@ -232,7 +243,47 @@ class Vm::Impl {
 
   // Last: runners reference the buses and must go first.
   std::vector<std::unique_ptr<VcpuRunner>> runners_;
+  // The control API (spec "api"), served from when the VM is built until it is destroyed.
+  std::unique_ptr<VmApiBackend> api_backend_;
+  std::unique_ptr<api::ApiServer> api_server_;
+
+  friend class VmApiBackend;
+  Result<void> start_api();
 };
+
+namespace {
+
+// The Vm as the API server sees it (src/api/api_backend.h).
+class VmApiBackend final : public api::ApiBackend {
+ public:
+  explicit VmApiBackend(Vm::Impl& vm) : vm_(vm) {}
+  VmState state() const override { return vm_.state(); }
+  VmSpec spec() const override { return vm_.spec(); }
+  double uptime_s() const override { return vm_.stats().uptime_s; }
+  Result<void> pause() override { return vm_.pause(); }
+  Result<void> resume() override { return vm_.resume(); }
+  Result<void> shutdown(std::chrono::milliseconds timeout) override { return vm_.shutdown(timeout); }
+  Result<void> stop() override {
+    if (vm_.state() == VmState::created) return config_error("cannot stop: the VM has not been started");
+    vm_.request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "stopped through the API"});
+    return {};
+  }
+  VmStats stats() const override { return vm_.stats(); }
+  Result<void> set_balloon_target_mib(uint64_t mib) override { return vm_.set_balloon_target_mib(mib); }
+
+ private:
+  Vm::Impl& vm_;
+};
+
+}  // namespace
+
+Result<void> Vm::Impl::start_api() {
+  api_backend_ = std::make_unique<VmApiBackend>(*this);
+  auto server = api::ApiServer::start(spec_.api->socket, *api_backend_);
+  if (!server) return std::unexpected(server.error().with_context("/api/socket"));
+  api_server_ = std::move(*server);
+  return {};
+}
 
 Result<void> Vm::Impl::setup_memory() {
   const uint64_t bytes = spec_.machine.memory_mib * x86::kMiB;
@@ -449,8 +500,6 @@ Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> devi
 }
 
 Result<void> Vm::Impl::setup_virtio_devices() {
-  // Parsed and validated; the server that serves it is not part of this build yet.
-  if (spec_.api) return config_error("/api: the API socket is not served by this build of skiff yet; remove \"api\"");
   if (spec_.rng) {
     auto rng = virtio::VirtioRng::create("rng0");
     if (!rng) return std::unexpected(rng.error());
@@ -603,7 +652,9 @@ Result<void> Vm::Impl::build() {
   spdlog::debug("kernel {}: entry {:#x}, boot structure at {:#x}, initrd {:#x}+{:#x}",
                 plan->pvh_entry ? "PVH" : "64-bit boot protocol", plan->entry,
                 plan->boot_params_addr, plan->initrd_addr, plan->initrd_size);
-  return create_vcpus(*plan);
+  if (auto r = create_vcpus(*plan); !r) return r;
+  if (spec_.api) return start_api();
+  return {};
 }
 
 Result<void> Vm::Impl::start() {
@@ -714,6 +765,33 @@ void Vm::Impl::shutdown_timer(std::chrono::steady_clock::time_point deadline) {
   request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "the guest did not shut down in time: stopped"});
 }
 
+VmState Vm::Impl::state() const {
+  std::lock_guard lock(mutex_);
+  if (!started_) return exit_ ? VmState::stopped : VmState::created;
+  if (exit_) return VmState::stopped;
+  if (shutdown_requested_) return VmState::stopping;
+  return paused_ ? VmState::paused : VmState::running;
+}
+
+VmStats Vm::Impl::stats() const {
+  VmStats out;
+  out.state = state();
+  {
+    std::lock_guard lock(mutex_);
+    if (timings_.started) {
+      const auto end = timings_.stopped.value_or(std::chrono::steady_clock::now());
+      out.uptime_s = std::chrono::duration<double>(end - *timings_.started).count();
+    }
+  }
+  for (const auto& runner : runners_) out.vcpus.push_back(api::to_vcpu_stats(runner->id(), runner->counters()));
+  for (const auto& disk : disks_) out.disks.push_back(api::to_disk_stats(disk->spec().id, disk->stats()));
+  for (size_t i = 0; i < nets_.size(); ++i) {
+    out.nets.push_back(api::to_net_stats(spec_.nets[i].id, nets_[i]->counters()));
+  }
+  if (auto status = balloon()) out.balloon = api::to_balloon_stats(*status, std::chrono::system_clock::now());
+  return out;
+}
+
 void Vm::Impl::stop_all_runners() {
   for (auto& runner : runners_) runner->stop();
 }
@@ -805,5 +883,7 @@ Result<void> Vm::pause() { return impl_->pause(); }
 Result<void> Vm::resume() { return impl_->resume(); }
 Result<void> Vm::shutdown(std::chrono::milliseconds timeout) { return impl_->shutdown(timeout); }
 bool Vm::paused() const { return impl_->paused(); }
+VmState Vm::state() const { return impl_->state(); }
+VmStats Vm::stats() const { return impl_->stats(); }
 
 }  // namespace skiff

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs skiff from a build tree into a scratch prefix, then builds the embedding example
-# against it twice (CMake package, pkg-config) and boots the test guest with both builds.
+# against it twice (CMake package, pkg-config) and boots the test guest with both builds, and
+# builds and runs the two-VM example (examples/two-vms).
 # Usage: install_test.sh BUILD_DIR SOURCE_DIR GUEST_ELF
 set -euo pipefail
 build_dir=$1 source_dir=$2 guest=$3
@@ -18,6 +19,11 @@ done
 cmake -S "$source_dir/examples/boot-guest" -B "$work/cmake-build" -G Ninja \
       -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/cmake.log"
 cmake --build "$work/cmake-build" > "$work/cmake-build.log" || { cat "$work/cmake-build.log"; exit 1; }
+
+# The two-VM example, also through find_package(skiff).
+cmake -S "$source_dir/examples/two-vms" -B "$work/two-vms-build" -G Ninja \
+      -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/two-vms-cmake.log"
+cmake --build "$work/two-vms-build" > "$work/two-vms-build.log" || { cat "$work/two-vms-build.log"; exit 1; }
 
 # 2. pkg-config
 pc_dir=$(dirname "$(find "$work/prefix" -name skiff.pc | head -1)")
@@ -37,4 +43,11 @@ for exe in "$work/cmake-build/boot-guest" "$work/boot-guest-pc"; do
   [ "$rc" -eq 13 ] || { echo "$exe: expected exit code 13, got $rc"; echo "$out"; exit 1; }
   echo "$out" | grep -q "SKIFF-GUEST cpus-started=2" || { echo "$exe: guest report missing"; exit 1; }
 done
+# Two VMs in one process: one paused while the other runs, both shut down gracefully.
+set +e
+out=$("$work/two-vms-build/two-vms" "$guest" 2>&1)
+rc=$?
+set -e
+echo "$out" | tail -3
+[ "$rc" -eq 0 ] || { echo "two-vms: expected exit code 0, got $rc"; echo "$out"; exit 1; }
 echo "install test passed"

@@ -101,6 +101,52 @@ TEST_F(LifecycleTest, GuestThatIgnoresShutdownIsStoppedAtTheDeadline) {
   EXPECT_GE(took, 1400ms);
 }
 
+TEST_F(LifecycleTest, StateAndStatsFollowTheVm) {
+  TempFile image(std::vector<uint8_t>(1 << 20, 0x11), ".img");
+  auto spec = guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.virtio=1 skiff.blk=rw skiff.action=wait-shutdown", 1, 64);
+  DiskSpec disk;
+  disk.id = "d0";
+  disk.path = image.path();
+  spec.disks.push_back(disk);
+  {
+    auto created = Vm::create(spec);  // holds the disk's lock until it goes
+    ASSERT_TRUE(created) << created.error().message();
+    EXPECT_EQ((*created)->state(), VmState::created);
+    EXPECT_EQ((*created)->stats().uptime_s, 0.0);
+  }
+
+  LiveGuest guest(spec);
+  ASSERT_FALSE(guest.error()) << *guest.error();
+  ASSERT_TRUE(guest.next_line("waiting-for-shutdown")) << guest.console();
+  EXPECT_EQ(guest.vm().state(), VmState::running);
+  VmStats stats = guest.vm().stats();
+  EXPECT_EQ(stats.state, VmState::running);
+  EXPECT_GT(stats.uptime_s, 0.0);
+  ASSERT_EQ(stats.vcpus.size(), 1u);
+  EXPECT_GT(stats.vcpus[0].exits["io"], 0u) << "the guest printed through the UART";
+  EXPECT_GT(stats.vcpus[0].exits["mmio"], 0u) << "the guest drove virtio-pci";
+  ASSERT_EQ(stats.disks.size(), 1u);
+  EXPECT_EQ(stats.disks[0].id, "d0");
+  EXPECT_GT(stats.disks[0].writes, 0u);
+  EXPECT_GT(stats.disks[0].reads, 0u);
+  EXPECT_GT(stats.disks[0].write_bytes, 0u);
+  ASSERT_TRUE(stats.disks[0].latency);
+  EXPECT_GE(stats.disks[0].latency->requests, stats.disks[0].reads + stats.disks[0].writes);
+  EXPECT_TRUE(stats.nets.empty());
+  EXPECT_FALSE(stats.balloon);
+
+  ASSERT_TRUE(guest.vm().pause());
+  EXPECT_EQ(guest.vm().state(), VmState::paused);
+  ASSERT_TRUE(guest.vm().shutdown(20s));
+  auto state = guest.vm().state();
+  EXPECT_TRUE(state == VmState::stopping || state == VmState::stopped) << to_string(state);
+  ASSERT_TRUE(guest.wait(20s));
+  EXPECT_EQ(guest.vm().state(), VmState::stopped);
+  const double uptime = guest.vm().stats().uptime_s;
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(guest.vm().stats().uptime_s, uptime) << "uptime stops with the VM";
+}
+
 TEST_F(LifecycleTest, PauseAndShutdownBeforeStartAreRefused) {
   auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=0", 1, 64));
   ASSERT_TRUE(vm) << vm.error().message();

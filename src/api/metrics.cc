@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "api/metrics.h"
+
+#include <array>
+#include <cstdint>
+#include <functional>
+
+#include <fmt/format.h>
+
+namespace skiff::api {
+
+std::string escape_label_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Appends one metric family at a time: HELP and TYPE once, then its samples.
+class MetricWriter {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  }
+  void sample(std::string_view name, std::string_view labels, uint64_t value) {
+    fmt::format_to(std::back_inserter(out_), "{}{}{}{} {}\n", name, labels.empty() ? "" : "{", labels,
+                   labels.empty() ? "" : "}", value);
+  }
+  void sample(std::string_view name, std::string_view labels, double value) {
+    fmt::format_to(std::back_inserter(out_), "{}{}{}{} {}\n", name, labels.empty() ? "" : "{", labels,
+                   labels.empty() ? "" : "}", value);
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+std::string label(std::string_view name, std::string_view value) {
+  return fmt::format("{}=\"{}\"", name, escape_label_value(value));
+}
+
+template <typename Device>
+struct CounterField {
+  std::string_view name;
+  std::string_view help;
+  uint64_t Device::*field;
+};
+
+constexpr std::array<CounterField<DiskStats>, 10> kDiskCounters = {{
+    {"skiff_disk_reads_total", "Read requests completed successfully.", &DiskStats::reads},
+    {"skiff_disk_writes_total", "Write requests completed successfully.", &DiskStats::writes},
+    {"skiff_disk_read_bytes_total", "Bytes read by the guest.", &DiskStats::read_bytes},
+    {"skiff_disk_write_bytes_total", "Bytes written by the guest.", &DiskStats::write_bytes},
+    {"skiff_disk_flushes_total", "Flush requests completed.", &DiskStats::flushes},
+    {"skiff_disk_discards_total", "Discard requests completed.", &DiskStats::discards},
+    {"skiff_disk_write_zeroes_total", "Write-zeroes requests completed.", &DiskStats::write_zeroes},
+    {"skiff_disk_errors_total", "Requests answered with an I/O error.", &DiskStats::errors},
+    {"skiff_disk_unsupported_total", "Requests answered as unsupported.", &DiskStats::unsupported},
+    {"skiff_disk_throttled_total", "Times the rate limiter paused a queue.", &DiskStats::throttled},
+}};
+
+constexpr std::array<CounterField<NetStats>, 6> kNetCounters = {{
+    {"skiff_net_rx_bytes_total", "Bytes delivered from the tap to the guest.", &NetStats::rx_bytes},
+    {"skiff_net_rx_packets_total", "Frames delivered from the tap to the guest.", &NetStats::rx_packets},
+    {"skiff_net_rx_dropped_total", "Frames from the tap no guest buffer could hold.", &NetStats::rx_dropped},
+    {"skiff_net_tx_bytes_total", "Bytes sent by the guest to the tap.", &NetStats::tx_bytes},
+    {"skiff_net_tx_packets_total", "Frames sent by the guest to the tap.", &NetStats::tx_packets},
+    {"skiff_net_tx_dropped_total", "Malformed guest frames and frames the tap refused.", &NetStats::tx_dropped},
+}};
+
+constexpr double kNanosecondsPerSecond = 1e9;
+constexpr uint64_t kBytesPerMib = uint64_t{1} << 20;
+
+}  // namespace
+
+std::string format_prometheus_metrics(const VmStats& stats) {
+  MetricWriter out;
+
+  out.family("skiff_vm_state", "gauge", "1 for the state the VM is in, 0 for the others.");
+  for (VmState state : {VmState::created, VmState::running, VmState::paused, VmState::stopping, VmState::stopped}) {
+    out.sample("skiff_vm_state", label("state", to_string(state)), uint64_t{state == stats.state ? 1u : 0u});
+  }
+  out.family("skiff_vm_uptime_seconds", "gauge", "Seconds since the VM started.");
+  out.sample("skiff_vm_uptime_seconds", "", stats.uptime_s);
+
+  if (!stats.vcpus.empty()) {
+    out.family("skiff_vcpu_exits_total", "counter", "vCPU exits to the VMM by reason.");
+    for (const VcpuStats& vcpu : stats.vcpus) {
+      for (const auto& [reason, count] : vcpu.exits) {
+        out.sample("skiff_vcpu_exits_total",
+                   fmt::format("{},{}", label("vcpu", fmt::format("{}", vcpu.id)), label("reason", reason)), count);
+      }
+    }
+  }
+
+  if (!stats.disks.empty()) {
+    for (const auto& counter : kDiskCounters) {
+      out.family(counter.name, "counter", counter.help);
+      for (const DiskStats& disk : stats.disks) out.sample(counter.name, label("disk", disk.id), disk.*counter.field);
+    }
+    bool any_latency = false;
+    for (const DiskStats& disk : stats.disks) any_latency = any_latency || disk.latency.has_value();
+    if (any_latency) {
+      // A summary without quantiles: _sum and _count give the mean over any interval.
+      out.family("skiff_disk_request_duration_seconds", "summary", "Time from submission to completion of requests.");
+      for (const DiskStats& disk : stats.disks) {
+        if (!disk.latency) continue;
+        out.sample("skiff_disk_request_duration_seconds_sum", label("disk", disk.id),
+                   static_cast<double>(disk.latency->total_ns) / kNanosecondsPerSecond);
+        out.sample("skiff_disk_request_duration_seconds_count", label("disk", disk.id), disk.latency->requests);
+      }
+      out.family("skiff_disk_request_duration_max_seconds", "gauge", "The longest request since the VM started.");
+      for (const DiskStats& disk : stats.disks) {
+        if (!disk.latency) continue;
+        out.sample("skiff_disk_request_duration_max_seconds", label("disk", disk.id),
+                   static_cast<double>(disk.latency->max_ns) / kNanosecondsPerSecond);
+      }
+    }
+  }
+
+  if (!stats.nets.empty()) {
+    for (const auto& counter : kNetCounters) {
+      out.family(counter.name, "counter", counter.help);
+      for (const NetStats& net : stats.nets) out.sample(counter.name, label("net", net.id), net.*counter.field);
+    }
+  }
+
+  if (stats.balloon) {
+    const BalloonStats& balloon = *stats.balloon;
+    out.family("skiff_balloon_target_bytes", "gauge", "Memory the host asked the guest to give back.");
+    out.sample("skiff_balloon_target_bytes", "", balloon.target_mib * kBytesPerMib);
+    out.family("skiff_balloon_actual_bytes", "gauge", "Memory the guest's balloon driver holds.");
+    out.sample("skiff_balloon_actual_bytes", "", balloon.actual_mib * kBytesPerMib);
+    out.family("skiff_balloon_released_bytes_total", "counter", "Memory handed back to the host since the VM started.");
+    out.sample("skiff_balloon_released_bytes_total", "", balloon.bytes_released);
+    if (!balloon.guest_stats.empty()) {
+      out.family("skiff_balloon_guest_stat", "gauge",
+                 "The guest's latest memory statistics (memory figures in bytes, others counts).");
+      for (const auto& [name, value] : balloon.guest_stats) {
+        out.sample("skiff_balloon_guest_stat", label("name", name), value);
+      }
+    }
+  }
+  return out.take();
+}
+
+}  // namespace skiff::api

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "api/stats_convert.h"
+
+#include <utility>
+
+namespace skiff::api {
+
+VcpuStats to_vcpu_stats(uint32_t id, const VcpuExitCounters& counters) {
+  VcpuStats out;
+  out.id = id;
+  out.exits = {{"io", counters.io.load(std::memory_order_relaxed)},
+               {"mmio", counters.mmio.load(std::memory_order_relaxed)},
+               {"unhandled_io", counters.unhandled_io.load(std::memory_order_relaxed)},
+               {"interrupted", counters.interrupted.load(std::memory_order_relaxed)},
+               {"other", counters.other.load(std::memory_order_relaxed)}};
+  return out;
+}
+
+DiskStats to_disk_stats(std::string id, const virtio::BlkStats& stats) {
+  DiskStats out;
+  out.id = std::move(id);
+  out.reads = stats.reads;
+  out.writes = stats.writes;
+  out.read_bytes = stats.read_bytes;
+  out.write_bytes = stats.write_bytes;
+  out.flushes = stats.flushes;
+  out.discards = stats.discards;
+  out.write_zeroes = stats.write_zeroes;
+  out.errors = stats.errors;
+  out.unsupported = stats.unsupported;
+  out.throttled = stats.throttled;
+  out.latency = DiskLatency{stats.timed_requests, stats.latency_total_ns, stats.latency_max_ns};
+  return out;
+}
+
+NetStats to_net_stats(std::string id, const virtio::net::NetCounters& counters) {
+  NetStats out;
+  out.id = std::move(id);
+  out.rx_bytes = counters.rx_bytes;
+  out.rx_packets = counters.rx_packets;
+  out.rx_dropped = counters.rx_dropped;
+  out.tx_bytes = counters.tx_bytes;
+  out.tx_packets = counters.tx_packets;
+  out.tx_dropped = counters.tx_dropped;
+  return out;
+}
+
+BalloonStats to_balloon_stats(const BalloonStatus& status, std::chrono::system_clock::time_point now) {
+  BalloonStats out;
+  out.target_mib = status.target_mib();
+  out.actual_mib = status.actual_mib();
+  out.bytes_released = status.bytes_released;
+  out.guest_stats = status.guest_stats;
+  out.guest_stats_sets = status.stats_sets;
+  if (status.stats_received_at) {
+    // The system clock may step backwards; an age is never negative.
+    double age = std::chrono::duration<double>(now - *status.stats_received_at).count();
+    out.guest_stats_age_s = age < 0 ? 0 : age;
+  }
+  return out;
+}
+
+}  // namespace skiff::api
