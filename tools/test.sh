@@ -19,10 +19,11 @@ ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@" || status=$?
 if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
   # Any report fails the test it happened in: UBSan stops at the first finding, ASan always
   # does (leaks included). The guest payloads are built with their own flags, untouched.
-  # SKIFF_LEAN_LINK=OFF: the sanitizer runtimes want the shared C++ runtime.
+  # SKIFF_LEAN_LINK=OFF: plain shared fmt/spdlog. Warnings are the main build's business:
+  # with the sanitizers GCC 12 reports false maybe-uninitialized warnings inside <regex>.
   asan_dir=${SKIFF_ASAN_BUILD_DIR:-$root/build-asan}
   sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-  cmake -S "$root" -B "$asan_dir" -G Ninja -DSKIFF_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S "$root" -B "$asan_dir" -G Ninja -DSKIFF_WERROR=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DSKIFF_LEAN_LINK=OFF -DSKIFF_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="$sanitize" \
     -DCMAKE_EXE_LINKER_FLAGS="$sanitize" -DCMAKE_SHARED_LINKER_FLAGS="$sanitize"
   cmake --build "$asan_dir" -j "$(nproc)"
