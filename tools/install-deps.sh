@@ -22,7 +22,7 @@ fi
 packages=(
   build-essential cmake ninja-build pkg-config
   libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
-  libgtest-dev libgmock-dev libseccomp-dev liburing-dev libcpp-httplib-dev
+  libgtest-dev libgmock-dev libseccomp-dev liburing-dev libhttp-parser-dev
   python3
 )
 if [ "$want_tests" -eq 1 ]; then

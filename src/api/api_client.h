@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The client side of the control API (skiff ctl, tests): one HTTP/1.1 request over the
-// Unix socket, written and parsed by cpp-httplib's client.
+// Unix socket; the response is parsed by libhttp-parser.
 #pragma once
 
 #include <chrono>
@@ -11,6 +11,9 @@
 #include "skiff/error.h"
 
 namespace skiff::api {
+
+// The largest reply body the client accepts.
+inline constexpr size_t kMaxResponseBytes = 16 * 1024 * 1024;
 
 // Sends `method path` with `body` (JSON, or empty for none) and returns the reply whatever
 // its status; errors are only for failing to connect or exchange (missing socket, nothing

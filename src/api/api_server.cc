@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <http_parser.h>
 #include <spdlog/spdlog.h>
 
 #include "api/api_json.h"
@@ -25,86 +26,141 @@ namespace skiff::api {
 
 namespace {
 
-// httplib::Server with its request parser reachable: Debian's cpp-httplib 0.11 listens only
-// on TCP, but process_request() (protected) serves one request from any Stream.
-class HttpOverStream : public httplib::Server {
- public:
-  HttpOverStream(ApiBackend& backend, size_t max_body_bytes) {
-    set_payload_max_length(max_body_bytes);
-    const auto serve = [&backend](const httplib::Request& request, httplib::Response& response) {
-      respond(handle_api_request(backend, request.method, request.path, request.body), response);
-    };
-    // httplib reads a PUT body up to EOF when it has neither Content-Length nor chunked
-    // encoding (curl -X PUT without data sends neither), which would hold the exchange
-    // until the timeout. Such requests have no body: serve them before the read.
-    set_pre_routing_handler([&backend, max_body_bytes](const httplib::Request& request, httplib::Response& response) {
-      // A declared length over the limit is refused before the body is waited for (httplib
-      // would read and discard it all first); the lingering close drains what was sent.
-      if (request.has_header("Content-Length")) {
-        const std::string length = request.get_header_value("Content-Length");
-        char* end = nullptr;
-        errno = 0;
-        unsigned long long declared = std::strtoull(length.c_str(), &end, 10);
-        if (end != length.c_str() && (declared > max_body_bytes || errno == ERANGE)) {
-          response.status = 413;
-          return HandlerResponse::Handled;  // the error handler below writes the body
-        }
-      }
-      if (request.has_header("Content-Length") || request.has_header("Transfer-Encoding")) {
-        return HandlerResponse::Unhandled;
-      }
-      respond(handle_api_request(backend, request.method, request.path, {}), response);
-      return HandlerResponse::Handled;
-    });
-    // Every method httplib routes goes to the one router, which decides 404 and 405.
-    Get(".*", serve);
-    Put(".*", serve);
-    Post(".*", serve);
-    Patch(".*", serve);
-    Delete(".*", serve);
-    Options(".*", serve);
-    // Errors httplib finds itself (unparsable request line 400, body over the limit 413)
-    // get the API's JSON body too.
-    set_error_handler(HandlerWithResponse([max_body_bytes](const httplib::Request&, httplib::Response& response) {
-      if (!response.body.empty()) return HandlerResponse::Unhandled;
-      std::string message;
-      switch (response.status) {
-        case 400:
-          message = "malformed HTTP request";
-          break;
-        case 413:
-          message = fmt::format("request body larger than {} bytes", max_body_bytes);
-          break;
-        case 414:
-          message = "request URI too long";
-          break;
-        default:
-          message = fmt::format("HTTP error {}", response.status);
-      }
-      response.set_content(error_body(message), std::string(kJsonContentType).c_str());
-      return HandlerResponse::Handled;
-    }));
-    set_exception_handler([](const httplib::Request&, httplib::Response& response, std::exception_ptr) {
-      response.status = 500;
-      response.set_content(error_body("internal error"), std::string(kJsonContentType).c_str());
-    });
-  }
+// Limits of the request head (the body has ApiServerOptions::max_body_bytes).
+constexpr size_t kMaxUrlBytes = 8 * 1024;
+constexpr size_t kMaxHeaderBytes = 16 * 1024;
 
-  // Serves one request from `stream` and asks the client to close the connection: one
-  // request per connection keeps a request body the router never read from being taken
-  // for the next request.
-  bool serve_one(httplib::Stream& stream) {
-    bool connection_closed = false;
-    return process_request(stream, /*close_connection=*/true, connection_closed, nullptr);
-  }
-
- private:
-  static void respond(const ApiReply& reply, httplib::Response& response) {
-    response.status = reply.status;
-    if (!reply.allow.empty()) response.set_header("Allow", reply.allow);
-    response.set_content(reply.body, reply.content_type);
-  }
+// One request as the parser delivers it.
+struct RequestState {
+  size_t max_body_bytes = 0;
+  std::string url;
+  std::string body;
+  size_t header_bytes = 0;
+  int refuse_status = 0;  // 413/414/431 found while parsing: answered without a body
+  bool complete = false;
 };
+
+RequestState& state_of(http_parser* parser) { return *static_cast<RequestState*>(parser->data); }
+
+int on_url(http_parser* parser, const char* at, size_t length) {
+  RequestState& state = state_of(parser);
+  if (state.url.size() + length > kMaxUrlBytes) {
+    state.refuse_status = 414;
+    return 1;
+  }
+  state.url.append(at, length);
+  return 0;
+}
+
+int on_header_bytes(http_parser* parser, const char*, size_t length) {
+  RequestState& state = state_of(parser);
+  state.header_bytes += length;
+  if (state.header_bytes > kMaxHeaderBytes) {
+    state.refuse_status = 431;
+    return 1;
+  }
+  return 0;
+}
+
+int on_headers_complete(http_parser* parser) {
+  RequestState& state = state_of(parser);
+  // A declared length over the limit is refused before the body is waited for.
+  if ((parser->flags & F_CONTENTLENGTH) != 0 && parser->content_length > state.max_body_bytes) {
+    state.refuse_status = 413;
+    return 2;  // stop: error out of http_parser_execute
+  }
+  return 0;
+}
+
+int on_body(http_parser* parser, const char* at, size_t length) {
+  RequestState& state = state_of(parser);
+  if (state.body.size() + length > state.max_body_bytes) {  // chunked bodies have no declared size
+    state.refuse_status = 413;
+    return 1;
+  }
+  state.body.append(at, length);
+  return 0;
+}
+
+int on_message_complete(http_parser* parser) {
+  state_of(parser).complete = true;
+  return 1;  // one request per connection: stop parsing here
+}
+
+const http_parser_settings& request_settings() {
+  static const http_parser_settings settings = [] {
+    http_parser_settings s{};
+    s.on_url = on_url;
+    s.on_header_field = on_header_bytes;
+    s.on_header_value = on_header_bytes;
+    s.on_headers_complete = on_headers_complete;
+    s.on_body = on_body;
+    s.on_message_complete = on_message_complete;
+    return s;
+  }();
+  return settings;
+}
+
+std::string reason_of(int status) {
+  const char* reason = http_status_str(static_cast<http_status>(status));
+  return reason != nullptr && std::strcmp(reason, "<unknown>") != 0 ? reason : "Status";
+}
+
+std::string response_text(const ApiReply& reply) {
+  std::string head = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                                 reply.status, reason_of(reply.status), reply.content_type, reply.body.size());
+  if (!reply.allow.empty()) head += fmt::format("Allow: {}\r\n", reply.allow);
+  return head + "\r\n" + reply.body;
+}
+
+ApiReply error_reply(int status, std::string_view message) {
+  ApiReply reply;
+  reply.status = status;
+  reply.body = error_body(message);
+  return reply;
+}
+
+// Reads one request from `stream` (libhttp-parser: Node.js's HTTP parser, Debian's
+// libhttp-parser-dev), answers it through the router, and returns. One request per
+// connection: a request body the router never read cannot be taken for the next request.
+void serve_one(FdStream& stream, ApiBackend& backend, size_t max_body_bytes) {
+  RequestState state;
+  state.max_body_bytes = max_body_bytes;
+  http_parser parser;
+  http_parser_init(&parser, HTTP_REQUEST);
+  parser.data = &state;
+  char buffer[4096];
+  bool malformed = false;
+  while (!state.complete && state.refuse_status == 0 && !malformed) {
+    ssize_t n = stream.read(buffer, sizeof(buffer));
+    if (n < 0) return;  // timeout, deadline, cancel or error: nobody to answer
+    // n == 0 tells the parser the stream ended (a request cut short is malformed).
+    size_t parsed = http_parser_execute(&parser, &request_settings(), buffer, static_cast<size_t>(n));
+    if (state.complete || state.refuse_status != 0) break;
+    if (HTTP_PARSER_ERRNO(&parser) != HPE_OK || parsed != static_cast<size_t>(n) || n == 0) malformed = true;
+  }
+  ApiReply reply;
+  if (state.refuse_status == 413) {
+    reply = error_reply(413, fmt::format("request body larger than {} bytes", max_body_bytes));
+  } else if (state.refuse_status == 414) {
+    reply = error_reply(414, "request URI too long");
+  } else if (state.refuse_status == 431) {
+    reply = error_reply(431, "request header fields too large");
+  } else if (malformed || !state.complete) {
+    reply = error_reply(400, "malformed HTTP request");
+  } else {
+    std::string_view path = state.url;
+    path = path.substr(0, path.find('?'));  // no endpoint takes a query
+    const char* method = http_method_str(static_cast<http_method>(parser.method));
+    try {
+      reply = handle_api_request(backend, method, path, state.body);
+    } catch (const std::exception& error) {
+      spdlog::warn("api: {} {}: {}", method, path, error.what());
+      reply = error_reply(500, "internal error");
+    }
+  }
+  stream.write_all(response_text(reply));
+}
 
 }  // namespace
 
@@ -114,7 +170,7 @@ class ApiServer::Impl {
       : listener_(std::move(listener)),
         stop_event_(std::move(stop_event)),
         options_(options),
-        http_(backend, options.max_body_bytes) {}
+        backend_(backend) {}
 
   ~Impl() { stop(); }
 
@@ -158,11 +214,7 @@ class ApiServer::Impl {
       }
       FdStream stream(connection.get(), stop_event_.get(), options_.io_timeout,
                       std::chrono::steady_clock::now() + options_.exchange_deadline);
-      try {
-        http_.serve_one(stream);
-      } catch (const std::exception& error) {
-        spdlog::warn("api: request failed: {}", error.what());
-      }
+      serve_one(stream, backend_, options_.max_body_bytes);
       if (stream.timed_out()) spdlog::debug("api: a client was too slow; connection closed");
       linger_close(connection.get());
     }
@@ -188,7 +240,7 @@ class ApiServer::Impl {
   UnixListener listener_;
   UniqueFd stop_event_;
   ApiServerOptions options_;
-  HttpOverStream http_;
+  ApiBackend& backend_;
   std::thread thread_;
   std::mutex stop_mutex_;
   bool stopped_ = false;

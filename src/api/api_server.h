@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The control API: HTTP/1.1 on a Unix socket (spec "api": {"socket": PATH}), served by
-// cpp-httplib's request parser on one thread ("skiff-api"), one connection at a time,
+// libhttp-parser's request parser on one thread ("skiff-api"), one connection at a time,
 // one request per connection. Endpoints and errors: api_router.h and docs/api.md.
 #pragma once
 

@@ -37,10 +37,6 @@ bool FdStream::wait_for(short events) const {
   }
 }
 
-bool FdStream::is_readable() const { return wait_for(POLLIN); }
-
-bool FdStream::is_writable() const { return wait_for(POLLOUT); }
-
 ssize_t FdStream::read(char* ptr, size_t size) {
   if (!wait_for(POLLIN)) return -1;
   for (;;) {
@@ -60,14 +56,13 @@ ssize_t FdStream::write(const char* ptr, size_t size) {
   }
 }
 
-void FdStream::get_remote_ip_and_port(std::string& ip, int& port) const {
-  ip = "unix";
-  port = 0;
-}
-
-void FdStream::get_local_ip_and_port(std::string& ip, int& port) const {
-  ip = "unix";
-  port = 0;
+bool FdStream::write_all(std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = write(data.data(), data.size());
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return true;
 }
 
 }  // namespace skiff::api

@@ -1,33 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-// An httplib::Stream over a connected socket, so cpp-httplib's request and response
-// parsers run over Unix sockets (Debian's cpp-httplib 0.11 only opens TCP sockets).
+// Reads and writes on a connected socket for the API's HTTP exchanges.
 // Every wait is bounded: by the per-call timeout, by a deadline for the whole exchange
 // (a client trickling bytes cannot hold the server), and by an optional cancel fd whose
 // readability makes every wait fail at once (server shutdown).
-// Internal to src/api: it includes httplib.h, whose compile definitions must match the
-// library's (CMakeLists.txt takes them from pkg-config).
 #pragma once
 
-#include <chrono>
-#include <string>
+#include <sys/types.h>
 
-#include <httplib.h>
+#include <chrono>
+#include <string_view>
 
 namespace skiff::api {
 
-class FdStream final : public httplib::Stream {
+class FdStream final {
  public:
   // `fd` stays owned by the caller. `cancel_fd` is -1 or an fd that turns readable to
   // abandon the exchange.
   FdStream(int fd, int cancel_fd, std::chrono::milliseconds io_timeout, std::chrono::steady_clock::time_point deadline);
 
-  bool is_readable() const override;
-  bool is_writable() const override;
-  ssize_t read(char* ptr, size_t size) override;
-  ssize_t write(const char* ptr, size_t size) override;
-  void get_remote_ip_and_port(std::string& ip, int& port) const override;
-  void get_local_ip_and_port(std::string& ip, int& port) const override;
-  socket_t socket() const override { return fd_; }
+  // Like read(2)/write(2) once the socket is ready; -1 on cancel, timeout or deadline.
+  ssize_t read(char* ptr, size_t size);
+  ssize_t write(const char* ptr, size_t size);
+  // Writes all of `data`; false when the peer is gone or a wait failed.
+  bool write_all(std::string_view data);
 
   // Whether a wait failed because of the cancel fd, the timeout or the deadline.
   bool cancelled() const { return cancelled_; }
