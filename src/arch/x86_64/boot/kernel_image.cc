@@ -124,9 +124,11 @@ Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image) {
 
   // boot.rst: "boot_flag: Contains 0xAA55. This is the closest thing old Linux kernels have
   // to a magic number."
+  // setup_header is packed: its fields go to fmt::format (which binds references) as copies,
+  // since a reference to a misaligned member is undefined behaviour (found by the fuzzer).
   if (header.boot_flag != kBootFlagMagic) {
     return image_error(fmt::format("bzImage boot_flag at {:#x} is {:#06x}, expected {:#06x}",
-                                   kBootFlagOffset, header.boot_flag, kBootFlagMagic));
+                                   kBootFlagOffset, uint16_t{header.boot_flag}, kBootFlagMagic));
   }
   // "header: Contains the magic number "HdrS" (0x53726448)." Absent before protocol 2.00.
   if (header.header != kHeaderMagic) {
@@ -187,7 +189,7 @@ Result<BzImageInfo> parse_bzimage(std::span<const uint8_t> image) {
     return image_error(fmt::format(
         "bzImage truncated: setup ({} bytes) + protected-mode code ({} bytes, syssize {}) "
         "needs {} bytes, file has {}",
-        info.setup_size, protected_mode_size, header.syssize,
+        info.setup_size, protected_mode_size, uint32_t{header.syssize},
         info.setup_size + protected_mode_size, size));
   }
   info.payload_offset = info.setup_size;
