@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The virtio-blk benchmark payload (bench/blk_bench.cc runs it under skiff and QEMU):
 // with `skiff.blkbench=<test>[,qd=N][,count=N][,warmup=N][,bs=N]` ring 0 sets up the first
-// virtio-blk PCI function (1af4:1042) like virtio_blk.c does (virtio 1.2 §3.1.1, §4.1.5.1.3:
+// virtio-blk PCI function (1af4:1042) through virtio_dev.c (virtio 1.2 §3.1.1, §4.1.5.1.3:
 // VERSION_1 only, one queue, no MSI-X, INTx disabled, avail.flags = NO_INTERRUPT), then the
 // measured loop runs in ring 3 (ring3.c): it keeps `qd` read requests in flight, notifies
 // through the notify register (one MMIO write per batch, skipped while the device sets
@@ -12,49 +12,16 @@
 // Ring 0 is emulated on the development machines (~1.7M instructions/s): everything
 // proportional to the request count runs in ring 3; ring 0 only does the O(1) setup.
 #include "guest.h"
+#include "virtio_dev.h"
 
 enum {
-  // ---- virtio-pci (§4.1.4)
-  kCfgVendorDevice = 0x00,
-  kCfgCommand = 0x04,
-  kCommandMemory = 1 << 1,
-  kCommandBusMaster = 1 << 2,
-  kCommandIntxDisable = 1 << 10,
-  kCapCommon = 1,
-  kCapNotify = 2,
-  kCapDevice = 4,
-  kCommonCfgLength = 0x38,
-  kCommonDeviceFeatureSelect = 0x00,  // struct virtio_pci_common_cfg (§4.1.4.3)
-  kCommonDeviceFeature = 0x04,
-  kCommonDriverFeatureSelect = 0x08,
-  kCommonDriverFeature = 0x0c,
-  kCommonNumQueues = 0x12,
-  kCommonDeviceStatus = 0x14,
-  kCommonQueueSelect = 0x16,
-  kCommonQueueSize = 0x18,
-  kCommonQueueEnable = 0x1c,
-  kCommonQueueNotifyOff = 0x1e,
-  kCommonQueueDesc = 0x20,
-  kCommonQueueDriver = 0x28,
-  kCommonQueueDevice = 0x30,
-  kPciSlots = 32,
-  // ---- §2.1 device status
-  kStatusAcknowledge = 1,
-  kStatusDriver = 2,
-  kStatusDriverOk = 4,
-  kStatusFeaturesOk = 8,
-  kStatusFailed = 128,
-  kResetPolls = 1000,
   // ---- split virtqueue (§2.7)
   kMaxQueueSize = 256,
-  kDescFlagNext = 1,
-  kDescFlagWrite = 2,
-  kAvailNoInterrupt = 1,
-  kUsedNoNotify = 1,
   kDescsPerRequest = 3,  // header -> data -> status
   // ---- virtio-blk (§5.2)
   kBlkTypeIn = 0,
-  kBlkConfigLength = 8,  // only capacity is read
+  kBlkConfigCapacity = 0,  // le64
+  kBlkConfigLength = 8,    // only capacity is read
   kSectorBytes = 512,
   kStatusNone = 0xff,
   // ---- the benchmark
@@ -64,7 +31,6 @@ enum {
 };
 
 static const u32 kVirtioBlkPciId = 0x10421af4;  // device << 16 | vendor (§4.1.2.1)
-static const u64 kFeatureVersion1 = 1ull << 32;
 // Where a BAR above 4 GiB is moved (skiff's 32-bit PCI window; virtio_blk.c uses the same).
 static const u64 kBarRelocation = 0xc1000000ull;
 // Rings, request headers, status bytes and data buffers: guest RAM at 64 MiB, outside the
@@ -81,28 +47,6 @@ static const u64 kAreaData = 0x10000;
 static const u64 kTimeoutCycles = 30000000000ull;
 
 typedef struct {
-  u64 addr;
-  u32 len;
-  u16 flags;
-  u16 next;
-} Desc;
-
-typedef struct {
-  u16 flags;
-  u16 idx;
-  u16 ring[kMaxQueueSize];
-} Avail;
-
-typedef struct {
-  u16 flags;
-  u16 idx;
-  struct {
-    u32 id;
-    u32 len;
-  } ring[kMaxQueueSize];
-} Used;
-
-typedef struct {
   u32 type;
   u32 reserved;
   u64 sector;
@@ -111,9 +55,9 @@ typedef struct {
 // Shared between ring 0 and the ring-3 loop (the image is mapped U/S by ring3.S).
 typedef struct {
   // set up by ring 0
-  volatile Desc* desc;
-  volatile Avail* avail;
-  volatile Used* used;
+  volatile VdevDesc* desc;
+  volatile VdevAvail* avail;
+  volatile VdevUsed* used;
   volatile BlkHeader* headers;
   volatile u8* status;
   u64 data;
@@ -185,7 +129,7 @@ static void publish_and_notify(BenchRun* r, u16 avail) {
   // The index before the flags check (§2.7.10 asks for a full fence here): a device that
   // clears NO_NOTIFY after our load must see the new index.
   __asm__ volatile("mfence" : : : "memory");
-  if (!(r->used->flags & kUsedNoNotify)) {
+  if (!(r->used->flags & kVdevUsedNoNotify)) {
     *(volatile u16*)(usize)r->notify = 0;
     ++r->notifies;
   }
@@ -198,9 +142,9 @@ static void bench_loop(void* arg) {
     u64 data = r->data + (u64)slot * r->block_bytes;
     r->headers[slot].type = kBlkTypeIn;
     r->headers[slot].reserved = 0;
-    r->desc[head] = (Desc){(u64)(usize)&r->headers[slot], sizeof(BlkHeader), kDescFlagNext, (u16)(head + 1)};
-    r->desc[head + 1] = (Desc){data, r->block_bytes, kDescFlagWrite | kDescFlagNext, (u16)(head + 2)};
-    r->desc[head + 2] = (Desc){(u64)(usize)&r->status[slot], 1, kDescFlagWrite, 0};
+    r->desc[head] = (VdevDesc){(u64)(usize)&r->headers[slot], sizeof(BlkHeader), kVdevDescNext, (u16)(head + 1)};
+    r->desc[head + 1] = (VdevDesc){data, r->block_bytes, kVdevDescWrite | kVdevDescNext, (u16)(head + 2)};
+    r->desc[head + 2] = (VdevDesc){(u64)(usize)&r->status[slot], 1, kVdevDescWrite, 0};
   }
   r->completed = r->errors = r->notifies = r->bad_ids = r->timed_out = 0;
   u64 submitted = 0;
@@ -338,145 +282,52 @@ static int parse_config(const char* value, usize length, BenchConfig* config) {
   return 1;
 }
 
-static int find_device(void) {
-  for (u32 slot = 0; slot < kPciSlots; ++slot) {
-    if (pci_config_read32(slot, kCfgVendorDevice) == kVirtioBlkPciId) return (int)slot;
-  }
-  return -1;
-}
-
-typedef struct {
-  u64 common;
-  u64 device_config;
-  u64 notify;
-  u32 notify_length;
-  u32 notify_multiplier;
-} PciDevice;
-
-static u32 get_status(const PciDevice* dev) { return read8(dev->common + kCommonDeviceStatus); }
-static void set_status(const PciDevice* dev, u32 status) {
-  mmio_write8(dev->common + kCommonDeviceStatus, (u8)status);
-}
-
-static u32 reset_device(const PciDevice* dev) {
-  set_status(dev, 0);
-  u32 status = get_status(dev);
-  for (u32 i = 0; i < kResetPolls && status != 0; ++i) status = get_status(dev);
-  return status;
-}
-
-static void set_queue_address(const PciDevice* dev, u32 offset, u64 address) {
-  mmio_write32(dev->common + offset, (u32)address);
-  mmio_write32(dev->common + offset + 4, (u32)(address >> 32));
-}
-
-// BAR placement and the regions this driver uses (as virtio_blk_pci_drive does).
-static int locate_device(u32 slot, PciDevice* dev) {
-  VirtioPciCaps caps;
-  virtio_pci_read_capabilities(slot, &caps);
-  const VirtioPciRegion* common = &caps.regions[kCapCommon];
-  const VirtioPciRegion* notify = &caps.regions[kCapNotify];
-  const VirtioPciRegion* device = &caps.regions[kCapDevice];
-  if (!common->present || !notify->present || !device->present) {
-    bench_error("missing-cap slot", slot);
-    return 0;
-  }
-  u32 command = pci_config_read16(slot, kCfgCommand);
-  pci_config_write16(slot, kCfgCommand, (u16)(command & ~(u32)(kCommandMemory | kCommandBusMaster)));
-  u64 bar_size = 0;
-  u32 bar = common->bar;
-  u64 base = virtio_pci_place_bar(slot, bar, kBarRelocation, "blkbench", &bar_size);
-  if (base == 0) return 0;
-  if (!virtio_pci_region_fits("blkbench", "common", common->bar, common->offset, common->length, bar,
-                              bar_size, kCommonCfgLength) ||
-      !virtio_pci_region_fits("blkbench", "notify", notify->bar, notify->offset, notify->length, bar,
-                              bar_size, 2) ||
-      !virtio_pci_region_fits("blkbench", "device", device->bar, device->offset, device->length, bar,
-                              bar_size, kBlkConfigLength)) {
-    return 0;
-  }
-  pci_config_write16(slot, kCfgCommand,
-                     (u16)(command | kCommandMemory | kCommandBusMaster | kCommandIntxDisable));
-  dev->common = base + common->offset;
-  dev->device_config = base + device->offset;
-  dev->notify = base + notify->offset;
-  dev->notify_length = notify->length;
-  dev->notify_multiplier = caps.notify_multiplier;
-  return 1;
-}
-
 static void zero_area(u64 offset, u64 bytes) {
   volatile u64* words = (volatile u64*)(usize)(kAreaBase + offset);
   for (u64 i = 0; i < bytes / 8; ++i) words[i] = 0;
 }
 
 // §3.1.1 up to DRIVER_OK with queue 0 in the benchmark area. 0 after printing why not.
-static int initialise(const PciDevice* dev, BenchRun* run) {
-  u32 status = reset_device(dev);
-  if (status != 0) {
-    bench_error("reset-status", status);
-    return 0;
-  }
-  status = kStatusAcknowledge | kStatusDriver;
-  set_status(dev, kStatusAcknowledge);
-  set_status(dev, status);
-  mmio_write32(dev->common + kCommonDeviceFeatureSelect, 1);
-  u64 offered = (u64)mmio_read32(dev->common + kCommonDeviceFeature) << 32;
-  if (!(offered & kFeatureVersion1)) {
+static int initialise(VirtioDev* dev, BenchRun* run) {
+  if (!vdev_begin(dev)) return 0;
+  u64 offered = vdev_device_features(dev);
+  if (!(offered & kVdevFeatureVersion1)) {
     bench_error("no-version-1 features-high", offered >> 32);
-    set_status(dev, status | kStatusFailed);
+    vdev_fail(dev);
     return 0;
   }
   // Nothing but VERSION_1: no indirect descriptors, no event index, one queue.
-  mmio_write32(dev->common + kCommonDriverFeatureSelect, 0);
-  mmio_write32(dev->common + kCommonDriverFeature, 0);
-  mmio_write32(dev->common + kCommonDriverFeatureSelect, 1);
-  mmio_write32(dev->common + kCommonDriverFeature, (u32)(kFeatureVersion1 >> 32));
-  status |= kStatusFeaturesOk;
-  set_status(dev, status);
-  if (!(get_status(dev) & kStatusFeaturesOk)) {
+  if (!vdev_accept_features(dev, kVdevFeatureVersion1)) {
     bench_error("features-ok", 0);
-    set_status(dev, status | kStatusFailed);
     return 0;
   }
-  if (read16(dev->common + kCommonNumQueues) < 1) {
-    bench_error("num-queues", 0);
-    return 0;
-  }
-  mmio_write16(dev->common + kCommonQueueSelect, 0);
-  u32 size_max = read16(dev->common + kCommonQueueSize);
-  u32 in_use = read16(dev->common + kCommonQueueEnable);
+  u32 size_max = 0;
+  u32 in_use = 0;
+  if (!vdev_query_queue(dev, 0, &size_max, &in_use)) return 0;
   if (in_use != 0 || size_max < kDescsPerRequest) {
     bench_error("queue size-max", size_max);
-    set_status(dev, status | kStatusFailed);
-    return 0;
-  }
-  u32 size = kMaxQueueSize;
-  while (size > size_max) size >>= 1;  // split queues: powers of two (§2.7)
-  u32 notify_off = read16(dev->common + kCommonQueueNotifyOff);
-  u64 notify_offset = (u64)notify_off * dev->notify_multiplier;
-  if (notify_offset + 2 > dev->notify_length) {
-    bench_error("queue-notify-off", notify_off);
-    set_status(dev, status | kStatusFailed);
+    vdev_fail(dev);
     return 0;
   }
   zero_area(kAreaDesc, kAreaHeaders);  // descriptor table, avail and used rings
-  run->desc = (volatile Desc*)(usize)(kAreaBase + kAreaDesc);
-  run->avail = (volatile Avail*)(usize)(kAreaBase + kAreaAvail);
-  run->used = (volatile Used*)(usize)(kAreaBase + kAreaUsed);
+  VdevQueue queue;
+  memset(&queue, 0, sizeof(queue));
+  queue.desc = (volatile VdevDesc*)(usize)(kAreaBase + kAreaDesc);
+  queue.avail = kAreaBase + kAreaAvail;
+  queue.used = kAreaBase + kAreaUsed;
+  if (!vdev_enable_queue(dev, &queue, 0, size_max, kMaxQueueSize)) {
+    vdev_fail(dev);
+    return 0;
+  }
+  run->desc = queue.desc;
+  run->avail = (volatile VdevAvail*)(usize)queue.avail;
+  run->used = (volatile VdevUsed*)(usize)queue.used;
   run->headers = (volatile BlkHeader*)(usize)(kAreaBase + kAreaHeaders);
   run->status = (volatile u8*)(usize)(kAreaBase + kAreaStatus);
   run->data = kAreaBase + kAreaData;
-  run->avail->flags = kAvailNoInterrupt;
-  run->queue_size = (u16)size;
-  run->notify = dev->notify + notify_offset;
-  mmio_write16(dev->common + kCommonQueueSize, (u16)size);
-  set_queue_address(dev, kCommonQueueDesc, kAreaBase + kAreaDesc);
-  set_queue_address(dev, kCommonQueueDriver, kAreaBase + kAreaAvail);
-  set_queue_address(dev, kCommonQueueDevice, kAreaBase + kAreaUsed);
-  mmio_write16(dev->common + kCommonQueueEnable, 1);
-  status |= kStatusDriverOk;
-  set_status(dev, status);
+  run->queue_size = queue.size;
+  run->notify = queue.notify;
+  vdev_driver_ok(dev);
   return 1;
 }
 
@@ -514,17 +365,23 @@ void blk_bench_run(const char* cmdline) {
   if (!cmdline_value(cmdline, "skiff.blkbench", &value, &length)) return;
   BenchConfig config;
   if (!parse_config(value, length, &config)) return;
-  int slot = find_device();
+  int slot = vdev_pci_find(kVirtioBlkPciId);
   if (slot < 0) {
-    bench_error("no-device pci-slots", kPciSlots);
+    bench_error("no-device pci-slots", kVdevPciSlots);
     return;
   }
-  PciDevice dev;
-  if (!locate_device((u32)slot, &dev)) return;
+  VirtioPciCaps caps;
+  virtio_pci_read_capabilities((u32)slot, &caps);
+  if (!vdev_pci_has_regions(&caps)) {
+    bench_error("missing-cap slot", (u64)slot);
+    return;
+  }
+  VirtioDev dev;
+  if (!vdev_open_pci_caps(&dev, "blkbench", (u32)slot, &caps, kBarRelocation, kBlkConfigLength, 1)) return;
   BenchRun* run = &g_run;
   memset(run, 0, sizeof(*run));
   if (!initialise(&dev, run)) return;
-  u64 capacity = mmio_read32(dev.device_config) | (u64)mmio_read32(dev.device_config + 4) << 32;
+  u64 capacity = vdev_config64(&dev, kBlkConfigCapacity);
   u32 depth = config.depth;
   if (depth > run->queue_size / kDescsPerRequest) depth = run->queue_size / kDescsPerRequest;
   run->depth = depth;
@@ -575,6 +432,6 @@ void blk_bench_run(const char* cmdline) {
   line_end();
   line_begin();
   put_str("blkbench reset-status=");
-  put_dec(reset_device(&dev));
+  put_dec(vdev_reset(&dev));
   line_end();
 }

@@ -21,13 +21,10 @@
 #include "virtio_dev.h"
 
 enum {
-  kCfgVendorDevice = 0x00,
-  kPciSlots = 32,
   kNetConfigMin = 8,  // mac[6] + status: nothing of it is read, but the region must be there
   kRxQueue = 0,       // receiveq0, transmitq0 (§5.1.2)
   kTxQueue = 1,
   kMaxQueueSize = 256,
-  kUsedNoNotify = 1,
   // ---- virtio-net (§5.1)
   kNetHeaderBytes = 12,  // struct virtio_net_hdr with num_buffers (VERSION_1)
   kHeaderFlagNeedsCsum = 1,
@@ -69,21 +66,6 @@ static const u32 kEtherTypeTest = 0x88b5;  // IEEE 802 local experimental
 static const u32 kEtherTypeIpv4 = 0x0800;
 
 typedef struct {
-  u16 flags;
-  u16 idx;
-  u16 ring[kMaxQueueSize];
-} Avail;
-
-typedef struct {
-  u16 flags;
-  u16 idx;
-  struct {
-    u32 id;
-    u32 len;
-  } ring[kMaxQueueSize];
-} Used;
-
-typedef struct {
   const char* name;
   int receive;
   u32 frame_bytes;  // transmit: what each frame has; receive: the host's (for the report)
@@ -100,8 +82,8 @@ typedef struct {
   // set up by ring 0
   const TestKind* kind;
   volatile VdevDesc* desc;
-  volatile Avail* avail;
-  volatile Used* used;
+  volatile VdevAvail* avail;
+  volatile VdevUsed* used;
   u64 notify;
   u64 buffers;
   u32 buffer_bytes;
@@ -240,7 +222,7 @@ static void publish_and_notify(BenchRun* r, u16 avail) {
   // The index before the flags check (§2.7.10 asks for a full fence here): a device that
   // clears NO_NOTIFY after our load must see the new index.
   __asm__ volatile("mfence" : : : "memory");
-  if (!(r->used->flags & kUsedNoNotify)) {
+  if (!(r->used->flags & kVdevUsedNoNotify)) {
     *(volatile u16*)(usize)r->notify = r->kind->receive ? kRxQueue : kTxQueue;  // §4.1.5.2
     ++r->notifies;
   }
@@ -424,13 +406,6 @@ static int parse_config(const char* value, usize length, BenchConfig* config) {
   return 1;
 }
 
-static int find_device(void) {
-  for (u32 slot = 0; slot < kPciSlots; ++slot) {
-    if (pci_config_read32(slot, kCfgVendorDevice) == kVirtioNetPciId) return (int)slot;
-  }
-  return -1;
-}
-
 static void zero_area(u64 offset, u64 bytes) {
   volatile u64* words = (volatile u64*)(usize)(kAreaBase + offset);
   for (u64 i = 0; i < bytes / 8; ++i) words[i] = 0;
@@ -480,9 +455,9 @@ void net_bench_run(const char* cmdline) {
   if (!cmdline_value(cmdline, "skiff.netbench", &value, &length)) return;
   BenchConfig config;
   if (!parse_config(value, length, &config)) return;
-  int slot = find_device();
+  int slot = vdev_pci_find(kVirtioNetPciId);
   if (slot < 0) {
-    bench_error("no-device pci-slots", kPciSlots);
+    bench_error("no-device pci-slots", kVdevPciSlots);
     return;
   }
   VirtioDev dev;
@@ -515,8 +490,8 @@ void net_bench_run(const char* cmdline) {
   const VdevQueue* queue = kind->receive ? &rx : &tx;
   run->kind = kind;
   run->desc = queue->desc;
-  run->avail = (volatile Avail*)(usize)queue->avail;
-  run->used = (volatile Used*)(usize)queue->used;
+  run->avail = (volatile VdevAvail*)(usize)queue->avail;
+  run->used = (volatile VdevUsed*)(usize)queue->used;
   run->notify = queue->notify;
   run->queue_size = queue->size;
   run->buffers = kAreaBase + kAreaBuffers;

@@ -9,63 +9,13 @@
 // host file afterwards.
 //
 // The data pattern and the sector ranges are fixed so the host can check its file: see the
-// kSector* constants and pattern_byte().
-#include "guest.h"
+// kSector* constants and pattern_byte(). The transport (open, negotiate, queue, post and
+// poll) is virtio_dev.c's.
+#include "virtio_dev.h"
 
 enum {
-  // ---- virtio-mmio registers (§4.2.2), 32-bit
-  kMmioDeviceFeatures = 0x010,
-  kMmioDeviceFeaturesSel = 0x014,
-  kMmioDriverFeatures = 0x020,
-  kMmioDriverFeaturesSel = 0x024,
-  kMmioQueueSel = 0x030,
-  kMmioQueueNumMax = 0x034,
-  kMmioQueueNum = 0x038,
-  kMmioQueueReady = 0x044,
-  kMmioQueueNotify = 0x050,
-  kMmioStatus = 0x070,
-  kMmioQueueDescLow = 0x080,
-  kMmioQueueDriverLow = 0x090,
-  kMmioQueueDeviceLow = 0x0a0,
-  kMmioConfigGeneration = 0x0fc,
-  kMmioConfig = 0x100,
-  // ---- virtio-pci (§4.1.4)
-  kCapCommon = 1,
-  kCapNotify = 2,
-  kCapDevice = 4,
-  kCfgCommand = 0x04,
-  kCommandMemory = 1 << 1,
-  kCommandBusMaster = 1 << 2,
-  kCommandIntxDisable = 1 << 10,  // the driver polls: no line either
-  kCommonCfgLength = 0x38,
-  kCommonDeviceFeatureSelect = 0x00,  // struct virtio_pci_common_cfg (§4.1.4.3)
-  kCommonDeviceFeature = 0x04,
-  kCommonDriverFeatureSelect = 0x08,
-  kCommonDriverFeature = 0x0c,
-  kCommonNumQueues = 0x12,
-  kCommonDeviceStatus = 0x14,
-  kCommonConfigGeneration = 0x15,
-  kCommonQueueSelect = 0x16,
-  kCommonQueueSize = 0x18,
-  kCommonQueueEnable = 0x1c,
-  kCommonQueueNotifyOff = 0x1e,
-  kCommonQueueDesc = 0x20,
-  kCommonQueueDriver = 0x28,
-  kCommonQueueDevice = 0x30,
-  // ---- §2.1 device status
-  kStatusAcknowledge = 1,
-  kStatusDriver = 2,
-  kStatusDriverOk = 4,
-  kStatusFeaturesOk = 8,
-  kStatusFailed = 128,
-  kResetPolls = 1000,
   kGenerationTries = 4,  // §2.5.1: re-read while config_generation changes
-  // ---- split virtqueue (§2.7)
   kQueueSizeWanted = 8,
-  kDescFlagNext = 1,
-  kDescFlagWrite = 2,
-  kAvailNoInterrupt = 1,  // §2.7.7: the driver polls
-  kSerialLsrPort = 0x3fd,
   // ---- virtio-blk (§5.2)
   kBlkConfigCapacity = 0,  // le64
   kBlkConfigSizeMax = 8,
@@ -111,7 +61,6 @@ enum {
   kTestAll = 0x1f,
 };
 
-static const u64 kFeatureVersion1 = 1ull << 32;
 static const u64 kBlkFeatureSizeMax = 1ull << 1;
 static const u64 kBlkFeatureSegMax = 1ull << 2;
 static const u64 kBlkFeatureRo = 1ull << 5;
@@ -127,13 +76,6 @@ static const u64 kBarRelocation = 0xc1000000ull;
 // ---- the requestq, in .bss (identity-mapped) -----------------------------------------------
 
 typedef struct {
-  u64 addr;
-  u32 len;
-  u16 flags;
-  u16 next;
-} Desc;
-
-typedef struct {
   u32 type;
   u32 reserved;
   u64 sector;
@@ -146,7 +88,7 @@ typedef struct {
 } BlkSegment;  // struct virtio_blk_discard_write_zeroes
 
 typedef struct {
-  Desc desc[kQueueSizeWanted] __attribute__((aligned(16)));
+  VdevDesc desc[kQueueSizeWanted] __attribute__((aligned(16)));
   struct {
     u16 flags;
     u16 idx;
@@ -173,22 +115,10 @@ _Static_assert(sizeof(BlkQueue) <= 4096, "the requestq must fit in its page");
 static volatile BlkQueue g_queue __attribute__((aligned(4096)));
 static u8 g_data[kDataBytes] __attribute__((aligned(4096)));
 
-// ---- one device over either transport ------------------------------------------------------
-
 typedef struct {
-  int is_pci;
-  u64 base;    // virtio-mmio register block
-  u64 common;  // virtio-pci regions (guest-physical, inside the placed BAR)
-  u64 device_config;
-  u64 notify;
-  u32 notify_length;
-  u32 notify_multiplier;
-  u64 queue_notify;  // virtio-pci: this queue's notification address
-  u16 queue_size;
-  u16 next_avail;    // requests posted so far (the free-running avail->idx)
-  int dead;          // a request timed out: the device may still own the descriptors
-  u32 poll_limit;
-  u64 features;      // negotiated
+  VirtioDev dev;
+  VdevQueue queue;  // the requestq, in g_queue
+  int dead;         // a request timed out: the device may still own the descriptors
 } BlkDevice;
 
 static u32 g_tests;   // skiff.blk, kTest* bits; 0 = off
@@ -196,59 +126,6 @@ static int g_driven;  // the first block device has been taken
 
 static void barrier(void) { __asm__ volatile("" : : : "memory"); }
 static u64 address_of(const volatile void* p) { return (u64)(usize)p; }
-
-static u32 get_status(const BlkDevice* dev) {
-  return dev->is_pci ? read8(dev->common + kCommonDeviceStatus) : mmio_read32(dev->base + kMmioStatus);
-}
-
-static void set_status(const BlkDevice* dev, u32 status) {
-  if (dev->is_pci) {
-    mmio_write8(dev->common + kCommonDeviceStatus, (u8)status);
-  } else {
-    mmio_write32(dev->base + kMmioStatus, status);
-  }
-}
-
-// §2.4.2: a reset is complete when the status reads back as 0.
-static u32 reset_device(const BlkDevice* dev) {
-  set_status(dev, 0);
-  u32 status = get_status(dev);
-  for (u32 i = 0; i < kResetPolls && status != 0; ++i) status = get_status(dev);
-  return status;
-}
-
-static u32 read_feature_word(const BlkDevice* dev, u32 select) {
-  if (dev->is_pci) {
-    mmio_write32(dev->common + kCommonDeviceFeatureSelect, select);
-    return mmio_read32(dev->common + kCommonDeviceFeature);
-  }
-  mmio_write32(dev->base + kMmioDeviceFeaturesSel, select);
-  return mmio_read32(dev->base + kMmioDeviceFeatures);
-}
-
-static void write_feature_word(const BlkDevice* dev, u32 select, u32 value) {
-  if (dev->is_pci) {
-    mmio_write32(dev->common + kCommonDriverFeatureSelect, select);
-    mmio_write32(dev->common + kCommonDriverFeature, value);
-  } else {
-    mmio_write32(dev->base + kMmioDriverFeaturesSel, select);
-    mmio_write32(dev->base + kMmioDriverFeatures, value);
-  }
-}
-
-static u32 config_generation(const BlkDevice* dev) {
-  return dev->is_pci ? read8(dev->common + kCommonConfigGeneration)
-                     : mmio_read32(dev->base + kMmioConfigGeneration);
-}
-
-// §4.1.3.1 / §4.2.2.2: device configuration fields are read with accesses of their own
-// width (64-bit ones as two 32-bit halves).
-static u64 config_address(const BlkDevice* dev, u32 offset) {
-  return (dev->is_pci ? dev->device_config : dev->base + kMmioConfig) + offset;
-}
-static u32 config8(const BlkDevice* dev, u32 offset) { return read8(config_address(dev, offset)); }
-static u32 config16(const BlkDevice* dev, u32 offset) { return read16(config_address(dev, offset)); }
-static u32 config32(const BlkDevice* dev, u32 offset) { return mmio_read32(config_address(dev, offset)); }
 
 static void blk_line_begin(void) {
   line_begin();
@@ -271,117 +148,59 @@ static void put_field(const char* key, u64 value) {
   put_dec(value);
 }
 
-static void set_queue_address(const BlkDevice* dev, u32 offset, u64 address) {
-  u64 at = dev->is_pci ? dev->common + offset : dev->base + offset;
-  mmio_write32(at, (u32)address);
-  mmio_write32(at + 4, (u32)(address >> 32));
-}
-
 static void clear_queue(void) {
   volatile u8* bytes = (volatile u8*)&g_queue;
   for (usize i = 0; i < sizeof(g_queue); ++i) bytes[i] = 0;
 }
 
-// Queue 0 (§4.1.5.1.3, §4.2.3.2): check it is unused, size it, give it its rings, enable it.
-static int setup_queue(BlkDevice* dev, u32* size_max_out) {
-  u32 in_use;
-  u32 size_max;
-  if (dev->is_pci) {
-    if (read16(dev->common + kCommonNumQueues) < 1) {
-      blk_error("num-queues", 0);
-      return 0;
-    }
-    mmio_write16(dev->common + kCommonQueueSelect, 0);
-    size_max = read16(dev->common + kCommonQueueSize);
-    in_use = read16(dev->common + kCommonQueueEnable);
-  } else {
-    mmio_write32(dev->base + kMmioQueueSel, 0);
-    size_max = mmio_read32(dev->base + kMmioQueueNumMax);
-    in_use = mmio_read32(dev->base + kMmioQueueReady);
-  }
-  *size_max_out = size_max;
-  if (in_use != 0 || size_max < 3) {  // one request takes 3 descriptors
+// Queue 0 (§4.1.5.1.3, §4.2.3.2): unused and at least 3 descriptors (one request), sized,
+// given g_queue's rings, enabled. 0 after printing why not.
+static int setup_queue(BlkDevice* blk, u32* size_max) {
+  u32 in_use = 0;
+  if (!vdev_query_queue(&blk->dev, 0, size_max, &in_use)) return 0;
+  if (in_use != 0 || *size_max < 3) {
     if (in_use != 0) blk_error("queue-in-use", in_use);
-    if (size_max < 3) blk_error("queue-size-max", size_max);
+    if (*size_max < 3) blk_error("queue-size-max", *size_max);
     return 0;
   }
-  u32 size = kQueueSizeWanted;
-  while (size > size_max) size >>= 1;  // split queues: powers of two (§2.7)
-  dev->queue_size = (u16)size;
-  dev->next_avail = 0;
   clear_queue();
-  g_queue.avail.flags = kAvailNoInterrupt;
-  if (dev->is_pci) {
-    mmio_write16(dev->common + kCommonQueueSize, (u16)size);
-    set_queue_address(dev, kCommonQueueDesc, address_of(g_queue.desc));
-    set_queue_address(dev, kCommonQueueDriver, address_of(&g_queue.avail));
-    set_queue_address(dev, kCommonQueueDevice, address_of(&g_queue.used));
-    // §4.1.4.4: the queue's notification address, inside the notify capability.
-    u32 notify_off = read16(dev->common + kCommonQueueNotifyOff);
-    u64 offset = (u64)notify_off * dev->notify_multiplier;
-    if (offset + 2 > dev->notify_length) {
-      blk_error("queue-notify-off", notify_off);
-      return 0;
-    }
-    dev->queue_notify = dev->notify + offset;
-    mmio_write16(dev->common + kCommonQueueEnable, 1);
-  } else {
-    mmio_write32(dev->base + kMmioQueueNum, size);
-    set_queue_address(dev, kMmioQueueDescLow, address_of(g_queue.desc));
-    set_queue_address(dev, kMmioQueueDriverLow, address_of(&g_queue.avail));
-    set_queue_address(dev, kMmioQueueDeviceLow, address_of(&g_queue.used));
-    mmio_write32(dev->base + kMmioQueueReady, 1);
-  }
-  return 1;
+  blk->queue.desc = g_queue.desc;
+  blk->queue.avail = address_of(&g_queue.avail);
+  blk->queue.used = address_of(&g_queue.used);
+  return vdev_enable_queue(&blk->dev, &blk->queue, 0, *size_max, kQueueSizeWanted);
 }
 
 // §3.1.1 up to DRIVER_OK. 0 after reporting why it gave up.
-static int initialise(BlkDevice* dev, const char* transport) {
-  u32 status = reset_device(dev);
-  if (status != 0) {
-    blk_error("reset-status", status);
-    return 0;
-  }
-  status = kStatusAcknowledge;
-  set_status(dev, status);
-  status |= kStatusDriver;
-  set_status(dev, status);
-  u64 offered = read_feature_word(dev, 0) | (u64)read_feature_word(dev, 1) << 32;
+static int initialise(BlkDevice* blk) {
+  VirtioDev* dev = &blk->dev;
+  if (!vdev_begin(dev)) return 0;
+  u64 offered = vdev_device_features(dev);
   // No indirect descriptors, event index or multiqueue: one queue, polled.
-  u64 wanted = kFeatureVersion1 | kBlkFeatureSizeMax | kBlkFeatureSegMax | kBlkFeatureRo |
+  u64 wanted = kVdevFeatureVersion1 | kBlkFeatureSizeMax | kBlkFeatureSegMax | kBlkFeatureRo |
                kBlkFeatureBlkSize | kBlkFeatureFlush | kBlkFeatureTopology | kBlkFeatureDiscard |
                kBlkFeatureWriteZeroes;
-  dev->features = offered & wanted;
-  write_feature_word(dev, 0, (u32)dev->features);
-  write_feature_word(dev, 1, (u32)(dev->features >> 32));
-  status |= kStatusFeaturesOk;
-  set_status(dev, status);
-  int features_ok = (get_status(dev) & kStatusFeaturesOk) != 0;
+  int features_ok = vdev_accept_features(dev, offered & wanted);
   blk_line_begin();
   put_str("transport=");
-  put_str(transport);
+  put_str(dev->is_pci ? "pci" : "mmio");
   put_str(" device-features=");
   put_hex(offered);
   put_str(" driver-features=");
   put_hex(dev->features);
   put_field("features-ok", (u64)features_ok);
   line_end();
-  if (!features_ok) {
-    set_status(dev, (status & ~(u32)kStatusFeaturesOk) | kStatusFailed);
-    return 0;
-  }
+  if (!features_ok) return 0;
   u32 size_max = 0;
-  if (!setup_queue(dev, &size_max)) {
-    set_status(dev, status | kStatusFailed);
+  if (!setup_queue(blk, &size_max)) {
+    vdev_fail(dev);
     return 0;
   }
-  status |= kStatusDriverOk;
-  set_status(dev, status);
+  vdev_driver_ok(dev);
   blk_line_begin();
   put_str("queue-size-max=");
   put_dec(size_max);
-  put_field("queue-size", dev->queue_size);
-  put_field("status", get_status(dev));
+  put_field("queue-size", blk->queue.size);
+  put_field("status", vdev_status(dev));
   line_end();
   return 1;
 }
@@ -402,46 +221,30 @@ static void set_desc(u16 index, u64 addr, u32 length, u16 flags, u16 next) {
 
 // One request: header (device-readable), optional data (`data_bytes` at `data`, readable
 // or writable), status byte; posted alone and polled until the device returns it.
-static Completion submit(BlkDevice* dev, u32 type, u64 sector, u64 data, u32 data_bytes, int device_writes) {
+static Completion submit(BlkDevice* blk, u32 type, u64 sector, u64 data, u32 data_bytes, int device_writes) {
   Completion done = {kStatusNone, 0};
-  if (dev->dead) return done;
+  if (blk->dead) return done;
   g_queue.header.type = type;
   g_queue.header.reserved = 0;
   g_queue.header.sector = sector;
   g_queue.status = kStatusNone;
   u16 status_index = data_bytes != 0 ? 2 : 1;
-  set_desc(0, address_of(&g_queue.header), sizeof(BlkHeader), kDescFlagNext, 1);
+  set_desc(0, address_of(&g_queue.header), sizeof(BlkHeader), kVdevDescNext, 1);
   if (data_bytes != 0) {
-    set_desc(1, data, data_bytes, (u16)(kDescFlagNext | (device_writes ? kDescFlagWrite : 0)), 2);
+    set_desc(1, data, data_bytes, (u16)(kVdevDescNext | (device_writes ? kVdevDescWrite : 0)), 2);
   }
-  set_desc(status_index, address_of(&g_queue.status), 1, kDescFlagWrite, 0);
-  u16 slot = dev->next_avail;
-  g_queue.avail.ring[slot % dev->queue_size] = 0;
-  // §2.7.13: descriptors and ring entry before the index that publishes them; x86 keeps
-  // stores in order, only the compiler must not move them.
-  barrier();
-  g_queue.avail.idx = (u16)(slot + 1);
-  barrier();
-  dev->next_avail = (u16)(slot + 1);
-  if (dev->is_pci) {
-    mmio_write16(dev->queue_notify, 0);  // §4.1.5.2: the queue index
-  } else {
-    mmio_write32(dev->base + kMmioQueueNotify, 0);
-  }
-  u16 used = g_queue.used.idx;
-  for (u32 poll = 0; poll < dev->poll_limit && used != dev->next_avail; ++poll) {
-    (void)inb(kSerialLsrPort);
-    used = g_queue.used.idx;
-  }
-  barrier();
-  if (used != dev->next_avail) {
+  set_desc(status_index, address_of(&g_queue.status), 1, kVdevDescWrite, 0);
+  u16 head = 0;
+  vdev_post(&blk->dev, &blk->queue, &head, 1);
+  u32 id = 0;
+  u32 used_len = 0;
+  if (!vdev_wait_used(&blk->dev, &blk->queue, &id, &used_len)) {
     blk_error("timeout type", type);
-    dev->dead = 1;
+    blk->dead = 1;
     return done;
   }
-  u32 id = g_queue.used.ring[slot % dev->queue_size].id;
   if (id != 0) blk_error("used-id", id);
-  done.used_len = g_queue.used.ring[slot % dev->queue_size].len;
+  done.used_len = used_len;
   done.status = g_queue.status;
   return done;
 }
@@ -479,28 +282,28 @@ static u8 pattern_byte(u64 sector, u32 offset) { return (u8)(sector * 7 + offset
 
 // ---- the tests ----------------------------------------------------------------------------
 
-static void report_config(const BlkDevice* dev, u64* capacity, u32* blk_size) {
+static void report_config(const VirtioDev* dev, u64* capacity, u32* blk_size) {
   u32 generation = 0;
   u32 tries = 0;
   u64 cap;
   u32 fields[13];
   do {
-    generation = config_generation(dev);
-    cap = config32(dev, kBlkConfigCapacity) | (u64)config32(dev, kBlkConfigCapacity + 4) << 32;
-    fields[0] = config32(dev, kBlkConfigSizeMax);
-    fields[1] = config32(dev, kBlkConfigSegMax);
-    fields[2] = config32(dev, kBlkConfigBlkSize);
-    fields[3] = config8(dev, kBlkConfigPhysicalBlockExp);
-    fields[4] = config8(dev, kBlkConfigAlignmentOffset);
-    fields[5] = config16(dev, kBlkConfigMinIoSize);
-    fields[6] = config32(dev, kBlkConfigOptIoSize);
-    fields[7] = config8(dev, kBlkConfigWriteback);
-    fields[8] = config16(dev, kBlkConfigNumQueues);
-    fields[9] = config32(dev, kBlkConfigMaxDiscardSectors);
-    fields[10] = config32(dev, kBlkConfigDiscardAlignment);
-    fields[11] = config32(dev, kBlkConfigMaxWriteZeroesSectors);
-    fields[12] = config8(dev, kBlkConfigWriteZeroesMayUnmap);
-  } while (++tries < kGenerationTries && config_generation(dev) != generation);
+    generation = vdev_config_generation(dev);
+    cap = vdev_config64(dev, kBlkConfigCapacity);
+    fields[0] = vdev_config32(dev, kBlkConfigSizeMax);
+    fields[1] = vdev_config32(dev, kBlkConfigSegMax);
+    fields[2] = vdev_config32(dev, kBlkConfigBlkSize);
+    fields[3] = vdev_config8(dev, kBlkConfigPhysicalBlockExp);
+    fields[4] = vdev_config8(dev, kBlkConfigAlignmentOffset);
+    fields[5] = vdev_config16(dev, kBlkConfigMinIoSize);
+    fields[6] = vdev_config32(dev, kBlkConfigOptIoSize);
+    fields[7] = vdev_config8(dev, kBlkConfigWriteback);
+    fields[8] = vdev_config16(dev, kBlkConfigNumQueues);
+    fields[9] = vdev_config32(dev, kBlkConfigMaxDiscardSectors);
+    fields[10] = vdev_config32(dev, kBlkConfigDiscardAlignment);
+    fields[11] = vdev_config32(dev, kBlkConfigMaxWriteZeroesSectors);
+    fields[12] = vdev_config8(dev, kBlkConfigWriteZeroesMayUnmap);
+  } while (++tries < kGenerationTries && vdev_config_generation(dev) != generation);
   blk_line_begin();
   put_str("config");
   put_field("capacity", cap);
@@ -555,7 +358,7 @@ static void test_write_read(BlkDevice* dev) {
   barrier();
   Completion write = transfer(dev, kBlkTypeOut, kSectorPattern, kPatternBytes);
   Completion flush = {kStatusNone, 0};
-  if (dev->features & kBlkFeatureFlush) flush = submit(dev, kBlkTypeFlush, 0, 0, 0, 0);
+  if (dev->dev.features & kBlkFeatureFlush) flush = submit(dev, kBlkTypeFlush, 0, 0, 0, 0);
   fill_data(0);
   Completion read = transfer(dev, kBlkTypeIn, kSectorPattern, kPatternBytes);
   barrier();
@@ -600,7 +403,7 @@ static void test_range(BlkDevice* dev, u32 type, u64 feature, const char* name, 
                        u64 sector) {
   blk_line_begin();
   put_str(name);
-  if (!(dev->features & feature)) {
+  if (!(dev->dev.features & feature)) {
     put_str(" offered=0");
     line_end();
     return;
@@ -625,12 +428,12 @@ static void test_range(BlkDevice* dev, u32 type, u64 feature, const char* name, 
   line_end();
 }
 
-static void drive(BlkDevice* dev, const char* transport) {
+static void drive(BlkDevice* dev) {
   g_driven = 1;
-  if (!initialise(dev, transport)) return;
+  if (!initialise(dev)) return;
   u64 capacity = 0;
   u32 blk_size = kSectorBytes;
-  report_config(dev, &capacity, &blk_size);
+  report_config(&dev->dev, &capacity, &blk_size);
   test_get_id(dev);
   if (g_tests & kTestWriteRead) test_write_read(dev);
   if (g_tests & kTestOutOfRange) test_out_of_range(dev, capacity, blk_size);
@@ -641,7 +444,7 @@ static void drive(BlkDevice* dev, const char* transport) {
   // The device must stop using the queue before anything else reuses that memory.
   blk_line_begin();
   put_str("reset-status=");
-  put_dec(reset_device(dev));
+  put_dec(vdev_reset(&dev->dev));
   line_end();
 }
 
@@ -692,56 +495,17 @@ void virtio_blk_configure(const char* cmdline) {
 
 void virtio_blk_mmio_drive(u64 base, u32 poll_limit) {
   if (g_tests == 0 || g_driven) return;
-  BlkDevice dev;
-  memset(&dev, 0, sizeof(dev));
-  dev.base = base;
-  dev.poll_limit = poll_limit;
-  drive(&dev, "mmio");
+  BlkDevice blk;
+  memset(&blk, 0, sizeof(blk));
+  vdev_open_mmio(&blk.dev, "virtio-blk", base, poll_limit);
+  drive(&blk);
 }
 
 void virtio_blk_pci_drive(u32 slot, u32 poll_limit) {
   if (g_tests == 0 || g_driven) return;
   g_driven = 1;
-  VirtioPciCaps caps;
-  virtio_pci_read_capabilities(slot, &caps);
-  const VirtioPciRegion* common = &caps.regions[kCapCommon];
-  const VirtioPciRegion* notify = &caps.regions[kCapNotify];
-  const VirtioPciRegion* device = &caps.regions[kCapDevice];
-  if (!common->present || !notify->present || !device->present) {
-    line_begin();
-    put_str("error virtio-blk missing-cap");
-    if (!common->present) put_str(" common");
-    if (!notify->present) put_str(" notify");
-    if (!device->present) put_str(" device");
-    line_end();
-    return;
-  }
-  // Decode off while the BAR is sized and moved (PCI 3.0 §6.2.5.1).
-  u32 command = pci_config_read16(slot, kCfgCommand);
-  pci_config_write16(slot, kCfgCommand, (u16)(command & ~(u32)(kCommandMemory | kCommandBusMaster)));
-  u64 bar_size = 0;
-  u32 bar = common->bar;
-  u64 base = virtio_pci_place_bar(slot, bar, kBarRelocation, "virtio-blk", &bar_size);
-  if (base == 0) return;
-  // Like virtio_pci.c, this driver wants every region in the common configuration's BAR.
-  if (!virtio_pci_region_fits("virtio-blk", "common", common->bar, common->offset, common->length, bar,
-                              bar_size, kCommonCfgLength) ||
-      !virtio_pci_region_fits("virtio-blk", "notify", notify->bar, notify->offset, notify->length, bar,
-                              bar_size, 2) ||
-      !virtio_pci_region_fits("virtio-blk", "device", device->bar, device->offset, device->length, bar,
-                              bar_size, kBlkConfigLength)) {
-    return;
-  }
-  pci_config_write16(slot, kCfgCommand,
-                     (u16)(command | kCommandMemory | kCommandBusMaster | kCommandIntxDisable));
-  BlkDevice dev;
-  memset(&dev, 0, sizeof(dev));
-  dev.is_pci = 1;
-  dev.common = base + common->offset;
-  dev.device_config = base + device->offset;
-  dev.notify = base + notify->offset;
-  dev.notify_length = notify->length;
-  dev.notify_multiplier = caps.notify_multiplier;
-  dev.poll_limit = poll_limit;
-  drive(&dev, "pci");
+  BlkDevice blk;
+  memset(&blk, 0, sizeof(blk));
+  if (!vdev_open_pci(&blk.dev, "virtio-blk", slot, kBarRelocation, kBlkConfigLength, poll_limit)) return;
+  drive(&blk);
 }

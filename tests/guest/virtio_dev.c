@@ -17,8 +17,10 @@ enum {
   kMmioQueueDescLow = 0x080,
   kMmioQueueDriverLow = 0x090,
   kMmioQueueDeviceLow = 0x0a0,
+  kMmioConfigGeneration = 0x0fc,
   kMmioConfig = 0x100,
   // ---- virtio-pci (§4.1.4)
+  kCfgVendorDevice = 0x00,
   kCapCommon = 1,
   kCapNotify = 2,
   kCapDevice = 4,
@@ -33,6 +35,7 @@ enum {
   kCommonDriverFeature = 0x0c,
   kCommonNumQueues = 0x12,
   kCommonDeviceStatus = 0x14,
+  kCommonConfigGeneration = 0x15,
   kCommonQueueSelect = 0x16,
   kCommonQueueSize = 0x18,
   kCommonQueueEnable = 0x1c,
@@ -66,18 +69,35 @@ void vdev_open_mmio(VirtioDev* dev, const char* name, u64 base, u32 poll_limit) 
   dev->poll_limit = poll_limit;
 }
 
+int vdev_pci_find(u32 vendor_device) {
+  for (u32 slot = 0; slot < kVdevPciSlots; ++slot) {
+    if (pci_config_read32(slot, kCfgVendorDevice) == vendor_device) return (int)slot;
+  }
+  return -1;
+}
+
+int vdev_pci_has_regions(const VirtioPciCaps* caps) {
+  return caps->regions[kCapCommon].present && caps->regions[kCapNotify].present &&
+         caps->regions[kCapDevice].present;
+}
+
 int vdev_open_pci(VirtioDev* dev, const char* name, u32 slot, u64 relocation, u32 device_config_min,
                   u32 poll_limit) {
+  VirtioPciCaps caps;
+  virtio_pci_read_capabilities(slot, &caps);
+  return vdev_open_pci_caps(dev, name, slot, &caps, relocation, device_config_min, poll_limit);
+}
+
+int vdev_open_pci_caps(VirtioDev* dev, const char* name, u32 slot, const VirtioPciCaps* caps, u64 relocation,
+                       u32 device_config_min, u32 poll_limit) {
   memset(dev, 0, sizeof(*dev));
   dev->name = name;
   dev->is_pci = 1;
   dev->poll_limit = poll_limit;
-  VirtioPciCaps caps;
-  virtio_pci_read_capabilities(slot, &caps);
-  const VirtioPciRegion* common = &caps.regions[kCapCommon];
-  const VirtioPciRegion* notify = &caps.regions[kCapNotify];
-  const VirtioPciRegion* device = &caps.regions[kCapDevice];
-  if (!common->present || !notify->present || !device->present) {
+  const VirtioPciRegion* common = &caps->regions[kCapCommon];
+  const VirtioPciRegion* notify = &caps->regions[kCapNotify];
+  const VirtioPciRegion* device = &caps->regions[kCapDevice];
+  if (!vdev_pci_has_regions(caps)) {
     line_begin();
     put_str("error ");
     put_str(name);
@@ -107,7 +127,7 @@ int vdev_open_pci(VirtioDev* dev, const char* name, u32 slot, u64 relocation, u3
   dev->device_config = base + device->offset;
   dev->notify = base + notify->offset;
   dev->notify_length = notify->length;
-  dev->notify_multiplier = caps.notify_multiplier;
+  dev->notify_multiplier = caps->notify_multiplier;
   return 1;
 }
 
@@ -151,28 +171,41 @@ static void write_feature_word(const VirtioDev* dev, u32 select, u32 value) {
   }
 }
 
-int vdev_negotiate(VirtioDev* dev, u64 wanted, u64* offered) {
-  *offered = 0;
+int vdev_begin(VirtioDev* dev) {
   u32 status = vdev_reset(dev);
   if (status != 0) {
     vdev_error(dev, "reset-status", status);
     return 0;
   }
-  status = kVdevStatusAcknowledge;
-  vdev_set_status(dev, status);
-  status |= kVdevStatusDriver;
-  vdev_set_status(dev, status);
-  *offered = read_feature_word(dev, 0) | (u64)read_feature_word(dev, 1) << 32;
-  dev->features = *offered & wanted;
-  write_feature_word(dev, 0, (u32)dev->features);
-  write_feature_word(dev, 1, (u32)(dev->features >> 32));
-  status |= kVdevStatusFeaturesOk;
-  vdev_set_status(dev, status);
+  vdev_set_status(dev, kVdevStatusAcknowledge);
+  vdev_set_status(dev, kVdevStatusAcknowledge | kVdevStatusDriver);
+  return 1;
+}
+
+u64 vdev_device_features(const VirtioDev* dev) {
+  return read_feature_word(dev, 0) | (u64)read_feature_word(dev, 1) << 32;
+}
+
+int vdev_accept_features(VirtioDev* dev, u64 features) {
+  // What vdev_begin left: ACKNOWLEDGE | DRIVER.
+  u32 status = kVdevStatusAcknowledge | kVdevStatusDriver;
+  dev->features = features;
+  write_feature_word(dev, 0, (u32)features);
+  write_feature_word(dev, 1, (u32)(features >> 32));
+  vdev_set_status(dev, status | kVdevStatusFeaturesOk);
+  // §3.1.1 step 6: the device clears FEATURES_OK when it cannot work with this subset.
   if (!(vdev_status(dev) & kVdevStatusFeaturesOk)) {
-    vdev_set_status(dev, (status & ~kVdevStatusFeaturesOk) | kVdevStatusFailed);
+    vdev_set_status(dev, status | kVdevStatusFailed);
     return 0;
   }
   return 1;
+}
+
+int vdev_negotiate(VirtioDev* dev, u64 wanted, u64* offered) {
+  *offered = 0;
+  if (!vdev_begin(dev)) return 0;
+  *offered = vdev_device_features(dev);
+  return vdev_accept_features(dev, *offered & wanted);
 }
 
 void vdev_driver_ok(const VirtioDev* dev) { vdev_set_status(dev, vdev_status(dev) | kVdevStatusDriverOk); }
@@ -185,7 +218,21 @@ u64 vdev_config_address(const VirtioDev* dev, u32 offset) {
   return (dev->is_pci ? dev->device_config : dev->base + kMmioConfig) + offset;
 }
 
+u32 vdev_config8(const VirtioDev* dev, u32 offset) { return read8(vdev_config_address(dev, offset)); }
+
+u32 vdev_config16(const VirtioDev* dev, u32 offset) { return read16(vdev_config_address(dev, offset)); }
+
 u32 vdev_config32(const VirtioDev* dev, u32 offset) { return mmio_read32(vdev_config_address(dev, offset)); }
+
+u64 vdev_config64(const VirtioDev* dev, u32 offset) {
+  u64 low = vdev_config32(dev, offset);
+  return low | (u64)vdev_config32(dev, offset + 4) << 32;
+}
+
+u32 vdev_config_generation(const VirtioDev* dev) {
+  return dev->is_pci ? read8(dev->common + kCommonConfigGeneration)
+                     : mmio_read32(dev->base + kMmioConfigGeneration);
+}
 
 void vdev_config_write32(const VirtioDev* dev, u32 offset, u32 value) {
   mmio_write32(vdev_config_address(dev, offset), value);
@@ -199,9 +246,7 @@ static void set_queue_address(const VirtioDev* dev, u32 offset, u64 address) {
   mmio_write32(at + 4, (u32)(address >> 32));
 }
 
-int vdev_setup_queue(VirtioDev* dev, VdevQueue* queue, u16 index, u16 wanted, u16 min_size) {
-  u32 in_use;
-  u32 size_max;
+int vdev_query_queue(const VirtioDev* dev, u16 index, u32* size_max, u32* in_use) {
   if (dev->is_pci) {
     u32 queues = read16(dev->common + kCommonNumQueues);
     if (queues <= index) {
@@ -209,30 +254,21 @@ int vdev_setup_queue(VirtioDev* dev, VdevQueue* queue, u16 index, u16 wanted, u1
       return 0;
     }
     mmio_write16(dev->common + kCommonQueueSelect, index);
-    size_max = read16(dev->common + kCommonQueueSize);
-    in_use = read16(dev->common + kCommonQueueEnable);
+    *size_max = read16(dev->common + kCommonQueueSize);
+    *in_use = read16(dev->common + kCommonQueueEnable);
   } else {
     mmio_write32(dev->base + kMmioQueueSel, index);
-    size_max = mmio_read32(dev->base + kMmioQueueNumMax);
-    in_use = mmio_read32(dev->base + kMmioQueueReady);
+    *size_max = mmio_read32(dev->base + kMmioQueueNumMax);
+    *in_use = mmio_read32(dev->base + kMmioQueueReady);
   }
-  if (in_use != 0 || size_max < min_size || size_max == 0) {
-    line_begin();
-    put_str("error ");
-    put_str(dev->name);
-    put_str(" queue=");
-    put_dec(index);
-    put_str(" in-use=");
-    put_dec(in_use);
-    put_str(" size-max=");
-    put_dec(size_max);
-    line_end();
-    return 0;
-  }
+  return 1;
+}
+
+int vdev_enable_queue(const VirtioDev* dev, VdevQueue* queue, u16 index, u32 size_max, u16 wanted) {
   u32 size = wanted;
   while (size > size_max) size >>= 1;  // split queues: powers of two (§2.7)
   // §2.7.7: the driver polls; no interrupt wanted.
-  *(volatile u16*)phys_addr(queue->avail) = kVdevAvailNoInterrupt;
+  ((volatile VdevAvail*)phys_addr(queue->avail))->flags = kVdevAvailNoInterrupt;
   if (dev->is_pci) {
     mmio_write16(dev->common + kCommonQueueSize, (u16)size);
     set_queue_address(dev, kCommonQueueDesc, (u64)(usize)queue->desc);
@@ -261,14 +297,34 @@ int vdev_setup_queue(VirtioDev* dev, VdevQueue* queue, u16 index, u16 wanted, u1
   return 1;
 }
 
+int vdev_setup_queue(VirtioDev* dev, VdevQueue* queue, u16 index, u16 wanted, u16 min_size) {
+  u32 size_max = 0;
+  u32 in_use = 0;
+  if (!vdev_query_queue(dev, index, &size_max, &in_use)) return 0;
+  if (in_use != 0 || size_max < min_size || size_max == 0) {
+    line_begin();
+    put_str("error ");
+    put_str(dev->name);
+    put_str(" queue=");
+    put_dec(index);
+    put_str(" in-use=");
+    put_dec(in_use);
+    put_str(" size-max=");
+    put_dec(size_max);
+    line_end();
+    return 0;
+  }
+  return vdev_enable_queue(dev, queue, index, size_max, wanted);
+}
+
 void vdev_post(const VirtioDev* dev, VdevQueue* queue, const u16* heads, u32 count) {
-  volatile u16* avail = (volatile u16*)phys_addr(queue->avail);
+  volatile VdevAvail* avail = (volatile VdevAvail*)phys_addr(queue->avail);
   u16 next = queue->next_avail;
-  for (u32 i = 0; i < count; ++i) avail[2 + (u16)(next + i) % queue->size] = heads[i];
+  for (u32 i = 0; i < count; ++i) avail->ring[(u16)(next + i) % queue->size] = heads[i];
   // §2.7.13: descriptors and ring entries before the index that publishes them; x86 keeps
   // stores in order, only the compiler must not move them.
   barrier();
-  avail[1] = (u16)(next + count);
+  avail->idx = (u16)(next + count);
   barrier();
   queue->next_avail = (u16)(next + count);
   if (dev->is_pci) {
@@ -279,13 +335,12 @@ void vdev_post(const VirtioDev* dev, VdevQueue* queue, const u16* heads, u32 cou
 }
 
 int vdev_take_used(VdevQueue* queue, u32* id, u32* length) {
-  volatile u16* used = (volatile u16*)phys_addr(queue->used);
-  if (used[1] == queue->last_used) return 0;
-  barrier();
-  u16 at = queue->last_used % queue->size;
-  volatile u32* element = (volatile u32*)phys_addr(queue->used + 4 + 8 * (u64)at);
-  *id = element[0];
-  *length = element[1];
+  volatile VdevUsed* used = (volatile VdevUsed*)phys_addr(queue->used);
+  if (used->idx == queue->last_used) return 0;
+  barrier();  // the element after the index that published it
+  volatile VdevUsedElement* element = &used->ring[queue->last_used % queue->size];
+  *id = element->id;
+  *length = element->len;
   ++queue->last_used;
   return 1;
 }
