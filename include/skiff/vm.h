@@ -29,11 +29,24 @@
 
 namespace skiff {
 
+// What the seccomp filters on the VM's threads do with a system call their thread kind does
+// not need (docs/security.md):
+//   enforce  the process is killed by SIGSYS after one line on stderr naming the call
+//   log      the kernel logs the call (audit / dmesg "type=1326") and lets it proceed
+//   off      no filters
+enum class SeccompMode { enforce, log, off };
+
 struct VmOptions {
-  // Receives the guest's serial output instead of the spec's serial sink when set.
+  // Receives the guest's serial output instead of the spec's serial sink when set. It is
+  // called on a vCPU thread, so under that thread's seccomp filter: it may write to fds it
+  // already has and take locks, but not open files or sockets (docs/security.md).
   std::function<void(std::span<const uint8_t>)> console_output;
   // Path of the KVM device.
   std::string kvm_path = "/dev/kvm";
+  // Filters for every thread the VM starts (vCPUs, device workers, console input, the
+  // control API, the shutdown timer), each installed by the thread itself before it touches
+  // guest memory. The embedder's own threads are left alone.
+  SeccompMode seccomp = SeccompMode::enforce;
 };
 
 // Timestamps of a VM's life, for boot-time reports.

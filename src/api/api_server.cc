@@ -21,6 +21,7 @@
 #include "api/api_router.h"
 #include "api/fd_stream.h"
 #include "api/unix_socket.h"
+#include "security/filtered_thread.h"
 
 namespace skiff::api {
 
@@ -174,11 +175,15 @@ class ApiServer::Impl {
 
   ~Impl() { stop(); }
 
-  void run() {
-    thread_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "skiff-api");
-      serve_loop();
-    });
+  Result<void> run() {
+    std::lock_guard lock(stop_mutex_);
+    if (stopped_) return internal_error("api: the server was stopped");
+    if (thread_.joinable()) return {};
+    auto thread = security::start_filtered_thread("skiff-api", security::ThreadKind::api, options_.seccomp,
+                                                  [this] { serve_loop(); });
+    if (!thread) return std::unexpected(thread.error());
+    thread_ = std::move(*thread);
+    return {};
   }
 
   void stop() {
@@ -246,17 +251,26 @@ class ApiServer::Impl {
   bool stopped_ = false;
 };
 
-Result<std::unique_ptr<ApiServer>> ApiServer::start(const std::filesystem::path& socket_path, ApiBackend& backend,
-                                                    ApiServerOptions options) {
+Result<std::unique_ptr<ApiServer>> ApiServer::listen(const std::filesystem::path& socket_path,
+                                                     ApiBackend& backend, ApiServerOptions options) {
   UniqueFd stop_event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_event.valid()) return std::unexpected(errno_error("eventfd (API server stop)", errno));
   auto listener = listen_unix_socket(socket_path);
   if (!listener) return std::unexpected(listener.error());
   auto impl = std::make_unique<Impl>(std::move(*listener), std::move(stop_event), backend, options);
-  impl->run();
   spdlog::info("api: listening on {}", socket_path.native());
   return std::unique_ptr<ApiServer>(new ApiServer(std::move(impl)));
 }
+
+Result<std::unique_ptr<ApiServer>> ApiServer::start(const std::filesystem::path& socket_path, ApiBackend& backend,
+                                                    ApiServerOptions options) {
+  auto server = listen(socket_path, backend, options);
+  if (!server) return server;
+  if (auto served = (*server)->serve(); !served) return std::unexpected(served.error());
+  return server;
+}
+
+Result<void> ApiServer::serve() { return impl_->run(); }
 
 ApiServer::ApiServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 

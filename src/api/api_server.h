@@ -10,6 +10,7 @@
 
 #include "api/api_backend.h"
 #include "api/api_requests.h"
+#include "security/seccomp_filter.h"
 #include "skiff/error.h"
 
 namespace skiff::api {
@@ -21,14 +22,23 @@ struct ApiServerOptions {
   // cannot keep the server from others.
   std::chrono::milliseconds exchange_deadline{15000};
   size_t max_body_bytes = kMaxRequestBodyBytes;
+  // The server thread's filter (thread kind api), installed before it accepts anything.
+  SeccompMode seccomp = SeccompMode::off;
 };
 
 class ApiServer {
  public:
-  // Creates the socket (0600; a stale one replaced, a live one refused: unix_socket.h) and
-  // starts serving `backend`, which must outlive the server.
+  // Creates the socket (0600; a stale one replaced, a live one refused: unix_socket.h) for
+  // `backend`, which must outlive the server. Clients can connect (the kernel queues them)
+  // but get no answer before serve().
+  static Result<std::unique_ptr<ApiServer>> listen(const std::filesystem::path& socket_path, ApiBackend& backend,
+                                                   ApiServerOptions options = {});
+  // listen(), then serve().
   static Result<std::unique_ptr<ApiServer>> start(const std::filesystem::path& socket_path, ApiBackend& backend,
                                                   ApiServerOptions options = {});
+  // Starts the server thread ("skiff-api"). Once only; an error when its filter cannot be
+  // installed.
+  Result<void> serve();
   ~ApiServer();  // stop()
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;

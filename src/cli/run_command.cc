@@ -22,6 +22,9 @@
 #include "common/unique_fd.h"
 #include "config/spec_overrides.h"
 #include "devices/legacy/serial.h"
+#include "security/filtered_thread.h"
+#include "security/privileges.h"
+#include "security/seccomp_filter.h"
 #include "skiff/exit.h"
 #include "skiff/spec.h"
 #include "skiff/version.h"
@@ -90,9 +93,9 @@ class SignalWatcher {
     sigaddset(&signals_, SIGUSR2);  // our own wake-up at exit
     pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
   }
-  void watch(Vm& vm, std::chrono::milliseconds shutdown_timeout) {
-    thread_ = std::thread([this, &vm, shutdown_timeout] {
-      pthread_setname_np(pthread_self(), "skiff-signals");
+  Result<void> watch(Vm& vm, std::chrono::milliseconds shutdown_timeout, SeccompMode seccomp) {
+    auto thread = security::start_filtered_thread("skiff-signals", security::ThreadKind::signals, seccomp, [this, &vm,
+                                                                                                  shutdown_timeout] {
       int signal = 0;
       bool asked = false;
       while (sigwait(&signals_, &signal) == 0) {
@@ -107,6 +110,9 @@ class SignalWatcher {
                                fmt::format("stopped by signal {}", strsignal(signal))});
       }
     });
+    if (!thread) return std::unexpected(thread.error());
+    thread_ = std::move(*thread);
+    return {};
   }
   ~SignalWatcher() {
     if (thread_.joinable()) {
@@ -258,21 +264,44 @@ nlohmann::json result_json(const Outcome& outcome, const WatchedConsole* console
   return result;
 }
 
-void write_result(const std::optional<std::string>& path, const nlohmann::json& result) {
-  if (!path) return;
-  std::ofstream out(*path, std::ios::trunc);
+// --result-json: opened (and truncated) before the boot so that an unwritable path fails
+// early, and written through the same descriptor at the end: once the main thread's seccomp
+// filter is in place it cannot open files.
+struct ResultFile {
+  std::optional<std::string> path;
+  UniqueFd fd;
+};
+
+void write_result(ResultFile& file, const nlohmann::json& result) {
+  if (!file.path) return;
+  if (!file.fd.valid()) {  // a failure before the file was opened
+    auto opened = open_output_file("--result-json", *file.path, O_TRUNC);
+    if (!opened) {
+      spdlog::error("{}", opened.error().message());
+      return;
+    }
+    file.fd = std::move(*opened);
+  }
   // Invalid UTF-8 from the guest console is replaced, not an exception.
-  out << result.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-  out.close();
-  if (!out) spdlog::error("--result-json \"{}\": could not write the result", *path);
+  const std::string text = result.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + '\n';
+  for (size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(file.fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      spdlog::error("--result-json \"{}\": could not write the result: {}", *file.path,
+                    n < 0 ? std::strerror(errno) : "no progress");
+      return;
+    }
+    done += static_cast<size_t>(n);
+  }
 }
 
 // A failure before the VM ran: one error line, and the result file when asked for.
-int fail_before_run(const RunOptions& options, const Error& error, Clock::time_point process_start) {
+int fail_before_run(ResultFile& result_file, const Error& error, Clock::time_point process_start) {
   spdlog::error("{}", error.message());
   Outcome outcome{.verdict = "error", .exit_code = exit_code_for(error), .detail = error.message()};
   outcome.total_ms = *ms_between(process_start, Clock::now());
-  write_result(options.result_json, result_json(outcome, nullptr, std::nullopt));
+  write_result(result_file, result_json(outcome, nullptr, std::nullopt));
   return outcome.exit_code;
 }
 
@@ -329,6 +358,17 @@ void add_run_options(CLI::App& command, RunOptions& options) {
                               kExitStopped, kDefaultShutdownTimeoutSeconds))
       ->check(CLI::Range(0.0, 3600.0));
   command.add_option("--console-log", options.console_log, "also write the guest console to this file");
+  command
+      .add_option("--seccomp", options.seccomp,
+                  "system call filters on every skiff thread: enforce (a forbidden call kills skiff, naming it), "
+                  "log (the kernel logs it) or off (docs/security.md)")
+      ->envname("SKIFF_SECCOMP")
+      ->check(CLI::IsMember({"enforce", "log", "off"}))
+      ->default_str("enforce");
+  command.add_option("--uid", options.uid,
+                     "continue as this user once the VM is built (with --gid; /dev/kvm, taps and disks are opened "
+                     "first)");
+  command.add_option("--gid", options.gid, "continue as this group once the VM is built (with --uid)");
   command.add_option("--result-json", options.result_json,
                      "write the verdict, exit code, timings and last console lines to this file as JSON");
   command.footer(fmt::format(
@@ -356,13 +396,33 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
   }
   const double timeout_seconds = options.timeout_seconds.value_or(options.test_mode ? kTestDefaultTimeoutSeconds : 0);
 
+  ResultFile result_file{.path = options.result_json, .fd = {}};
+  auto seccomp = security::parse_seccomp_mode(options.seccomp);
+  if (!seccomp) return fail_before_run(result_file, seccomp.error().with_context("--seccomp"), process_start);
+  if (options.uid.has_value() != options.gid.has_value()) {
+    return fail_before_run(result_file,
+                           config_error("--uid and --gid go together: give both (e.g. --uid 1000 --gid 1000)").error(),
+                           process_start);
+  }
+  if ((options.uid && *options.uid == 0) || (options.gid && *options.gid == 0)) {
+    return fail_before_run(result_file,
+                           config_error("--uid/--gid 0 is root: give the unprivileged user and group skiff should "
+                                        "continue as")
+                               .error(),
+                           process_start);
+  }
+
   auto spec = build_spec(options);
-  if (!spec) return fail_before_run(options, spec.error(), process_start);
+  if (!spec) return fail_before_run(result_file, spec.error(), process_start);
 
   // The result file is opened now so that an unwritable path fails before the boot.
-  if (options.result_json) {
-    auto fd = open_output_file("--result-json", *options.result_json, O_TRUNC);
-    if (!fd) return fail_before_run(options, fd.error(), process_start);
+  if (result_file.path) {
+    auto fd = open_output_file("--result-json", *result_file.path, O_TRUNC);
+    if (!fd) {
+      result_file.path.reset();  // nothing more to say to a file that cannot be opened
+      return fail_before_run(result_file, fd.error(), process_start);
+    }
+    result_file.fd = std::move(*fd);
   }
 
   // skiff reads the console itself only when something needs it; otherwise the VM keeps
@@ -371,9 +431,10 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
                        options.result_json;
   std::shared_ptr<WatchedConsole> console;
   VmOptions vm_options;
+  vm_options.seccomp = *seccomp;
   if (watched) {
     auto made = watch_console(options, *spec, std::move(expect), std::move(fail_on));
-    if (!made) return fail_before_run(options, made.error(), process_start);
+    if (!made) return fail_before_run(result_file, made.error(), process_start);
     console = std::move(*made);
     if (!options.test_mode && spec->serial.mode == SerialMode::kStdout && spec->serial.input &&
         isatty(STDIN_FILENO)) {
@@ -385,10 +446,27 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
 
   SignalWatcher signals;
   auto vm = Vm::create(*spec, std::move(vm_options));
-  if (!vm) return fail_before_run(options, vm.error(), process_start);
+  if (!vm) return fail_before_run(result_file, vm.error(), process_start);
   if (console) console->vm.store(vm->get(), std::memory_order_release);
-  signals.watch(**vm, std::chrono::milliseconds(static_cast<int64_t>(options.shutdown_timeout_seconds * 1000)));
-  if (auto started = (*vm)->start(); !started) return fail_before_run(options, started.error(), process_start);
+  // Everything privileged is done: /dev/kvm, the taps, the disks, the kernel, the console
+  // files and the API socket are open. No thread has a filter yet (glibc makes every
+  // thread repeat the credential change, which no filter allows).
+  if (options.uid) {
+    if (auto dropped = security::drop_privileges(*options.uid, *options.gid); !dropped) {
+      return fail_before_run(result_file, dropped.error().with_context("--uid/--gid"), process_start);
+    }
+    spdlog::debug("continuing as uid {} gid {}", *options.uid, *options.gid);
+  }
+  if (auto watching = signals.watch(
+          **vm, std::chrono::milliseconds(static_cast<int64_t>(options.shutdown_timeout_seconds * 1000)), *seccomp);
+      !watching) {
+    return fail_before_run(result_file, watching.error(), process_start);
+  }
+  if (auto started = (*vm)->start(); !started) return fail_before_run(result_file, started.error(), process_start);
+  // From here the main thread only waits, reports and tears down.
+  if (auto filtered = security::install_thread_filter(security::ThreadKind::main, *seccomp); !filtered) {
+    (*vm)->request_stop(VmExit{StopReason::kVmmError, kExitVmm, filtered.error().with_context("main thread").message()});
+  }
 
   VmExit exit;
   if (timeout_seconds > 0) {
@@ -427,7 +505,7 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
   }
   spdlog::info("timings: first console output after {}, verdict after {} (from VM start); {:.1f} ms in total",
                format_ms(outcome.to_first_console_ms), format_ms(outcome.to_verdict_ms), outcome.total_ms);
-  write_result(options.result_json, result_json(outcome, console.get(), timings.started));
+  write_result(result_file, result_json(outcome, console.get(), timings.started));
   return exit.exit_code;
 }
 

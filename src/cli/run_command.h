@@ -38,6 +38,12 @@ struct RunOptions {
   double shutdown_timeout_seconds = kDefaultShutdownTimeoutSeconds;
   std::optional<std::string> result_json;
 
+  // --seccomp: "enforce", "log" or "off" (docs/security.md).
+  std::string seccomp = "enforce";
+  // --uid/--gid: the user and group skiff continues as once the VM is built (both or neither).
+  std::optional<uint32_t> uid;
+  std::optional<uint32_t> gid;
+
   // `skiff test`: console to stdout, no console input, a default time limit.
   bool test_mode = false;
 };

@@ -11,12 +11,15 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
+
 namespace skiff {
 namespace {
 constexpr uint64_t kStopToken = ~0ull;
 }  // namespace
 
-Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name) {
+Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name, security::ThreadKind kind,
+                                                     SeccompMode mode) {
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll.valid()) return std::unexpected(errno_error(fmt::format("{}: epoll_create1", thread_name), errno));
   UniqueFd stop_event(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -27,11 +30,17 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name) {
   if (epoll_ctl(epoll.get(), EPOLL_CTL_ADD, stop_event.get(), &event) != 0) {
     return std::unexpected(errno_error(fmt::format("{}: epoll_ctl", thread_name), errno));
   }
-  return std::unique_ptr<EventLoop>(new EventLoop(std::move(thread_name), std::move(epoll), std::move(stop_event)));
+  return std::unique_ptr<EventLoop>(
+      new EventLoop(std::move(thread_name), kind, mode, std::move(epoll), std::move(stop_event)));
 }
 
-EventLoop::EventLoop(std::string thread_name, UniqueFd epoll, UniqueFd stop_event)
-    : thread_name_(std::move(thread_name)), epoll_(std::move(epoll)), stop_event_(std::move(stop_event)) {}
+EventLoop::EventLoop(std::string thread_name, security::ThreadKind kind, SeccompMode mode, UniqueFd epoll,
+                     UniqueFd stop_event)
+    : thread_name_(std::move(thread_name)),
+      kind_(kind),
+      mode_(mode),
+      epoll_(std::move(epoll)),
+      stop_event_(std::move(stop_event)) {}
 
 EventLoop::~EventLoop() { stop(); }
 
@@ -46,8 +55,11 @@ Result<void> EventLoop::add(int fd, Handler on_readable) {
   return {};
 }
 
-void EventLoop::start() {
-  thread_ = std::thread([this] { run(); });
+Result<void> EventLoop::start() {
+  auto thread = security::start_filtered_thread(thread_name_, kind_, mode_, [this] { run(); });
+  if (!thread) return std::unexpected(thread.error());
+  thread_ = std::move(*thread);
+  return {};
 }
 
 void EventLoop::stop() {
@@ -60,7 +72,6 @@ void EventLoop::stop() {
 }
 
 void EventLoop::run() {
-  pthread_setname_np(pthread_self(), thread_name_.substr(0, 15).c_str());
   epoll_event events[8];
   while (true) {
     int count = epoll_wait(epoll_.get(), events, 8, -1);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "security/seccomp_filter.h"
 #include "skiff/error.h"
 
 namespace skiff {
@@ -18,8 +19,10 @@ class EventLoop {
  public:
   using Handler = std::function<void()>;
 
-  // `thread_name` is at most 15 characters (the kernel's limit), e.g. "skiff-rng0".
-  static Result<std::unique_ptr<EventLoop>> create(std::string thread_name);
+  // `thread_name` is at most 15 characters (the kernel's limit), e.g. "skiff-rng0". The
+  // thread installs `kind`'s seccomp filter in `mode` before it runs any handler.
+  static Result<std::unique_ptr<EventLoop>> create(std::string thread_name, security::ThreadKind kind,
+                                                   SeccompMode mode);
   ~EventLoop();  // stops and joins
   EventLoop(const EventLoop&) = delete;
   EventLoop& operator=(const EventLoop&) = delete;
@@ -27,15 +30,20 @@ class EventLoop {
   // Calls `on_readable` on the loop thread whenever `fd` is readable (level-triggered:
   // the handler must drain it). Only before start().
   Result<void> add(int fd, Handler on_readable);
-  void start();
+  // Starts the thread and waits until its filter is installed; when that fails the thread
+  // has ended without running a handler and the error says why.
+  Result<void> start();
   // Ends the loop after the handler running now, if any, and joins the thread. Idempotent.
   void stop();
 
  private:
-  EventLoop(std::string thread_name, UniqueFd epoll, UniqueFd stop_event);
+  EventLoop(std::string thread_name, security::ThreadKind kind, SeccompMode mode, UniqueFd epoll,
+            UniqueFd stop_event);
   void run();
 
   std::string thread_name_;
+  security::ThreadKind kind_;
+  SeccompMode mode_;
   UniqueFd epoll_;
   UniqueFd stop_event_;
   std::vector<Handler> handlers_;  // indexed by the epoll token

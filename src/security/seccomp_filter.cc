@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 
@@ -269,8 +270,23 @@ void install_sigsys_handler() {
   });
 }
 
+namespace {
+
+// Process-wide state that glibc would otherwise load lazily, from a file, in whichever
+// thread first needs it, which may then be a filtered one.
+void prime_lazy_libc_state() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // localtime_r (spdlog's time stamps) reads /etc/localtime on its first call only.
+    ::tzset();
+  });
+}
+
+}  // namespace
+
 Result<void> install_thread_filter(ThreadKind kind, SeccompMode mode) {
   if (mode == SeccompMode::off) return {};
+  prime_lazy_libc_state();
   if (mode == SeccompMode::enforce) install_sigsys_handler();
 
   auto filter = build_filter(kind, mode);

@@ -21,10 +21,11 @@
 #include <string_view>
 
 #include "skiff/error.h"
+#include "skiff/vm.h"  // SeccompMode
 
 namespace skiff::security {
 
-enum class SeccompMode { enforce, log, off };
+using skiff::SeccompMode;
 
 // "enforce", "log" or "off" (the --seccomp flag). Anything else is a config error.
 Result<SeccompMode> parse_seccomp_mode(std::string_view text);

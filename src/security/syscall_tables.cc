@@ -245,6 +245,10 @@ const RuleGroup& device_activation_group() {
                            "UringEngine::create: the completion eventfd"),
           SKIFF_SYSCALL_IF(io_uring_register, 1, kLow32, IORING_REGISTER_PROBE,
                            "UringEngine::create: is IORING_OP_FALLOCATE supported"),
+          SKIFF_SYSCALL_IF(io_uring_register, 1, kLow32, IORING_REGISTER_RESTRICTIONS,
+                           "UringEngine::restrict_ring: only readv/writev/fsync/fallocate requests"),
+          SKIFF_SYSCALL_IF(io_uring_register, 1, kLow32, IORING_REGISTER_ENABLE_RINGS,
+                           "UringEngine::restrict_ring: the ring is created disabled until restricted"),
           SKIFF_SYSCALL(io_uring_enter, "virtio-blk reset: UringEngine::drain waits for requests in flight"),
           SKIFF_IOCTL(TUNSETOFFLOAD, "virtio-net activate: the offloads the driver accepted"),
           SKIFF_IOCTL(TUNSETQUEUE, "virtio-net activate: only queue pair 0 stays attached"),
@@ -300,6 +304,8 @@ const RuleGroup& main_group() {
           SKIFF_SYSCALL(timerfd_settime, "virtio-blk reset at teardown disarms its queue timers"),
           SKIFF_IOCTL(KVM_IOEVENTFD, "transport reset at teardown unregisters the queue notify addresses"),
           SKIFF_IOCTL(TCSETS, "ConsoleInput::restore puts the terminal back (tcsetattr TCSANOW)"),
+          SKIFF_SYSCALL(newfstatat, "remove_unix_socket at teardown: lstat checks the API socket path is still ours"),
+          SKIFF_SYSCALL(unlink, "remove_unix_socket at teardown: removes the API socket (clients connect by path)"),
       }};
   return group;
 }

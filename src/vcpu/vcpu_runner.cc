@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/seccomp_filter.h"
+
 namespace skiff {
 namespace {
 
@@ -52,12 +54,13 @@ void VcpuRunner::install_kick_handler() {
 }
 
 VcpuRunner::VcpuRunner(KvmVcpu vcpu, const Bus& pio_bus, const Bus& mmio_bus, StopCallback stop,
-                       std::vector<uint32_t> host_cpus)
+                       std::vector<uint32_t> host_cpus, SeccompMode seccomp)
     : vcpu_(std::move(vcpu)),
       pio_bus_(pio_bus),
       mmio_bus_(mmio_bus),
       stop_(std::move(stop)),
-      host_cpus_(std::move(host_cpus)) {}
+      host_cpus_(std::move(host_cpus)),
+      seccomp_(seccomp) {}
 
 VcpuRunner::~VcpuRunner() {
   stop();
@@ -153,6 +156,12 @@ void VcpuRunner::thread_main() {
                                vcpu_.id(), name, std::strerror(err))});
       return;
     }
+  }
+  // After the pinning (sched_setaffinity is not in the vcpu table) and before the guest's
+  // first instruction.
+  if (auto filtered = security::install_thread_filter(security::ThreadKind::vcpu, seccomp_); !filtered) {
+    stop_(VmExit{StopReason::kVmmError, kExitVmm, filtered.error().with_context(name).message()});
+    return;
   }
 
   struct EndMark {  // wakes wait_paused() callers however the thread ends

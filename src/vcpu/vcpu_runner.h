@@ -22,6 +22,7 @@
 #include "bus/bus.h"
 #include "kvm/kvm_vcpu.h"
 #include "skiff/exit.h"
+#include "skiff/vm.h"  // SeccompMode
 
 namespace skiff {
 
@@ -36,9 +37,10 @@ struct VcpuExitCounters {
 
 class VcpuRunner {
  public:
-  // `host_cpus` pins the thread when not empty.
+  // `host_cpus` pins the thread when not empty. The thread installs the vcpu seccomp filter
+  // in `seccomp` mode before its first KVM_RUN (docs/security.md).
   VcpuRunner(KvmVcpu vcpu, const Bus& pio_bus, const Bus& mmio_bus, StopCallback stop,
-             std::vector<uint32_t> host_cpus);
+             std::vector<uint32_t> host_cpus, SeccompMode seccomp = SeccompMode::off);
   ~VcpuRunner();
   VcpuRunner(const VcpuRunner&) = delete;
   VcpuRunner& operator=(const VcpuRunner&) = delete;
@@ -80,6 +82,7 @@ class VcpuRunner {
   const Bus& mmio_bus_;
   StopCallback stop_;
   std::vector<uint32_t> host_cpus_;
+  SeccompMode seccomp_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> thread_started_{false};

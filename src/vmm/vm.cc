@@ -43,6 +43,7 @@
 #include "pci/bar_allocator.h"
 #include "pci/pci_acpi.h"
 #include "pci/pci_root.h"
+#include "security/filtered_thread.h"
 #include "vcpu/vcpu_runner.h"
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
@@ -279,7 +280,11 @@ class VmApiBackend final : public api::ApiBackend {
 
 Result<void> Vm::Impl::start_api() {
   api_backend_ = std::make_unique<VmApiBackend>(*this);
-  auto server = api::ApiServer::start(spec_.api->socket, *api_backend_);
+  // The socket exists from now on (a path in use fails Vm::create); requests are served
+  // from start(), once the VM runs and after an embedder dropped its privileges.
+  api::ApiServerOptions api_options;
+  api_options.seccomp = options_.seccomp;
+  auto server = api::ApiServer::listen(spec_.api->socket, *api_backend_, api_options);
   if (!server) return std::unexpected(server.error().with_context("/api/socket"));
   api_server_ = std::move(*server);
   return {};
@@ -369,6 +374,7 @@ Result<void> Vm::Impl::setup_devices() {
 }
 
 Result<void> Vm::Impl::add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
+  device->set_worker_seccomp(options_.seccomp);
   const size_t slot = virtio_mmio_.size();
   if (slot >= x86::kVirtioMmioSlots) {
     return config_error(fmt::format("{}: no virtio-mmio slot left (at most {} devices on virtio-mmio)", label,
@@ -454,6 +460,7 @@ void Vm::Impl::on_bar_move(const pci::BarMove& move) {
 }
 
 Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
+  device->set_worker_seccomp(options_.seccomp);
   if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
   if (!msi_routes_) {
     // GSIs past the IOAPIC's pins carry MSI routes; KVM allows thousands, 1024 is plenty.
@@ -610,8 +617,8 @@ Result<void> Vm::Impl::create_vcpus(const x86::BootPlan& plan) {
     }
     std::vector<uint32_t> host_cpus;
     if (!spec_.machine.vcpu_affinity.empty()) host_cpus = spec_.machine.vcpu_affinity[index];
-    runners_.push_back(std::make_unique<VcpuRunner>(std::move(*vcpu), pio_bus_, mmio_bus_,
-                                                    stopper(), std::move(host_cpus)));
+    runners_.push_back(std::make_unique<VcpuRunner>(std::move(*vcpu), pio_bus_, mmio_bus_, stopper(),
+                                                    std::move(host_cpus), options_.seccomp));
   }
   return {};
 }
@@ -665,12 +672,15 @@ Result<void> Vm::Impl::start() {
     timings_.started = std::chrono::steady_clock::now();
   }
   if (!options_.console_output && spec_.serial.mode == SerialMode::kStdout && spec_.serial.input) {
-    auto input = ConsoleInput::start(STDIN_FILENO, serial_, stopper());
+    auto input = ConsoleInput::start(STDIN_FILENO, serial_, stopper(), options_.seccomp);
     if (!input) {
       spdlog::warn("console input disabled: {}", input.error().message());
     } else {
       console_input_ = std::move(*input);
     }
+  }
+  if (api_server_) {
+    if (auto served = api_server_->serve(); !served) return std::unexpected(served.error().with_context("/api/socket"));
   }
   for (auto& runner : runners_) runner->start();
   // A stop requested before the threads existed (e.g. from the console) must still reach them.
@@ -737,14 +747,15 @@ Result<void> Vm::Impl::shutdown(std::chrono::milliseconds timeout) {
   spdlog::info("shutting the guest down: ACPI power button, hard stop after {:.1f} s", timeout.count() / 1000.0);
   acpi_pm_->raise_status(kPm1PowerButtonStatus);
   std::lock_guard lock(mutex_);
-  shutdown_thread_ = std::thread([this, deadline = std::chrono::steady_clock::now() + timeout] {
-    shutdown_timer(deadline);
-  });
+  auto timer = security::start_filtered_thread(
+      "skiff-shutdown", security::ThreadKind::shutdown_timer, options_.seccomp,
+      [this, deadline = std::chrono::steady_clock::now() + timeout] { shutdown_timer(deadline); });
+  if (!timer) return std::unexpected(timer.error());
+  shutdown_thread_ = std::move(*timer);
   return {};
 }
 
 void Vm::Impl::shutdown_timer(std::chrono::steady_clock::time_point deadline) {
-  pthread_setname_np(pthread_self(), "skiff-shutdown");
   // An ACPI OS clears the power button status in its SCI handler; a guest without ACPI
   // events (or one that never enabled them) leaves it set. Such a guest gets Ctrl-Alt-Del.
   constexpr auto kButtonGrace = std::chrono::seconds(1);

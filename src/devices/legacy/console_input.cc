@@ -20,6 +20,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
+
 namespace skiff {
 namespace {
 
@@ -68,7 +70,7 @@ void ConsoleInput::restore() noexcept {
 }
 
 Result<std::unique_ptr<ConsoleInput>> ConsoleInput::start(int fd, std::shared_ptr<Serial> serial,
-                                                          StopCallback stop) {
+                                                          StopCallback stop, SeccompMode seccomp) {
   if (!serial) return internal_error("console input: no serial device");
   const int stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (stop_fd < 0) return std::unexpected(errno_error("console input: eventfd", errno));
@@ -138,13 +140,11 @@ Result<std::unique_ptr<ConsoleInput>> ConsoleInput::start(int fd, std::shared_pt
     // A full eventfd counter (EAGAIN) still leaves it readable, which is all we need.
     [[maybe_unused]] const ssize_t n = ::write(space_fd, &one, sizeof(one));
   });
-  try {
-    console->thread_ = std::thread([c = console.get()] { c->run(); });
-  } catch (const std::system_error& e) {
-    // The destructor restores the terminal and closes the eventfds.
-    return internal_error(fmt::format("console input: starting the thread: {}", e.what()),
-                          e.code().value());
-  }
+  auto thread = security::start_filtered_thread("skiff-console", security::ThreadKind::console, seccomp,
+                                                [c = console.get()] { c->run(); });
+  // On failure the destructor restores the terminal and closes the eventfds.
+  if (!thread) return std::unexpected(thread.error().with_context("console input"));
+  console->thread_ = std::move(*thread);
   spdlog::debug("console input: forwarding fd {} to the serial port{}", fd,
                 raw ? " (terminal in raw mode; Ctrl-A x quits)" : "");
   return console;
@@ -181,7 +181,6 @@ void ConsoleInput::shutdown() {
 }
 
 void ConsoleInput::run() {
-  pthread_setname_np(pthread_self(), "skiff-console");
   std::array<uint8_t, kReadChunk> chunk{};
   std::vector<uint8_t> pending;
   pending.reserve(kReadChunk);

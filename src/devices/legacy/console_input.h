@@ -30,6 +30,7 @@
 
 #include "devices/legacy/serial.h"
 #include "skiff/error.h"
+#include "skiff/vm.h"  // SeccompMode
 #include "skiff/exit.h"
 
 namespace skiff {
@@ -42,9 +43,10 @@ class ConsoleInput {
   // destroyed) to `serial`. `stop` is called, from the console thread, on Ctrl-A x.
   // Fails when the terminal cannot be switched to raw mode, when another ConsoleInput
   // already holds a terminal in raw mode, or when the eventfds or the thread cannot be
-  // created.
+  // created. The thread installs the console seccomp filter in `seccomp` mode first.
   static Result<std::unique_ptr<ConsoleInput>> start(int fd, std::shared_ptr<Serial> serial,
-                                                     StopCallback stop);
+                                                     StopCallback stop,
+                                                     SeccompMode seccomp = SeccompMode::off);
 
   // Stops the thread and restores the terminal.
   ~ConsoleInput();

@@ -132,7 +132,7 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
   if (has_feature(acked_features, kFeatureFreePageReporting)) roles.push_back(Role::kReporting);
   roles.resize(queues.size(), Role::kNone);
 
-  auto worker = EventLoop::create("skiff-balloon");
+  auto worker = EventLoop::create("skiff-balloon", security::ThreadKind::balloon, worker_seccomp());
   if (!worker) return std::unexpected(worker.error());
   for (size_t i = 0; i < notify_.size(); ++i) {
     const auto index = static_cast<uint16_t>(i);
@@ -151,7 +151,7 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
   const bool stats = stats_interval_s_ > 0 && has_feature(acked_features, kFeatureStatsVq) &&
                      queues_[stats_index_] != nullptr;
   worker_ = std::move(*worker);
-  worker_->start();
+  if (auto started = worker_->start(); !started) return started;
   arm_stats_timer(stats);
   // Buffers posted before activation (or before the ioeventfds exist) are served now.
   for (size_t i = 0; i < notify_.size(); ++i) notify_queue(static_cast<uint16_t>(i));

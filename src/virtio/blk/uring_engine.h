@@ -17,6 +17,12 @@
 
 namespace skiff::virtio {
 
+// Restricts a ring created with IORING_SETUP_R_DISABLED to the requests virtio-blk makes
+// (readv, writev, fsync, fallocate) and no further registrations, then enables it.
+// io_uring requests run in kernel workers that no seccomp filter sees, so without this a
+// blk thread taken over by the guest could open files or sockets through its own ring.
+Result<void> restrict_block_io_ring(io_uring* ring);
+
 class UringEngine : public BlockIoEngine {
  public:
   // `depth`: submission ring entries (the virtqueue size: at most that many requests are in

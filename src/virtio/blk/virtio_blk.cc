@@ -216,7 +216,8 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
     q.slots.resize(depth);
     q.free_slots.clear();
     for (uint32_t s = depth; s > 0; --s) q.free_slots.push_back(s - 1);
-    auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i));
+    auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i), security::ThreadKind::blk_io,
+                                  worker_seccomp());
     if (!loop) {
       stop_queues();
       return std::unexpected(loop.error());
@@ -235,7 +236,10 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
   }
   for (auto& q : queues_) {
     if (q->loop == nullptr) continue;
-    q->loop->start();
+    if (auto started = q->loop->start(); !started) {
+      stop_queues();
+      return started;
+    }
     // Requests posted before activation (or before the ioeventfd existed) are served now.
     notify_queue(q->index);
   }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "skiff/error.h"
+#include "skiff/vm.h"  // SeccompMode
 #include "virtio/core/queue.h"
 
 namespace skiff::virtio {
@@ -90,6 +91,15 @@ class VirtioDevice {
   // returns it to its initial state (§2.4). Chains still held are dropped before it
   // returns. Called on reset even if activate() was never called.
   virtual void reset() = 0;
+
+  // The seccomp mode of the worker threads activate() starts, each under its device's
+  // thread kind (docs/security.md). The VM sets it before the guest runs; a device built
+  // on its own (tests, fuzzers) starts unfiltered workers.
+  void set_worker_seccomp(SeccompMode mode) { worker_seccomp_ = mode; }
+  SeccompMode worker_seccomp() const { return worker_seccomp_; }
+
+ private:
+  SeccompMode worker_seccomp_ = SeccompMode::off;
 };
 
 // Copies config bytes for read_config(): `out` gets config[offset, offset + out.size()),

@@ -313,7 +313,8 @@ Result<void> VirtioNet::activate(uint64_t acked_features, std::vector<Queue*> qu
     pair.tap_polled = false;
     pair.bounce.resize(kBounceSize);
     pair.iov.reserve(kMaxIovecs);
-    auto worker = EventLoop::create(fmt::format("skiff-{}-q{}", id_, pair.index));
+    auto worker = EventLoop::create(fmt::format("skiff-{}-q{}", id_, pair.index), security::ThreadKind::net_io,
+                                    worker_seccomp());
     if (!worker) return fail(worker.error());
     Pair* p = &pair;
     std::vector<std::pair<int, EventLoop::Handler>> handlers = {
@@ -330,7 +331,12 @@ Result<void> VirtioNet::activate(uint64_t acked_features, std::vector<Queue*> qu
     workers.push_back(std::move(*worker));
   }
   workers_ = std::move(workers);
-  for (auto& worker : workers_) worker->start();
+  for (auto& worker : workers_) {
+    if (auto started = worker->start(); !started) {
+      workers_.clear();  // stops and joins the workers already running
+      return fail(started.error());
+    }
+  }
   // Buffers posted before activation (or before the ioeventfds existed) are served now.
   for (auto& pair : pair_state_) {
     if (pair->rx != nullptr) wake(pair->rx_notify.get());

@@ -42,13 +42,13 @@ Result<void> VirtioRng::activate(uint64_t, std::vector<Queue*> queues, std::shar
   if (queues.size() != 1 || queues[0] == nullptr) {
     return internal_error(fmt::format("{}: expected 1 queue, got {}", name_, queues.size()));
   }
-  auto worker = EventLoop::create(fmt::format("skiff-{}", name_));
+  auto worker = EventLoop::create(fmt::format("skiff-{}", name_), security::ThreadKind::rng, worker_seccomp());
   if (!worker) return std::unexpected(worker.error());
   queue_ = queues[0];
   interrupt_ = std::move(interrupt);
   if (auto added = (*worker)->add(notify_.get(), [this] { process_requests(); }); !added) return added;
   worker_ = std::move(*worker);
-  worker_->start();
+  if (auto started = worker_->start(); !started) return started;
   // Requests posted before activation (or before the ioeventfd existed) are served now.
   notify_queue(0);
   return {};

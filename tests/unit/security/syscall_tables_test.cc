@@ -95,9 +95,11 @@ TEST(SyscallTables, NothingOpensFilesOrStartsProgramsAfterStart) {
   for (ThreadKind kind : all_thread_kinds()) {
     for (int number : {__NR_open, __NR_openat, __NR_openat2, __NR_execve, __NR_execveat, __NR_fork, __NR_vfork,
                        __NR_socket, __NR_connect, __NR_ptrace, __NR_process_vm_writev, __NR_setuid, __NR_mount,
-                       __NR_init_module, __NR_bpf, __NR_unlink, __NR_unlinkat}) {
+                       __NR_init_module, __NR_bpf, __NR_unlinkat, __NR_rename, __NR_renameat2}) {
       EXPECT_FALSE(allows(kind, number)) << to_string(kind) << " allows syscall " << number;
     }
+    // Only the main thread removes a file: the API socket at teardown.
+    EXPECT_EQ(allows(kind, __NR_unlink), kind == ThreadKind::main) << to_string(kind);
   }
 }
 
