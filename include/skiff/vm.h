@@ -140,4 +140,11 @@ class Vm {
 // Maps an Error to the process exit code `skiff run` uses for it.
 int exit_code_for(const Error& error);
 
+// Gives up root for good once the VMs are created (Vm::create opens /dev/kvm, taps, disks
+// and the API socket) and before any Vm is started: clears the supplementary groups, sets
+// the real, effective and saved gid and uid, and checks that root cannot be regained.
+// `uid` and `gid` must not be 0. It must run before any thread has a seccomp filter
+// (glibc makes every thread repeat the change), so before the first Vm::start.
+Result<void> drop_privileges(uint32_t uid, uint32_t gid);
+
 }  // namespace skiff

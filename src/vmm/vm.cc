@@ -44,6 +44,7 @@
 #include "pci/pci_acpi.h"
 #include "pci/pci_root.h"
 #include "security/filtered_thread.h"
+#include "security/privileges.h"
 #include "vcpu/vcpu_runner.h"
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
@@ -77,6 +78,8 @@ const char* to_string(StopReason reason) {
   }
   return "unknown";
 }
+
+Result<void> drop_privileges(uint32_t uid, uint32_t gid) { return security::drop_privileges(uid, gid); }
 
 int exit_code_for(const Error& error) {
   switch (error.kind()) {

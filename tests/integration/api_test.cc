@@ -175,9 +175,9 @@ TEST_F(ApiTest, StopOverTheSocketEndsAHungGuest) {
 TEST_F(ApiTest, ASocketInUseIsRefused) {
   auto spec = guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.action=halt", 1, 64);
   spec.api = ApiSpec{socket_};
-  auto first = Vm::create(spec);
+  auto first = Vm::create(spec, test_vm_options());
   ASSERT_TRUE(first) << first.error().message();
-  auto second = Vm::create(spec);
+  auto second = Vm::create(spec, test_vm_options());
   ASSERT_FALSE(second);
   EXPECT_NE(second.error().message().find("in use"), std::string::npos) << second.error().message();
 }

@@ -189,7 +189,7 @@ TEST_F(GuestBoot, TransparentHugepagesAndPrefault) {
 }
 
 TEST_F(GuestBoot, MissingKvmDeviceIsAHostError) {
-  VmOptions options;
+  VmOptions options = test_vm_options();
   options.kvm_path = "/nonexistent/kvm";
   auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, ""), options);
   ASSERT_FALSE(vm);
@@ -199,8 +199,8 @@ TEST_F(GuestBoot, MissingKvmDeviceIsAHostError) {
 }
 
 TEST_F(GuestBoot, TwoVmsInOneProcess) {
-  auto a = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=11"));
-  auto b = Vm::create(guest_spec(SKIFF_TEST_GUEST_BZIMAGE, "skiff.exit=12", 2));
+  auto a = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=11"), test_vm_options());
+  auto b = Vm::create(guest_spec(SKIFF_TEST_GUEST_BZIMAGE, "skiff.exit=12", 2), test_vm_options());
   ASSERT_TRUE(a) << a.error().message();
   ASSERT_TRUE(b) << b.error().message();
   ASSERT_TRUE((*a)->start());
@@ -210,7 +210,7 @@ TEST_F(GuestBoot, TwoVmsInOneProcess) {
 }
 
 TEST_F(GuestBoot, StopRequestEndsAHaltedGuest) {
-  auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.action=halt", 2));
+  auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.action=halt", 2), test_vm_options());
   ASSERT_TRUE(vm) << vm.error().message();
   ASSERT_TRUE((*vm)->start());
   EXPECT_FALSE((*vm)->wait_for(std::chrono::milliseconds(300)));

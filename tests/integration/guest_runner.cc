@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -21,6 +22,16 @@
 extern char** environ;
 
 namespace skiff::test {
+
+VmOptions test_vm_options() {
+  VmOptions options;
+  if (const char* mode = std::getenv("SKIFF_SECCOMP"); mode != nullptr) {
+    const std::string_view text(mode);
+    if (text == "off") options.seccomp = SeccompMode::off;
+    if (text == "log") options.seccomp = SeccompMode::log;
+  }
+  return options;
+}
 
 std::optional<std::string> kvm_unavailable_reason() {
   int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -78,7 +89,7 @@ VmSpec guest_spec(const std::string& kernel, const std::string& cmdline, uint32_
 GuestRun run_guest(const VmSpec& spec, std::chrono::seconds timeout) {
   auto console = std::make_shared<std::string>();
   auto console_mutex = std::make_shared<std::mutex>();
-  VmOptions options;
+  VmOptions options = test_vm_options();
   options.console_output = [console, console_mutex](std::span<const uint8_t> bytes) {
     std::lock_guard lock(*console_mutex);
     console->append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
@@ -123,7 +134,7 @@ uint64_t field_u64(const std::map<std::string, std::string>& fields, const std::
 }
 
 LiveGuest::LiveGuest(const VmSpec& spec) {
-  VmOptions options;
+  VmOptions options = test_vm_options();
   options.console_output = [this](std::span<const uint8_t> bytes) { on_output(bytes); };
   auto vm = Vm::create(spec, options);
   if (!vm) {

@@ -23,6 +23,11 @@ namespace skiff::test {
 // Why tier-2 tests cannot run here, or nullopt when /dev/kvm is usable.
 std::optional<std::string> kvm_unavailable_reason();
 
+// The VmOptions every tier-2 test uses: the seccomp filters in the mode SKIFF_SECCOMP names
+// (enforce when unset), as the skiff command does. The sanitizer stage sets it to off: the
+// sanitizers' runtimes make system calls of their own (sigaltstack, /proc reads).
+VmOptions test_vm_options();
+
 // The `SKIFF-GUEST key=value` lines of a console transcript.
 struct GuestReport {
   std::string console;                          // everything the guest printed

@@ -109,7 +109,7 @@ TEST_F(LifecycleTest, StateAndStatsFollowTheVm) {
   disk.path = image.path();
   spec.disks.push_back(disk);
   {
-    auto created = Vm::create(spec);  // holds the disk's lock until it goes
+    auto created = Vm::create(spec, test_vm_options());  // holds the disk's lock until it goes
     ASSERT_TRUE(created) << created.error().message();
     EXPECT_EQ((*created)->state(), VmState::created);
     EXPECT_EQ((*created)->stats().uptime_s, 0.0);
@@ -148,7 +148,7 @@ TEST_F(LifecycleTest, StateAndStatsFollowTheVm) {
 }
 
 TEST_F(LifecycleTest, PauseAndShutdownBeforeStartAreRefused) {
-  auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=0", 1, 64));
+  auto vm = Vm::create(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=0", 1, 64), test_vm_options());
   ASSERT_TRUE(vm) << vm.error().message();
   auto paused = (*vm)->pause();
   ASSERT_FALSE(paused);

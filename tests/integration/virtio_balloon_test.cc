@@ -255,7 +255,7 @@ TEST_F(VirtioBalloonTest, PartialHugepageKeepsItsData) {
 
 TEST_F(VirtioBalloonTest, TargetWithoutBalloonOrAsLargeAsRamIsRefused) {
   auto spec = guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.exit=0", 1, 64);
-  auto vm = Vm::create(spec);
+  auto vm = Vm::create(spec, test_vm_options());
   ASSERT_TRUE(vm) << vm.error().message();
   EXPECT_FALSE((*vm)->balloon());
   auto no_balloon = (*vm)->set_balloon_target_mib(8);
@@ -263,7 +263,7 @@ TEST_F(VirtioBalloonTest, TargetWithoutBalloonOrAsLargeAsRamIsRefused) {
   EXPECT_NE(no_balloon.error().message().find("no balloon"), std::string::npos) << no_balloon.error().message();
 
   spec.balloon = BalloonSpec{};
-  auto with = Vm::create(spec);
+  auto with = Vm::create(spec, test_vm_options());
   ASSERT_TRUE(with) << with.error().message();
   auto too_big = (*with)->set_balloon_target_mib(64);
   EXPECT_FALSE(too_big);
