@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "security/seccomp_filter.h"
 
+#include <execinfo.h>
+#include <link.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -8,6 +10,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdlib>
@@ -15,6 +18,8 @@
 #include <ctime>
 #include <memory>
 #include <mutex>
+#include <vector>
+#include <thread>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -25,8 +30,9 @@ namespace skiff::security {
 namespace {
 
 constexpr std::array kAllThreadKinds = {
-    ThreadKind::main,    ThreadKind::vcpu,    ThreadKind::blk_io, ThreadKind::net_io, ThreadKind::balloon,
-    ThreadKind::rng,     ThreadKind::console, ThreadKind::signals, ThreadKind::api,   ThreadKind::shutdown_timer,
+    ThreadKind::main,    ThreadKind::vcpu,    ThreadKind::device_manager, ThreadKind::blk_io, ThreadKind::net_io,
+    ThreadKind::balloon, ThreadKind::rng,     ThreadKind::console,        ThreadKind::signals, ThreadKind::api,
+    ThreadKind::shutdown_timer,
 };
 
 // ---- What the SIGSYS handler may touch ---------------------------------------------------
@@ -83,6 +89,7 @@ const char* kind_name(ThreadKind kind) {
   switch (kind) {
     case ThreadKind::main: return "main";
     case ThreadKind::vcpu: return "vcpu";
+    case ThreadKind::device_manager: return "device_manager";
     case ThreadKind::blk_io: return "blk_io";
     case ThreadKind::net_io: return "net_io";
     case ThreadKind::balloon: return "balloon";
@@ -121,6 +128,68 @@ const char* kind_name(ThreadKind kind) {
   ::pthread_sigmask(SIG_UNBLOCK, &sigsys, nullptr);
   ::raise(SIGSYS);
   ::_exit(128 + SIGSYS);
+}
+
+// The loaded objects' address ranges, recorded before any filter (dl_iterate_phdr takes the
+// loader's lock), so that the handler can print each frame as "object+offset" for
+// `addr2line -f -C -e <object> <offset>` without calling anything unsafe.
+struct LoadedObject {
+  uintptr_t start = 0;
+  uintptr_t end = 0;
+  uintptr_t base = 0;  // what offsets are relative to (dlpi_addr)
+  char name[64] = {};
+};
+constexpr int kMaxLoadedObjects = 24;
+LoadedObject g_objects[kMaxLoadedObjects];
+int g_object_count = 0;
+
+int record_object(dl_phdr_info* object, size_t, void*) {
+  if (g_object_count >= kMaxLoadedObjects) return 1;
+  LoadedObject& out = g_objects[g_object_count];
+  uintptr_t low = UINTPTR_MAX;
+  uintptr_t high = 0;
+  for (int i = 0; i < object->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& segment = object->dlpi_phdr[i];
+    if (segment.p_type != PT_LOAD || (segment.p_flags & PF_X) == 0) continue;
+    low = std::min<uintptr_t>(low, object->dlpi_addr + segment.p_vaddr);
+    high = std::max<uintptr_t>(high, object->dlpi_addr + segment.p_vaddr + segment.p_memsz);
+  }
+  if (high == 0) return 0;
+  out.start = low;
+  out.end = high;
+  out.base = object->dlpi_addr;
+  const char* name = object->dlpi_name != nullptr && object->dlpi_name[0] != '\0' ? object->dlpi_name
+                                                                                   : program_invocation_name;
+  if (const char* slash = std::strrchr(name, '/')) name = slash + 1;
+  std::strncpy(out.name, name, sizeof(out.name) - 1);
+  ++g_object_count;
+  return 0;
+}
+
+// "skiff: seccomp: called from skiff+0x4a3b2 libc.so.6+0x10e1c0 ..." (innermost first).
+// backtrace() was primed before any filter (it loads libgcc_s's unwinder on first use).
+void write_call_stack() {
+  void* frames[24];
+  const int count = ::backtrace(frames, 24);
+  char line[1024];
+  size_t used = 0;
+  append(line, sizeof(line), &used, "skiff: seccomp: called from");
+  for (int i = 0; i < count; ++i) {
+    const auto address = reinterpret_cast<uintptr_t>(frames[i]);
+    append(line, sizeof(line), &used, " ");
+    bool found = false;
+    for (int j = 0; j < g_object_count && !found; ++j) {
+      if (address < g_objects[j].start || address >= g_objects[j].end) continue;
+      append(line, sizeof(line), &used, g_objects[j].name);
+      append(line, sizeof(line), &used, "+");
+      append_hex(line, sizeof(line), &used, address - g_objects[j].base);
+      found = true;
+    }
+    if (!found) append_hex(line, sizeof(line), &used, address);
+  }
+  if (count <= 0) append(line, sizeof(line), &used, " (no stack: libgcc_s is not available)");
+  append(line, sizeof(line), &used, "\n");
+  [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, line, used);
 }
 
 void sigsys_handler(int, siginfo_t* info, void* context) {
@@ -162,6 +231,7 @@ void sigsys_handler(int, siginfo_t* info, void* context) {
   append(line, sizeof(line), &used, "; killing the process\n");
   // One write: lines from two threads that trip at once do not interleave.
   [[maybe_unused]] ssize_t written = ::write(STDERR_FILENO, line, used);
+  write_call_stack();
   die_of_sigsys(info, context);
 }
 
@@ -255,6 +325,10 @@ void install_sigsys_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
     resolve_syscall_names();
+    // backtrace() loads libgcc_s's unwinder on its first call: do that now, unfiltered.
+    void* frames[2];
+    (void)::backtrace(frames, 2);
+    dl_iterate_phdr(record_object, nullptr);
     // libseccomp probes the kernel (which seccomp actions and flags exist) once and caches
     // the answer; doing it now means a thread that installs its filter later under an
     // inherited one needs no probing syscalls.
@@ -279,6 +353,15 @@ void prime_lazy_libc_state() {
   std::call_once(once, [] {
     // localtime_r (spdlog's time stamps) reads /etc/localtime on its first call only.
     ::tzset();
+    // malloc reads /proc/sys/vm/overcommit_memory the first time it shrinks the heap of a
+    // thread arena (check_may_shrink_heap), e.g. when the main thread frees at teardown
+    // what a device thread allocated. Make that happen now: a thread fills its own arena
+    // with blocks below the mmap threshold and frees them, which trims the arena's heap.
+    std::thread([] {
+      std::vector<void*> blocks;
+      for (int i = 0; i < 16; ++i) blocks.push_back(std::malloc(96 * 1024));
+      for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) std::free(*it);
+    }).join();
   });
 }
 

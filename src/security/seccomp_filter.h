@@ -36,6 +36,7 @@ std::string_view to_string(SeccompMode mode);
 enum class ThreadKind {
   main,            // the thread that builds the VM, waits for it and tears it down
   vcpu,            // "skiff-vcpuN": KVM_RUN and the port-I/O / MMIO exits
+  device_manager,  // "skiff-devices": virtio activate()/reset() for the vCPUs; starts the workers
   blk_io,          // "skiff-<disk>-qN": one per virtio-blk queue (EventLoop)
   net_io,          // "skiff-<nic>-qN": one per virtio-net queue pair (EventLoop)
   balloon,         // "skiff-balloon": virtio-balloon queues and statistics timer (EventLoop)

@@ -227,14 +227,13 @@ const RuleGroup& vcpu_group() {
   return group;
 }
 
-// Today the transports call VirtioDevice::activate() and reset() on the vCPU thread that
-// wrote DRIVER_OK or 0 to the status register; these are the calls that makes. Moving
-// activation to another thread (docs/security.md, "Changes the filters want") drops this
-// group and the worker groups from the vCPU filter.
+// The transports hand VirtioDevice::activate() and reset() (the driver wrote DRIVER_OK or 0
+// to the status register) to the device manager thread (vmm/device_manager.h) and wait;
+// these are the calls they make there.
 const RuleGroup& device_activation_group() {
   static const RuleGroup group{
       "device_activation",
-      "virtio device activate()/reset() run on the vCPU that writes the status register",
+      "virtio device activate()/reset(), run for the vCPU on the device manager thread",
       {
           SKIFF_SYSCALL(epoll_create1, "EventLoop::create, virtio-net's per-pair tap poll set"),
           SKIFF_SYSCALL(epoll_ctl, "EventLoop::add registers the queue's fds"),
@@ -322,11 +321,14 @@ std::vector<const RuleGroup*> thread_rule_groups(ThreadKind kind) {
       // Vm::shutdown() from the embedder's thread starts the shutdown timer.
       return {&runtime_group(), &interrupts_group(), &thread_creation_group(), &main_group()};
     case ThreadKind::vcpu:
-      // Device workers are born on the vCPU that activates their device and inherit its
-      // filter: theirs must be in it (see device_activation_group).
-      return {&runtime_group(), &interrupts_group(), &vcpu_group(),       &device_activation_group(),
-              &thread_creation_group(), &event_loop_group(), &blk_io_group(), &net_io_group(),
-              &balloon_group(),         &rng_group()};
+      // Device activation and reset run on the device manager thread, so the vCPU needs
+      // none of the workers' calls and starts no threads.
+      return {&runtime_group(), &interrupts_group(), &vcpu_group()};
+    case ThreadKind::device_manager:
+      // Device workers are born here and inherit this filter: theirs must be in it.
+      return {&runtime_group(),   &interrupts_group(), &device_activation_group(), &thread_creation_group(),
+              &event_loop_group(), &blk_io_group(),    &net_io_group(),            &balloon_group(),
+              &rng_group()};
     case ThreadKind::blk_io:
       return {&runtime_group(), &interrupts_group(), &event_loop_group(), &blk_io_group()};
     case ThreadKind::net_io:

@@ -59,6 +59,7 @@
 #include "vmm/kvm_irqfd_line.h"
 #include "vmm/kvm_notify_registrar.h"
 #include "vmm/console_watch.h"
+#include "vmm/device_manager.h"
 #include "vmm/msi_routes.h"
 #include "vmm/shared_irq_line.h"
 
@@ -250,6 +251,8 @@ class Vm::Impl {
   // The control API (spec "api"), served from when the VM is built until it is destroyed.
   std::unique_ptr<VmApiBackend> api_backend_;
   std::unique_ptr<api::ApiServer> api_server_;
+  // Runs virtio activate()/reset() for the vCPUs (vmm/device_manager.h); started by start().
+  std::shared_ptr<DeviceManagerThread> device_manager_ = std::make_shared<DeviceManagerThread>();
 
   friend class VmApiBackend;
   Result<void> start_api();
@@ -390,6 +393,7 @@ Result<void> Vm::Impl::add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> dev
   if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
   auto transport = virtio::MmioTransport::create(std::move(device), memory_, base, *line, notify_registrar_,
                                                  fmt::format("{} (virtio-mmio {:#x})", label, base));
+  transport->set_device_call_runner(device_manager_);
   if (auto r = mmio_bus_.insert(transport, base, x86::kVirtioMmioSlotSize, label); !r) return r;
   virtio_mmio_.push_back(transport);
 
@@ -485,6 +489,7 @@ Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> devi
   auto transport = virtio::VirtioPciTransport::create(std::move(device), memory_, notify_registrar_,
                                                       std::move(deliver), shared_line->add_input(), label);
   if (!transport) return std::unexpected(transport.error());
+  (*transport)->set_device_call_runner(device_manager_);
   // Routes are made when the guest unmasks an entry, so the first interrupt is one write,
   // and released when it masks or reprograms it, so the table does not fill with stale ones.
   (*transport)->msix_table()->set_vector_changed_hook(
@@ -685,6 +690,7 @@ Result<void> Vm::Impl::start() {
   if (api_server_) {
     if (auto served = api_server_->serve(); !served) return std::unexpected(served.error().with_context("/api/socket"));
   }
+  if (auto managed = device_manager_->start(options_.seccomp); !managed) return managed;
   for (auto& runner : runners_) runner->start();
   // A stop requested before the threads existed (e.g. from the console) must still reach them.
   std::lock_guard lock(mutex_);
@@ -812,6 +818,8 @@ void Vm::Impl::stop_all_runners() {
 
 void Vm::Impl::join_all() {
   for (auto& runner : runners_) runner->join();
+  // No vCPU is left to activate or reset a device; teardown resets run on this thread.
+  device_manager_->stop();
   {
     std::unique_lock lock(mutex_);
     if (shutdown_thread_.joinable()) {

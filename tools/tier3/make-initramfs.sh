@@ -154,6 +154,12 @@ case "$kind" in
     while read -r lib; do
       copy_at_path "$lib"
     done < <(ldd "$skiff" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
+    # glibc's backtrace() loads libgcc_s at run time (skiff links libgcc statically, so ldd
+    # does not list it): the seccomp violation report prints its call stack with it.
+    libgcc_s=$(gcc -print-file-name=libgcc_s.so.1 2>/dev/null || true)
+    if [ -n "$libgcc_s" ] && [ -e "$libgcc_s" ]; then
+      copy_at_path "$(readlink -f "$libgcc_s")"
+    fi
     # util-linux's losetup for `losetup -b 4096` (the virtio-blk scenario's 4 KiB-sector
     # loop device); busybox's has no -b. Without it that part of the scenario fails.
     losetup_path=

@@ -233,7 +233,10 @@ Result<void> MmioTransport::activate_locked() {
   });
   if (!queues) return std::unexpected(queues.error());
   interrupt_ = std::make_shared<Interrupt>(weak);
-  if (auto r = device_->activate(status_.driver_features(), *queues, interrupt_); !r) return r;
+  Result<void> activated;
+  run_device_call(call_runner_.get(),
+                  [&] { activated = device_->activate(status_.driver_features(), *queues, interrupt_); });
+  if (!activated) return activated;
   // Notifications straight to the device thread: the write to QueueNotify with the queue's
   // index signals its eventfd inside KVM (§4.2.2: QueueNotify takes the queue index).
   if (registrar_) {
@@ -263,7 +266,7 @@ void MmioTransport::unregister_notifications_locked() {
 void MmioTransport::reset_locked() {
   unregister_notifications_locked();
   // The device stops its workers before the queues it used are reset (§2.4).
-  device_->reset();
+  run_device_call(call_runner_.get(), [&] { device_->reset(); });
   for (auto& queue : queues_) queue->reset();
   status_.reset();
   deferred_needs_reset_.store(false);

@@ -24,6 +24,7 @@
 
 #include "bus/bus_device.h"
 #include "memory/guest_memory.h"
+#include "virtio/core/device_call_runner.h"
 #include "virtio/core/device_status.h"
 #include "virtio/core/queue.h"
 #include "virtio/core/virtio_device.h"
@@ -86,6 +87,9 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
   const std::string& label() const { return label_; }
   // Resets the device (as a driver write of 0 would), e.g. when the VM stops.
   void reset();
+  // Where activate() and reset() of the device run (device_call_runner.h); null: here.
+  // Set before the guest runs.
+  void set_device_call_runner(std::shared_ptr<DeviceCallRunner> runner) { call_runner_ = std::move(runner); }
 
  private:
   class Interrupt;
@@ -110,6 +114,7 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
   std::shared_ptr<IrqLine> irq_;
   std::shared_ptr<NotifyRegistrar> registrar_;
   const std::string label_;
+  std::shared_ptr<DeviceCallRunner> call_runner_;
 
   mutable std::mutex mutex_;
   DeviceStatus status_;

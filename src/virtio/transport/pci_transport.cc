@@ -610,7 +610,10 @@ Result<void> VirtioPciTransport::activate_locked() {
   });
   if (!queues) return std::unexpected(queues.error());
   interrupt_ = std::make_shared<Interrupt>(weak);
-  if (auto r = device_->activate(status_.driver_features(), *queues, interrupt_); !r) return r;
+  Result<void> activated;
+  run_device_call(call_runner_.get(),
+                  [&] { activated = device_->activate(status_.driver_features(), *queues, interrupt_); });
+  if (!activated) return activated;
   if (registrar_) {
     for (size_t i = 0; i < queues_.size(); ++i) {
       if (!queues_[i]->active()) continue;
@@ -659,7 +662,7 @@ void VirtioPciTransport::reset_locked() {
   unregister_notifications_locked();
   notifications_.clear();
   // The device stops its workers before the queues it used are reset (§2.4).
-  device_->reset();
+  run_device_call(call_runner_.get(), [&] { device_->reset(); });
   for (auto& queue : queues_) queue->reset();
   status_.reset();
   interrupt_.reset();

@@ -61,6 +61,7 @@
 #include "pci/config_space.h"
 #include "pci/msix_table.h"
 #include "pci/pci_device.h"
+#include "virtio/core/device_call_runner.h"
 #include "virtio/core/device_status.h"
 #include "virtio/core/queue.h"
 #include "virtio/core/virtio_device.h"
@@ -180,6 +181,9 @@ class VirtioPciTransport : public pci::PciDevice,
   // Resets the device (as a driver write of 0 to device_status would), e.g. when the VM
   // stops.
   void reset();
+  // Where activate() and reset() of the device run (device_call_runner.h); null: here.
+  // Set before the guest runs.
+  void set_device_call_runner(std::shared_ptr<DeviceCallRunner> runner) { call_runner_ = std::move(runner); }
 
  private:
   class Interrupt;
@@ -222,6 +226,7 @@ class VirtioPciTransport : public pci::PciDevice,
   const std::shared_ptr<NotifyRegistrar> registrar_;
   const std::shared_ptr<IrqLine> intx_;
   const std::string label_;
+  std::shared_ptr<DeviceCallRunner> call_runner_;
   const uint32_t device_config_size_;
   std::shared_ptr<pci::MsixTable> msix_;  // set in create(), then immutable
 

@@ -134,7 +134,7 @@ TEST_F(SeccompFilter, AllowedCallsStillWork) {
 
 TEST_F(SeccompFilter, ThreadsStartUnderTheFilterOfThreadCreatingKinds) {
   // glibc's clone3 gets ENOSYS and falls back to clone with pthread_create's flags.
-  for (ThreadKind kind : {ThreadKind::main, ThreadKind::vcpu, ThreadKind::signals, ThreadKind::api}) {
+  for (ThreadKind kind : {ThreadKind::main, ThreadKind::device_manager, ThreadKind::signals, ThreadKind::api}) {
     EXPECT_EXIT(
         {
           // glibc installs its SIGCANCEL/SIGSETXID handlers (rt_sigaction) at the process's
@@ -153,6 +153,21 @@ TEST_F(SeccompFilter, ThreadsStartUnderTheFilterOfThreadCreatingKinds) {
         ::testing::ExitedWithCode(0), "")
         << to_string(kind);
   }
+}
+
+TEST_F(SeccompFilter, VcpuThreadsStartNoThreads) {
+  // Device workers are started by the device manager thread, so a vCPU thread the guest
+  // took over cannot start threads (nor io_uring rings, nor open the workers' files).
+  EXPECT_EXIT(
+      {
+        std::thread([] {}).join();
+        install_or_exit(ThreadKind::vcpu, SeccompMode::enforce);
+        std::thread([] {}).join();
+        _exit(0);
+      },
+      // glibc blocks every signal around clone, so the kernel kills at once, without the
+      // handler's report: the death itself is the proof.
+      ::testing::KilledBySignal(SIGSYS), "");
 }
 
 TEST_F(SeccompFilter, NewProcessesCannotBeCloned) {

@@ -107,7 +107,7 @@ TEST(SyscallTables, EveryKindHasTheRuntimeAndOnlyCreatorsCanClone) {
   for (ThreadKind kind : all_thread_kinds()) {
     EXPECT_TRUE(allows(kind, __NR_futex)) << to_string(kind);
     EXPECT_TRUE(allows(kind, __NR_exit)) << to_string(kind);
-    const bool creates_threads = kind == ThreadKind::main || kind == ThreadKind::vcpu ||
+    const bool creates_threads = kind == ThreadKind::main || kind == ThreadKind::device_manager ||
                                  kind == ThreadKind::signals || kind == ThreadKind::api;
     EXPECT_EQ(allows(kind, __NR_clone), creates_threads) << to_string(kind);
   }
@@ -118,12 +118,13 @@ TEST(SyscallTables, EveryKindHasTheRuntimeAndOnlyCreatorsCanClone) {
 
 // A thread inherits its creator's filter; its own is stacked on top. Each kind's filter
 // must therefore fit inside its creator's, or the child dies on calls its own table
-// allows. Creators today: main starts vCPUs, console, signals, API; vCPUs start the device
-// workers (activation); signals, API and main start the shutdown timer.
+// allows. Creators today: main starts vCPUs, the device manager, console, signals, API; the
+// device manager starts the device workers (activation); signals, API and main start the
+// shutdown timer.
 TEST(SyscallTables, ChildrenFitInsideTheFilterTheyInherit) {
   const std::pair<ThreadKind, ThreadKind> births[] = {
-      {ThreadKind::vcpu, ThreadKind::blk_io},          {ThreadKind::vcpu, ThreadKind::net_io},
-      {ThreadKind::vcpu, ThreadKind::balloon},         {ThreadKind::vcpu, ThreadKind::rng},
+      {ThreadKind::device_manager, ThreadKind::blk_io},  {ThreadKind::device_manager, ThreadKind::net_io},
+      {ThreadKind::device_manager, ThreadKind::balloon}, {ThreadKind::device_manager, ThreadKind::rng},
       {ThreadKind::signals, ThreadKind::shutdown_timer}, {ThreadKind::api, ThreadKind::shutdown_timer},
       {ThreadKind::main, ThreadKind::shutdown_timer},
   };
