@@ -226,7 +226,8 @@ std::string slurp(const std::string& path) {
 }  // namespace
 
 CliRun run_cli(const std::vector<std::string>& args, std::chrono::seconds timeout,
-               std::optional<std::chrono::milliseconds> sigterm_after) {
+               std::optional<std::chrono::milliseconds> sigterm_after,
+               const std::function<void(pid_t)>& while_running) {
   CliRun result;
   char out_path[] = "/tmp/skiff-cli-out-XXXXXX";
   char err_path[] = "/tmp/skiff-cli-err-XXXXXX";
@@ -251,6 +252,7 @@ CliRun run_cli(const std::vector<std::string>& args, std::chrono::seconds timeou
     result.err = std::string("posix_spawn: ") + std::strerror(spawn_error);
     return result;
   }
+  if (while_running) while_running(pid);
   auto start = std::chrono::steady_clock::now();
   bool sent_term = false;
   int status = 0;

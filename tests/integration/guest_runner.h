@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -107,8 +108,11 @@ struct CliRun {
   std::string out;
   std::string err;
 };
+// `while_running`, when given, is called with skiff's pid right after it started (the
+// timeout and `sigterm_after` count from when it returns), e.g. to look at /proc.
 CliRun run_cli(const std::vector<std::string>& args, std::chrono::seconds timeout = std::chrono::seconds(120),
-               std::optional<std::chrono::milliseconds> sigterm_after = std::nullopt);
+               std::optional<std::chrono::milliseconds> sigterm_after = std::nullopt,
+               const std::function<void(pid_t)>& while_running = {});
 
 // A scratch file with the given bytes, removed with the object.
 class TempFile {
