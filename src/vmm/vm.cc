@@ -168,6 +168,8 @@ class Vm::Impl {
   }
   VmState state() const;
   VmStats stats() const;
+  // Seconds since start() (to the stop once stopped); 0 before start().
+  double uptime_s() const;
 
  private:
   // The shutdown timer thread: Ctrl-Alt-Del when the power button went unanswered, then a
@@ -266,7 +268,7 @@ class VmApiBackend final : public api::ApiBackend {
   explicit VmApiBackend(Vm::Impl& vm) : vm_(vm) {}
   VmState state() const override { return vm_.state(); }
   VmSpec spec() const override { return vm_.spec(); }
-  double uptime_s() const override { return vm_.stats().uptime_s; }
+  double uptime_s() const override { return vm_.uptime_s(); }
   Result<void> pause() override { return vm_.pause(); }
   Result<void> resume() override { return vm_.resume(); }
   Result<void> shutdown(std::chrono::milliseconds timeout) override { return vm_.shutdown(timeout); }
@@ -793,16 +795,17 @@ VmState Vm::Impl::state() const {
   return paused_ ? VmState::paused : VmState::running;
 }
 
+double Vm::Impl::uptime_s() const {
+  std::lock_guard lock(mutex_);
+  if (!timings_.started) return 0;
+  const auto end = timings_.stopped.value_or(std::chrono::steady_clock::now());
+  return std::chrono::duration<double>(end - *timings_.started).count();
+}
+
 VmStats Vm::Impl::stats() const {
   VmStats out;
   out.state = state();
-  {
-    std::lock_guard lock(mutex_);
-    if (timings_.started) {
-      const auto end = timings_.stopped.value_or(std::chrono::steady_clock::now());
-      out.uptime_s = std::chrono::duration<double>(end - *timings_.started).count();
-    }
-  }
+  out.uptime_s = uptime_s();
   for (const auto& runner : runners_) out.vcpus.push_back(api::to_vcpu_stats(runner->id(), runner->counters()));
   for (const auto& disk : disks_) out.disks.push_back(api::to_disk_stats(disk->spec().id, disk->stats()));
   for (size_t i = 0; i < nets_.size(); ++i) {
