@@ -14,7 +14,11 @@ build_dir=${SKIFF_BUILD_DIR:-$root/build}
 "$root/tools/build.sh" -DSKIFF_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 cd "$build_dir"
 status=0
-ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@" || status=$?
+# Each stage's ctest output is kept, so that the end of this script's output (all a CI log
+# viewer may show) can list what failed in every stage: the ASan stage otherwise buries the
+# main stage's failures under a thousand lines of passes.
+main_log=$build_dir/test-main.log
+ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@" 2>&1 | tee "$main_log" || status=$?
 
 if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
   # Any report fails the test it happened in: UBSan stops at the first finding, ASan always
@@ -35,7 +39,32 @@ if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
   SKIFF_SECCOMP=off \
   ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:check_initialization_order=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir "$asan_dir" --output-on-failure --timeout 900 -j "$(nproc)" -L 'unit|tier2' -LE 'install' ||
-    status=$?
+    ctest --test-dir "$asan_dir" --output-on-failure --timeout 900 -j "$(nproc)" -L 'unit|tier2' -LE 'install' 2>&1 |
+    tee "$asan_dir/test-asan.log" || status=$?
+fi
+
+# summarize STAGE LOG: the stage's verdict and the tests it lists as failed.
+summarize() {
+  if [ ! -s "$2" ]; then
+    echo "  $1: did not run"
+  elif grep -q 'The following tests FAILED:' "$2"; then
+    echo "  $1: FAILED"
+    sed -n '/The following tests FAILED:/,$p' "$2" | sed -n '2,$p' | grep -E '^[[:space:]]+[0-9]+ - ' | sed 's/^[[:space:]]*/    /'
+  elif grep -qE '^100% tests passed' "$2"; then
+    echo "  $1: $(grep -E '^100% tests passed' "$2" | tail -n1)"
+  else
+    echo "  $1: no verdict from ctest (see $2)"
+  fi
+}
+echo
+echo "=== tools/test.sh summary (exit $status)"
+summarize "main stage (unit, tier2, tier3, fuzz)" "$main_log"
+if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
+  summarize "asan+ubsan stage (unit, tier2)" "$asan_dir/test-asan.log"
+fi
+# A failed tier-3 run: its own summary says which scenario and why.
+if grep -qE '^[[:space:]]+[0-9]+ - tier3\.' "$main_log" 2>/dev/null; then
+  echo "  tier-3 run:"
+  sed -n '/^=== tier-3 summary/,/^tier3: /p' "$main_log" | sed 's/^/    /'
 fi
 exit "$status"
