@@ -126,8 +126,8 @@ log "kernel: $cloud_vmlinuz${generic_vmlinuz:+ and $generic_vmlinuz}"
 
 console_log=$work/console.log
 : > "$console_log"
-retry_log=
-retried=
+outer_logs=("$console_log")
+deaths=()
 run_rc=0
 start=$(date +%s)
 if [ "$mode" = nested ]; then
@@ -153,8 +153,8 @@ if [ "$mode" = nested ]; then
   # The outer kernel's boot log stays on (no `quiet`): a few hundred lines, and the only
   # clue when the outer VM itself gets stuck.
   #
-  # run_outer SCENARIOS LOG: runs the comma-separated scenarios in a new outer VM, its
-  # console to LOG; sets run_rc.
+  # run_outer SCENARIOS LOG SECONDS: runs the comma-separated scenarios in a new outer VM, its
+  # console to LOG, for at most SECONDS; sets run_rc.
   run_outer() {
     local launched
     launched=$(date +%s)
@@ -166,9 +166,10 @@ if [ "$mode" = nested ]; then
           -append "console=ttyS0 panic=-1${tsc_khz:+ tsc_early_khz=$tsc_khz} tier3.scenarios=$1 tier3.timeout=$scenario_timeout")
     log "running: ${qemu[*]}"
     rm -f "$work/qemu.pid" "$work/qemu.rc" "$work/boot-timeout"
+    : > "$2"
     (
       rc=0
-      timeout -s TERM -k 10 "$total_timeout" "${qemu[@]}" </dev/null >"$2" 2>&1 || rc=$?
+      timeout -s TERM -k 10 "$3" "${qemu[@]}" </dev/null >"$2" 2>&1 || rc=$?
       echo "$rc" > "$work/qemu.rc"
     ) &
     runner=$!
@@ -193,30 +194,43 @@ if [ "$mode" = nested ]; then
     wait "$tailer" 2>/dev/null || true
     run_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo 1)
   }
-  run_outer "$scenarios" "$console_log"
   # The outer kernel itself (QEMU's emulated AMD-V under TCG) has been seen to panic ("TASK
   # stack guard page was hit" in a skiff-vcpu thread) or to reset silently, taking the
-  # scenarios left with it (docs/testing.md). The scenarios without a result run once more in
-  # a new outer VM, and the summary says so; a second death fails the run.
-  missing=
-  for name in $(tr ',' ' ' <<<"$scenarios"); do
-    tr -d '\r' < "$console_log" | grep -aq "^TIER3-RESULT name=$name " || missing="$missing${missing:+,}$name"
+  # scenarios left with it (docs/testing.md). The scenarios without a result run again in a
+  # new outer VM, up to twice, and the summary says so; a third death fails the run. A
+  # scenario that kills its outer VM every time therefore still fails.
+  pending=$scenarios
+  attempt=1
+  max_outer=3
+  while :; do
+    log_now=${outer_logs[${#outer_logs[@]}-1]}
+    remaining=$((total_timeout - ($(date +%s) - start)))
+    if [ "$remaining" -lt 60 ]; then
+      run_rc=124
+      break
+    fi
+    run_outer "$pending" "$log_now" "$remaining"
+    missing=
+    for name in $(tr ',' ' ' <<<"$pending"); do
+      tr -d '\r' < "$log_now" | grep -aq "^TIER3-RESULT name=$name " || missing="$missing${missing:+,}$name"
+    done
+    # The outer VM died when it never printed TIER3-OUTER-END (its /init's last line) although
+    # it booted and the wall limit was not hit: a panic, or a reset/triple fault (QEMU exits 0
+    # under -no-reboot, without a word).
+    outer_death=
+    if ! tr -d '\r' < "$log_now" | grep -aq '^TIER3-OUTER-END' && [ ! -e "$work/boot-timeout" ] &&
+      [ "$run_rc" -ne 124 ] && [ "$run_rc" -ne 137 ]; then
+      outer_death=$(tr -d '\r' < "$log_now" | grep -aE '^\[ *[0-9]+\.[0-9]+\] Kernel panic' | head -n1 || true)
+      outer_death=${outer_death:-"it stopped without a panic message (reset or triple fault)"}
+    fi
+    [ -n "$missing" ] && [ -n "$outer_death" ] || break
+    deaths+=("outer VM $attempt died (${outer_death#*] }) with $missing left: $log_now")
+    [ "$attempt" -lt "$max_outer" ] || break
+    attempt=$((attempt + 1))
+    log "the outer VM died (${outer_death#*] }); running $missing again in a new outer VM ($attempt of $max_outer)"
+    outer_logs+=("$work/console-retry$((attempt - 1)).log")
+    pending=$missing
   done
-  # The outer VM died when it never printed TIER3-OUTER-END (its /init's last line) although
-  # it booted and the wall limit was not hit: a panic, or a reset/triple fault (QEMU exits 0
-  # under -no-reboot, without a word).
-  outer_death=
-  if ! tr -d '\r' < "$console_log" | grep -aq '^TIER3-OUTER-END' && [ ! -e "$work/boot-timeout" ] &&
-    [ "$run_rc" -ne 124 ] && [ "$run_rc" -ne 137 ]; then
-    outer_death=$(tr -d '\r' < "$console_log" | grep -aE '^\[ *[0-9]+\.[0-9]+\] Kernel panic' | head -n1 || true)
-    outer_death=${outer_death:-"it stopped without a panic message (reset or triple fault)"}
-  fi
-  if [ -n "$missing" ] && [ -n "$outer_death" ]; then
-    log "the outer VM died (${outer_death#*] }); running $missing again in a new outer VM"
-    retried=$missing
-    retry_log=$work/console-retry.log
-    run_outer "$missing" "$retry_log"
-  fi
 else
   read -r -a scenario_list <<<"$(tr ',' ' ' <<<"$scenarios")"
   SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
@@ -231,9 +245,11 @@ end=$(date +%s)
 echo
 echo "=== tier-3 summary ($mode, $((end - start)) s run, $((end - t0)) s with preparation; console: $console_log)"
 ok=1
-[ -n "$retried" ] && echo "  (the outer VM died; $retried ran again in a new outer VM: $retry_log)"
+for death in "${deaths[@]}"; do
+  echo "  ($death)"
+done
 for name in $(tr ',' ' ' <<<"$scenarios"); do
-  line=$(cat "$console_log" ${retry_log:+"$retry_log"} | tr -d '\r' | grep -a "^TIER3-RESULT name=$name " | tail -n1 || true)
+  line=$(cat "${outer_logs[@]}" | tr -d '\r' | grep -a "^TIER3-RESULT name=$name " | tail -n1 || true)
   if [ -z "$line" ]; then
     echo "  $name: no result (the run did not get that far: timeout or crash; see the console log)"
     ok=0
@@ -246,7 +262,7 @@ done
 while IFS= read -r line; do
   echo "  outer VM: ${line#TIER3-OUTER-ERROR }"
   ok=0
-done < <(cat "$console_log" ${retry_log:+"$retry_log"} | tr -d '\r' | grep -a '^TIER3-OUTER-ERROR' || true)
+done < <(cat "${outer_logs[@]}" | tr -d '\r' | grep -a '^TIER3-OUTER-ERROR' || true)
 if [ -e "$work/boot-timeout" ]; then
   echo "  the outer VM did not reach its /init within ${boot_timeout}s (see the console log)"
   ok=0
