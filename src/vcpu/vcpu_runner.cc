@@ -295,12 +295,22 @@ std::string VcpuRunner::describe_state(const KvmVcpu& vcpu) {
   auto regs = vcpu.get_regs();
   auto sregs = vcpu.get_sregs();
   if (!regs || !sregs) return "registers unavailable";
+  return describe_state(*regs, *sregs);
+}
+
+std::string VcpuRunner::describe_state(const kvm_regs& regs, const kvm_sregs& sregs) {
+  const bool reset_state =
+      regs.rip == 0xfff0 && sregs.cs.selector == 0xf000 && sregs.cr0 == 0x10 && sregs.efer == 0;
   return fmt::format(
       "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} "
-      "rdi={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}(l={} db={})",
-      regs->rip, regs->rsp, regs->rflags, regs->rax, regs->rbx, regs->rcx, regs->rdx, regs->rsi,
-      regs->rdi, sregs->cr0, sregs->cr2, sregs->cr3, sregs->cr4, sregs->efer, sregs->cs.selector,
-      sregs->cs.l, sregs->cs.db);
+      "rdi={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}(l={} db={}){}",
+      regs.rip, regs.rsp, regs.rflags, regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi,
+      sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer, sregs.cs.selector, sregs.cs.l,
+      sregs.cs.db,
+      reset_state ? " (the reset state: on AMD hosts KVM resets the vCPU on a triple fault before "
+                    "skiff can read it, so the faulting registers are lost; the console shows "
+                    "what the guest did last)"
+                  : "");
 }
 
 }  // namespace skiff

@@ -65,6 +65,10 @@ class VcpuRunner {
 
   // "rip=... rsp=... cr0=..." for error reports (call only while the vCPU is not running).
   static std::string describe_state(const KvmVcpu& vcpu);
+  // The same text from registers already read. Registers in the architectural reset state
+  // (CS:IP F000:FFF0, CR0 0x10) get a note: on AMD hosts KVM resets a vCPU on a triple-fault
+  // (shutdown) intercept before userspace can read it, so the faulting state is gone.
+  static std::string describe_state(const kvm_regs& regs, const kvm_sregs& sregs);
 
  private:
   void thread_main();
