@@ -4,6 +4,7 @@
 # runs skiff once per scenario named on the kernel command line, and powers the VM off.
 #   tier3.scenarios=boot1,boot2,reboot,panic,pvpanic,timeout,generic,...   (default: boot1)
 #   tier3.timeout=SECONDS                               per-scenario limit (default 240)
+#   tier3.seccomp=enforce|log|off                       skiff's --seccomp (default: skiff's own)
 # The inner guest's extra command-line words and other settings come from /tier3/env,
 # written by make-initramfs.sh.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -30,6 +31,7 @@ for word in $(cat /proc/cmdline); do
   case "$word" in
     tier3.scenarios=*) scenarios=$(echo "${word#tier3.scenarios=}" | tr ',' ' ') ;;
     tier3.timeout=*) timeout=${word#tier3.timeout=} ;;
+    tier3.seccomp=*) export SKIFF_SECCOMP="${word#tier3.seccomp=}" ;;
   esac
 done
 

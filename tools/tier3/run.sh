@@ -23,6 +23,9 @@
 #   --workarounds "WORDS"  replace the inner command-line workarounds for known skiff bugs
 #                          (scenarios.sh has the default); "none" runs without any
 #   --smp N                outer VM's vCPUs (default 2)
+#   --outer-extra "WORDS"  nested: extra words for the outer kernel's command line
+#   --seccomp MODE         skiff's --seccomp for every scenario: enforce|log|off (default:
+#                          skiff's own, enforce)
 # Environment: QEMU=<binary> instead of qemu-system-x86_64; TIER3_TSC_KHZ=<kHz>|none for
 #   the outer kernel's tsc_early_khz= (default: the host's "cpu MHz" with a constant TSC).
 # Exit: 0 every scenario passed, 1 something failed, 77 skipped (no QEMU for the nested
@@ -43,6 +46,8 @@ scenario_timeout=240
 inner_extra=
 workarounds=
 smp=2
+seccomp=
+outer_extra=
 qemu_bin=${QEMU:-qemu-system-x86_64}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,6 +62,8 @@ while [ $# -gt 0 ]; do
     --inner-extra) inner_extra=$2; shift 2 ;;
     --workarounds) workarounds=$2; shift 2 ;;
     --smp) smp=$2; shift 2 ;;
+    --seccomp) seccomp=$2; shift 2 ;;
+    --outer-extra) outer_extra=$2; shift 2 ;;
     -h|--help) sed -n '3,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -89,6 +96,7 @@ if [ "$mode" = auto ]; then
   fi
 fi
 case "$mode" in nested|direct) ;; *) echo "run.sh: --mode must be auto, nested or direct" >&2; exit 2 ;; esac
+case "$seccomp" in ''|enforce|log|off) ;; *) echo "run.sh: --seccomp must be enforce, log or off" >&2; exit 2 ;; esac
 log "mode: $mode ($( [ "$mode" = nested ] && echo 'skiff inside a QEMU TCG VM with emulated AMD SVM' || echo 'skiff on this host'\''s /dev/kvm'))"
 
 if [ "$mode" = nested ]; then
@@ -163,7 +171,7 @@ if [ "$mode" = nested ]; then
           -cpu EPYC,+svm,+npt -m 2048 -smp "$smp" -nographic -no-reboot
           -pidfile "$work/qemu.pid"
           -kernel "$cloud_vmlinuz" -initrd "$work/outer.cpio"
-          -append "console=ttyS0 panic=-1${tsc_khz:+ tsc_early_khz=$tsc_khz} tier3.scenarios=$1 tier3.timeout=$scenario_timeout")
+          -append "console=ttyS0 panic=-1${tsc_khz:+ tsc_early_khz=$tsc_khz} tier3.scenarios=$1 tier3.timeout=$scenario_timeout${seccomp:+ tier3.seccomp=$seccomp}${outer_extra:+ $outer_extra}")
     log "running: ${qemu[*]}"
     rm -f "$work/qemu.pid" "$work/qemu.rc" "$work/boot-timeout"
     : > "$2"
@@ -233,6 +241,7 @@ if [ "$mode" = nested ]; then
   done
 else
   read -r -a scenario_list <<<"$(tr ',' ' ' <<<"$scenarios")"
+  if [ -n "$seccomp" ]; then export SKIFF_SECCOMP=$seccomp; fi
   SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
     GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra WORKAROUNDS=$workarounds SCENARIO_TIMEOUT=$scenario_timeout \
     LOG_DIR=$work/logs \

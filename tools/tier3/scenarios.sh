@@ -229,6 +229,12 @@ blk_post() {
 # virtio-balloon: samples skiff's resident memory (VmRSS) every 0.3 s while it runs; after
 # the run, the peak (the guest's filled tmpfs) and the last sample (the balloon inflated, the
 # guest idle) give the drop, which must be at least half the balloon target.
+# The sampler forks nothing per sample (shell builtins read /proc): an earlier version ran
+# `cat`/`grep`/`awk` for every process every 0.3 s, a few hundred forks a second, and each
+# exit's kernel-stack and TLB-flush IPIs hit the CPU running skiff's vCPU in guest mode. Under
+# QEMU's TCG-emulated AMD-V that flood made the outer kernel take an interrupt with the
+# inner guest's GS base (page-fault recursion, "TASK stack guard page was hit" in skiff-vcpu0)
+# or the inner guest triple-fault, in about every second run (docs/testing.md).
 balloon_mib=64
 balloon_rss=
 balloon_sampler_pid=
@@ -238,12 +244,27 @@ balloon_pre() {
   printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "balloon": {"target_mib": %s, "stats_interval_s": 1}}\n' \
     "$INNER_KERNEL" "$balloon_mib" > "$spec_file"
   (
+    pid=
     while :; do
-      for p in /proc/[0-9]*; do
-        [ "$(cat "$p/comm" 2>/dev/null)" = skiff ] || continue
-        grep -q balloon.json "$p/cmdline" 2>/dev/null || continue
-        awk '/^VmRSS:/ { print $2 }' "$p/status" 2>/dev/null >> "$balloon_rss"
-      done
+      if [ -z "$pid" ] || [ ! -e "/proc/$pid/status" ]; then
+        pid=
+        for p in /proc/[0-9]*; do
+          comm=
+          { read -r comm < "$p/comm"; } 2>/dev/null
+          [ "$comm" = skiff ] || continue
+          grep -q balloon.json "$p/cmdline" 2>/dev/null || continue
+          pid=${p#/proc/}
+          break
+        done
+      fi
+      if [ -n "$pid" ]; then
+        { while read -r key value _; do
+            if [ "$key" = VmRSS: ]; then
+              echo "$value" >> "$balloon_rss"
+              break
+            fi
+          done < "/proc/$pid/status"; } 2>/dev/null
+      fi
       sleep 0.3
     done
   ) &
