@@ -64,7 +64,7 @@ while [ $# -gt 0 ]; do
     --smp) smp=$2; shift 2 ;;
     --seccomp) seccomp=$2; shift 2 ;;
     --outer-extra) outer_extra=$2; shift 2 ;;
-    -h|--help) sed -n '3,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
