@@ -148,7 +148,9 @@ attempt() {
 # busybox has no `ip netns` and no `ip tuntap`, so: `unshare -n` (as root; `-rn`, a user
 # namespace too, otherwise), and inside it a background loop that waits for skiff to create
 # the tap, then gives it the host address and brings it up. The namespace and the tap vanish
-# with skiff. /sys shows the outer namespace's devices, so the loop asks `ip link`.
+# with skiff. /sys shows the outer namespace's devices, so the loop reads /proc/net/dev (this
+# namespace's) with shell builtins: nothing forks per poll while the inner kernel boots
+# (the balloon sampler below says why that matters under TCG).
 launch() {
   if [ -z "$net_tap" ]; then
     "$@"
@@ -161,9 +163,16 @@ launch() {
     tap=$1 addr=$2
     shift 2
     ip link set lo up
+    tap_seen() {
+      while IFS=: read -r name _; do
+        name=${name#"${name%%[! ]*}"}
+        [ "$name" = "$tap" ] && return 0
+      done < /proc/net/dev
+      return 1
+    }
     (
       i=0
-      while ! ip link show "$tap" >/dev/null 2>&1; do
+      while ! tap_seen; do
         i=$((i + 1))
         [ "$i" -le 600 ] || { echo "TIER3-HOST-TAP-MISSING $tap"; exit 1; }
         sleep 0.1
