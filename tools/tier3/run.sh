@@ -173,7 +173,7 @@ if [ "$mode" = nested ]; then
           -kernel "$cloud_vmlinuz" -initrd "$work/outer.cpio"
           -append "console=ttyS0 panic=-1${tsc_khz:+ tsc_early_khz=$tsc_khz} tier3.scenarios=$1 tier3.timeout=$scenario_timeout${seccomp:+ tier3.seccomp=$seccomp}${outer_extra:+ $outer_extra}")
     log "running: ${qemu[*]}"
-    rm -f "$work/qemu.pid" "$work/qemu.rc" "$work/boot-timeout"
+    rm -f "$work/qemu.pid" "$work/qemu.rc" "$work/boot-timeout" "$work/silent"
     : > "$2"
     (
       rc=0
@@ -183,15 +183,33 @@ if [ "$mode" = nested ]; then
     runner=$!
     tail -n +1 -f --pid="$runner" "$2" &
     tailer=$!
-    # Watchdog: the outer VM must reach its /init within --boot-timeout; otherwise stop it now
-    # instead of waiting for the wall limit.
+    # Watchdogs, so that a stuck outer VM costs minutes, not the wall limit:
+    # - it must reach its /init within --boot-timeout;
+    # - once up, its console must not stay silent for longer than a scenario may last
+    #   (--scenario-timeout, after which skiff's own --timeout speaks) plus a minute. The
+    #   outer VM has been seen to wedge at a skiff start, printing nothing more, neither the
+    #   inner kernel's first line nor a soft-lockup warning of its own.
     booted=0
+    silence_limit=$((scenario_timeout + 60))
+    last_size=-1
+    last_change=$(date +%s)
     while kill -0 "$runner" 2>/dev/null; do
+      now=$(date +%s)
       if [ "$booted" -eq 0 ]; then
         if grep -aq '^TIER3-OUTER-UP' "$2"; then
           booted=1
-        elif [ $(($(date +%s) - launched)) -ge "$boot_timeout" ] && [ -s "$work/qemu.pid" ]; then
+        elif [ $((now - launched)) -ge "$boot_timeout" ] && [ -s "$work/qemu.pid" ]; then
           touch "$work/boot-timeout"
+          kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
+          booted=2
+        fi
+      elif [ "$booted" -eq 1 ]; then
+        size=$(stat -c %s "$2" 2>/dev/null || echo 0)
+        if [ "$size" != "$last_size" ]; then
+          last_size=$size
+          last_change=$now
+        elif [ $((now - last_change)) -ge "$silence_limit" ] && [ -s "$work/qemu.pid" ]; then
+          echo "$silence_limit" > "$work/silent"
           kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
           booted=2
         fi
@@ -203,7 +221,8 @@ if [ "$mode" = nested ]; then
     run_rc=$(cat "$work/qemu.rc" 2>/dev/null || echo 1)
   }
   # The outer kernel itself (QEMU's emulated AMD-V under TCG) has been seen to panic ("TASK
-  # stack guard page was hit" in a skiff-vcpu thread) or to reset silently, taking the
+  # stack guard page was hit" in a skiff-vcpu thread), to reset silently, or to hang (the
+  # silence watchdog above stops it), taking the
   # scenarios left with it (docs/testing.md). The scenarios without a result run again in a
   # new outer VM, up to twice, and the summary says so; a third death fails the run. A
   # scenario that kills its outer VM every time therefore still fails.
@@ -230,6 +249,9 @@ if [ "$mode" = nested ]; then
       [ "$run_rc" -ne 124 ] && [ "$run_rc" -ne 137 ]; then
       outer_death=$(tr -d '\r' < "$log_now" | grep -aE '^\[ *[0-9]+\.[0-9]+\] Kernel panic' | head -n1 || true)
       outer_death=${outer_death:-"it stopped without a panic message (reset or triple fault)"}
+      if [ -e "$work/silent" ]; then
+        outer_death="it printed nothing for $(cat "$work/silent") s and was stopped (hung)"
+      fi
     fi
     [ -n "$missing" ] && [ -n "$outer_death" ] || break
     deaths+=("outer VM $attempt died (${outer_death#*] }) with $missing left: $log_now")
