@@ -167,6 +167,7 @@ TEST_F(GuestBoot, TwoMegabyteHugepagesBackGuestMemory) {
 }
 
 TEST_F(GuestBoot, HugepageShortageIsAClearHostError) {
+  testing_support::HugepagePoolLock pool_lock;  // no other test may grow the pool meanwhile
   auto pool = read_hugepage_pool(2 << 20);
   if (!pool) GTEST_SKIP() << "no 2 MiB hugepage pool: " << pool.error().message();
   // More than the pool can give: the whole spec is refused before the guest runs.

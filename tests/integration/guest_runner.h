@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "skiff/exit.h"
+#include "tests/common/hugepage_pool_lock.h"
 #include "skiff/spec.h"
 #include "skiff/vm.h"
 
@@ -90,6 +91,7 @@ class LiveGuest {
 };
 
 // Reserves `pages` more 2 MiB hugepages for the test and gives the pool back afterwards.
+// Other tests that touch the pool wait meanwhile (HugepagePoolLock).
 class HugepageReservation {
  public:
   explicit HugepageReservation(uint64_t pages);
@@ -97,6 +99,7 @@ class HugepageReservation {
   bool ok() const { return ok_; }
 
  private:
+  testing_support::HugepagePoolLock lock_;  // first: taken before the pool is read
   std::optional<uint64_t> original_;
   bool ok_ = false;
 };

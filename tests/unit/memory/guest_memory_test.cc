@@ -7,6 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "common/hugepage_pool_lock.h"
+
 namespace skiff {
 namespace {
 
@@ -130,6 +132,7 @@ TEST(GuestMemoryCreate, HugetlbSizeMustBeMultipleOfPage) {
 }
 
 TEST(GuestMemoryCreate, HugetlbShortPoolSaysHowToReserve) {
+  testing_support::HugepagePoolLock pool_lock;  // no other test may grow the pool meanwhile
   auto pool = read_hugepage_pool(2 << 20);
   if (!pool) GTEST_SKIP() << "no 2 MiB hugepage pool on this kernel: " << pool.error().message();
   // Ask for more pages than the pool has free (without touching the pool).

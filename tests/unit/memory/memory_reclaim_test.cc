@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "common/hugepage_pool_lock.h"
+
 namespace skiff {
 namespace {
 
@@ -301,6 +303,8 @@ TEST(SharedMemfdReclaimTest, PunchesHolesInTheFile) {
 // Reserves a few 2 MiB pages for the test (as root) and gives them back afterwards.
 class HugetlbReclaimTest : public ::testing::Test {
  protected:
+  // First member: held from before SetUp() until after TearDown().
+  testing_support::HugepagePoolLock pool_lock_;
   static constexpr uint64_t kHugePages = 3;
   static constexpr const char* kPoolFile = "/proc/sys/vm/nr_hugepages";
 
