@@ -26,6 +26,7 @@
 
 #include "skiff/error.h"
 #include "skiff/vm.h"  // SeccompMode
+#include "state/stateful.h"
 #include "virtio/core/queue.h"
 
 namespace skiff::virtio {
@@ -48,7 +49,7 @@ class VirtioInterrupt {
   virtual void signal_needs_reset() = 0;
 };
 
-class VirtioDevice {
+class VirtioDevice : public state::Stateful {
  public:
   virtual ~VirtioDevice() = default;
 
@@ -91,6 +92,32 @@ class VirtioDevice {
   // returns it to its initial state (§2.4). Chains still held are dropped before it
   // returns. Called on reset even if activate() was never called.
   virtual void reset() = 0;
+
+  // ---- The device-state seam (state/stateful.h). -----------------------------------------
+  // The transport saves what every device shares (status, features, queues with their
+  // progress, interrupt state); the device saves only its own part: what the guest wrote
+  // to its configuration space, what its backend must pick up again (a balloon's target,
+  // a disk's cache mode), counters the stats report.
+  //
+  // Snapshot order, as a transport drives it: pause() (workers stop once every chain they
+  // popped is back in the used ring, so no request is half done), then save_state(), then
+  // resume() or reset(). pause() and resume() are only called between activate() and
+  // reset(); pause() on a paused device and resume() on a running one do nothing.
+  //
+  // Restore order: restore_state() on a freshly built device, before activate() is
+  // called with queues that already carry their saved progress.
+  virtual Result<void> pause() {
+    return internal_error("this virtio device cannot pause its workers yet");
+  }
+  virtual Result<void> resume() {
+    return internal_error("this virtio device cannot resume its workers yet");
+  }
+  Result<state::StateBlob> save_state() const override {
+    return internal_error("this virtio device cannot save its state yet");
+  }
+  Result<void> restore_state(const state::StateBlob& /*blob*/) override {
+    return internal_error("this virtio device cannot restore its state yet");
+  }
 
   // The seccomp mode of the worker threads activate() starts, each under its device's
   // thread kind (docs/security.md). The VM sets it before the guest runs; a device built
