@@ -333,4 +333,24 @@ bool ConfigSpace::intx_allowed() const {
   return true;
 }
 
+state::StateBlob ConfigSpace::save_state() const {
+  state::StateBlob blob("pci-config", 1);
+  blob.put_bytes("bytes", bytes_);
+  return blob;
+}
+
+Result<void> ConfigSpace::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect("pci-config", 1); !r) return r;
+  auto saved = blob.bytes_exact("bytes", bytes_.size());
+  if (!saved) return std::unexpected(saved.error());
+  for (size_t at = 0; at < bytes_.size(); ++at) {
+    bytes_[at] = static_cast<uint8_t>((bytes_[at] & ~writable_[at]) | ((*saved)[at] & writable_[at]));
+  }
+  if (msix_ && msix_offset_) {
+    const uint32_t control = read_le(*msix_offset_ + kMsixControl, 2);
+    msix_->set_control((control & kMsixControlEnable) != 0, (control & kMsixControlFunctionMask) != 0);
+  }
+  return {};
+}
+
 }  // namespace skiff::pci

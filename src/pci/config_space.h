@@ -30,6 +30,7 @@
 #include "pci/msix_table.h"
 #include "pci/pci_device.h"
 #include "skiff/error.h"
+#include "state/state_blob.h"
 
 namespace skiff::pci {
 
@@ -141,6 +142,14 @@ class ConfigSpace {
   std::optional<uint64_t> bar_address(uint8_t index) const;
 
   const std::shared_ptr<MsixTable>& msix() const { return msix_; }
+
+  // The device-state seam: kind "pci-config" version 1, the whole space as the guest sees
+  // it. restore_state() on a space built the same way (same size, BARs and capabilities)
+  // takes only the guest-writable bits from the blob, so identity and capability layout
+  // stay as built whatever the blob says, then forwards the restored MSI-X Message
+  // Control bits to the table. The MSI-X table's own state is saved by its owner.
+  state::StateBlob save_state() const;
+  Result<void> restore_state(const state::StateBlob& blob);
   std::optional<uint8_t> msix_capability_offset() const { return msix_offset_; }
 
  private:

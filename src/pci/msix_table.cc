@@ -235,4 +235,63 @@ void MsixTable::reset() {
   for (uint16_t vector = 0; vector < layout_.vectors; ++vector) notify_changed(vector);
 }
 
+Result<state::StateBlob> MsixTable::save_state() const {
+  std::lock_guard lock(mutex_);
+  std::vector<uint64_t> addresses;
+  std::vector<uint64_t> data;
+  std::vector<uint64_t> masked;
+  for (const Entry& e : entries_) {
+    addresses.push_back(e.address);
+    data.push_back(e.data);
+    masked.push_back(e.masked ? 1 : 0);
+  }
+  state::StateBlob blob("msix-table", 1);
+  blob.put("vectors", layout_.vectors)
+      .put_u64s("address", addresses)
+      .put_u64s("data", data)
+      .put_u64s("masked", masked)
+      .put_u64s("pending", pba_)
+      .put_bool("enabled", enabled_)
+      .put_bool("function_masked", function_masked_);
+  return blob;
+}
+
+Result<void> MsixTable::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect("msix-table", 1); !r) return r;
+  auto vectors = blob.get<uint16_t>("vectors", kMsixMaxVectors);
+  if (!vectors) return std::unexpected(vectors.error());
+  if (*vectors != layout_.vectors) {
+    return config_error(fmt::format("state of msix-table: {} vectors where this function has {}", *vectors,
+                                    layout_.vectors));
+  }
+  auto addresses = blob.u64s("address", layout_.vectors);
+  auto data = blob.u64s("data", layout_.vectors, 0xffffffff);
+  auto masked = blob.u64s("masked", layout_.vectors, 1);
+  auto pending = blob.u64s("pending", pba_.size());
+  auto enabled = blob.boolean("enabled");
+  auto function_masked = blob.boolean("function_masked");
+  for (const auto* r : {&addresses, &data, &masked, &pending}) {
+    if (!*r) return std::unexpected(r->error());
+  }
+  if (!enabled) return std::unexpected(enabled.error());
+  if (!function_masked) return std::unexpected(function_masked.error());
+  if (addresses->size() != layout_.vectors || data->size() != layout_.vectors || masked->size() != layout_.vectors ||
+      pending->size() != pba_.size()) {
+    return config_error("state of msix-table: entry lists do not match the table size");
+  }
+  // Bits beyond the last vector in the PBA's last QWORD are reserved (section 6.8.2.10).
+  if (layout_.vectors % 64 != 0 && (pending->back() >> (layout_.vectors % 64)) != 0) {
+    return config_error("state of msix-table: pending bits set beyond the last vector");
+  }
+  std::lock_guard lock(mutex_);
+  for (uint16_t v = 0; v < layout_.vectors; ++v) {
+    entries_[v] = Entry{.address = (*addresses)[v], .data = static_cast<uint32_t>((*data)[v]), .masked = (*masked)[v] != 0};
+  }
+  pba_ = *pending;
+  enabled_ = *enabled;
+  function_masked_ = *function_masked;
+  for (uint16_t vector = 0; vector < layout_.vectors; ++vector) notify_changed(vector);
+  return {};
+}
+
 }  // namespace skiff::pci

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "skiff/error.h"
+#include "state/stateful.h"
 
 namespace skiff::pci {
 
@@ -54,7 +55,7 @@ enum class MsixSignalResult {
   kInvalidVector,  // vector >= the table size: nothing happened
 };
 
-class MsixTable {
+class MsixTable : public state::Stateful {
  public:
   struct Entry {
     uint64_t address = 0;
@@ -94,6 +95,13 @@ class MsixTable {
 
   // Function reset: every entry masked and zeroed, no pending bits, MSI-X disabled.
   void reset();
+
+  // The device-state seam: kind "msix-table" version 1 with every entry, the pending bits
+  // and the Message Control bits. restore_state() needs the same vector count, then runs
+  // the vector-changed hook for every vector (so the VMM builds its routes) and sends
+  // nothing: pending bits stay pending until the guest unmasks, as they were.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   MsixTable(const MsixLayout& layout, MsiDeliver deliver);

@@ -40,28 +40,17 @@
 #include "devices/legacy/serial.h"
 #include "kvm/kvm_system.h"
 #include "memory/guest_memory.h"
-#include "pci/bar_allocator.h"
-#include "pci/pci_acpi.h"
-#include "pci/pci_root.h"
 #include "security/filtered_thread.h"
 #include "security/privileges.h"
 #include "vcpu/vcpu_runner.h"
-#include "virtio/blk/virtio_blk.h"
-#include "virtio/net/virtio_net.h"
 #include "api/api_backend.h"
 #include "api/api_server.h"
 #include "api/stats_convert.h"
-#include "virtio/balloon/virtio_balloon.h"
-#include "virtio/rng/virtio_rng.h"
-#include "virtio/transport/mmio_transport.h"
-#include "virtio/transport/pci_transport.h"
 #include "vmm/kvm_irq_line.h"
-#include "vmm/kvm_irqfd_line.h"
-#include "vmm/kvm_notify_registrar.h"
 #include "vmm/console_watch.h"
+#include "vmm/balloon_status.h"
 #include "vmm/device_manager.h"
-#include "vmm/msi_routes.h"
-#include "vmm/shared_irq_line.h"
+#include "vmm/device_registry.h"
 
 namespace skiff {
 
@@ -141,8 +130,7 @@ class Vm::Impl {
     stop_all_runners();
     join_all();
     // Device threads stop before guest memory is unmapped.
-    for (auto& transport : virtio_mmio_) transport->reset();
-    for (auto& transport : virtio_pci_) transport->reset();
+    if (devices_) devices_->reset_all();
   }
 
   Result<void> build();
@@ -177,18 +165,9 @@ class Vm::Impl {
   void shutdown_timer(std::chrono::steady_clock::time_point deadline);
   Result<void> setup_memory();
   Result<void> setup_devices();
-  // Puts a virtio device on the next virtio-mmio slot: bus, irqfd, ioeventfds, ACPI.
-  Result<void> add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
-  // Puts a virtio device on the PCI bus: next free slot, BARs from the allocator, MSI-X
-  // through GSI routes + irqfds, INTx on a shared IOAPIC line.
-  Result<void> add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label);
+  // The virtio devices the spec asks for, through the device registry: the PCI root,
+  // every device attached, then PCI0 in ACPI.
   Result<void> setup_virtio_devices();
-  // The PCI root complex: config ports, ECAM, BAR windows, MCFG.
-  Result<void> setup_pci();
-  // Once every device is on the bus: PCI0 and its _PRT in ACPI.
-  Result<void> finish_pci();
-  // Follows the guest's BAR programming on the MMIO/port buses.
-  void on_bar_move(const pci::BarMove& move);
   std::string kernel_cmdline() const;
   Result<Serial::OutputSink> console_sink();
   Result<x86::BootPlan> load_boot_images(uint64_t rsdp_addr);
@@ -214,25 +193,8 @@ class Vm::Impl {
   std::shared_ptr<I8042> i8042_;           // Ctrl-Alt-Del for shutdown()
   std::shared_ptr<AcpiPmDevice> acpi_pm_;  // the power button for shutdown()
   std::unique_ptr<ConsoleInput> console_input_;
-  std::shared_ptr<KvmNotifyRegistrar> notify_registrar_;
-  std::shared_ptr<MsiRoutes> msi_routes_;  // MSI-X messages as GSI routes + irqfds
-  std::vector<std::shared_ptr<virtio::MmioTransport>> virtio_mmio_;
-  std::vector<std::shared_ptr<virtio::VirtioPciTransport>> virtio_pci_;
-  std::vector<std::shared_ptr<virtio::VirtioBlk>> disks_;
-  std::vector<std::shared_ptr<virtio::net::VirtioNet>> nets_;
-  std::shared_ptr<virtio::balloon::VirtioBalloon> balloon_;
   bool disks_flushed_ = false;  // guarded by mutex_
   x86::AcpiPlatform acpi_platform_;
-  std::shared_ptr<pci::PciRoot> pci_root_;
-  std::optional<pci::BarAllocator> bar_allocator_;
-  // Devices by slot, for the BAR-move listener (which runs under the root's lock and so
-  // cannot ask the root).
-  std::array<std::shared_ptr<pci::PciDevice>, pci::kSlotsPerBus> pci_devices_{};
-  std::optional<pci::PciWindows> pci_windows_;
-  // INTx: one level-triggered IOAPIC line per GSI in 16-23, shared by the devices swizzled
-  // onto it; the routes go to _PRT and the MP table.
-  std::array<std::shared_ptr<SharedIrqLine>, x86::kPciIntxGsiCount> pci_intx_lines_{};
-  std::vector<pci::PciIntxRoute> pci_intx_routes_;
   std::vector<std::string> cmdline_additions_;
 
   mutable std::mutex mutex_;
@@ -255,6 +217,8 @@ class Vm::Impl {
   std::unique_ptr<api::ApiServer> api_server_;
   // Runs virtio activate()/reset() for the vCPUs (vmm/device_manager.h); started by start().
   std::shared_ptr<DeviceManagerThread> device_manager_ = std::make_shared<DeviceManagerThread>();
+  // Every virtio device, attached by build(); the list stats, flush and teardown walk.
+  std::unique_ptr<DeviceRegistry> devices_;
 
   friend class VmApiBackend;
   Result<void> start_api();
@@ -381,199 +345,34 @@ Result<void> Vm::Impl::setup_devices() {
   return {};
 }
 
-Result<void> Vm::Impl::add_virtio_mmio(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
-  device->set_worker_seccomp(options_.seccomp);
-  const size_t slot = virtio_mmio_.size();
-  if (slot >= x86::kVirtioMmioSlots) {
-    return config_error(fmt::format("{}: no virtio-mmio slot left (at most {} devices on virtio-mmio)", label,
-                                    x86::kVirtioMmioSlots));
-  }
-  const uint64_t base = x86::kVirtioMmioBase + slot * x86::kVirtioMmioSlotSize;
-  const uint32_t irq = x86::kVirtioMmioIrqs[slot];
-  auto line = KvmIrqfdLine::create(vm_, irq);
-  if (!line) return std::unexpected(line.error());
-  if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
-  auto transport = virtio::MmioTransport::create(std::move(device), memory_, base, *line, notify_registrar_,
-                                                 fmt::format("{} (virtio-mmio {:#x})", label, base));
-  transport->set_device_call_runner(device_manager_);
-  if (auto r = mmio_bus_.insert(transport, base, x86::kVirtioMmioSlotSize, label); !r) return r;
-  virtio_mmio_.push_back(transport);
-
-  // ACPI: Linux's virtio_mmio driver binds to LNRO0005 devices (what stock kernels use, since
-  // they lack CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES).
-  x86::AcpiDevice acpi;
-  acpi.name = fmt::format("VR{:02X}", slot);
-  acpi.hid = "LNRO0005";
-  acpi.uid = slot;
-  acpi.resources.push_back(x86::aml::memory32_fixed(true, static_cast<uint32_t>(base),
-                                                    static_cast<uint32_t>(x86::kVirtioMmioSlotSize)));
-  acpi.resources.push_back(x86::aml::interrupt(irq, x86::aml::InterruptFlags{}));
-  auto aml = acpi.to_aml();
-  if (!aml) return std::unexpected(aml.error());
-  acpi_platform_.dsdt_devices.push_back(std::move(*aml));
-  if (spec_.machine.mmio_cmdline) {
-    cmdline_additions_.push_back(fmt::format("virtio_mmio.device={}K@{:#x}:{}", x86::kVirtioMmioSlotSize / 1024,
-                                             base, irq));
-  }
-  return {};
-}
-
-Result<void> Vm::Impl::setup_pci() {
-  pci_root_ = std::make_shared<pci::PciRoot>();
-  if (auto r = pio_bus_.insert(std::make_shared<pci::PciConfigIo>(pci_root_), x86::kPciConfigAddressPort,
-                               pci::kPciConfigIoSize, "PCI configuration ports");
-      !r) {
-    return r;
-  }
-  if (auto r = mmio_bus_.insert(std::make_shared<pci::PciConfigEcam>(pci_root_), x86::kPciEcamAddr,
-                                x86::kPciEcamSize, "PCI ECAM");
-      !r) {
-    return r;
-  }
-  const uint64_t ram_end = memory_.regions().back().end();
-  pci_windows_ = pci::default_pci_windows(ram_end);
-  bar_allocator_.emplace(*pci_windows_);
-  pci_root_->set_bar_move_listener([this](const pci::BarMove& move) { on_bar_move(move); });
-
-  // ACPI: the MCFG points the guest at ECAM; the ECAM window is reserved as a motherboard
-  // resource, which Linux wants before it trusts the MCFG. PCI0 follows in finish_pci().
-  acpi_platform_.extra_tables.push_back(pci::build_mcfg_table(x86::kPciEcamAddr));
-  auto reservation = pci::ecam_reservation_aml(x86::kPciEcamAddr, x86::kPciEcamSize);
-  if (!reservation) return std::unexpected(reservation.error());
-  acpi_platform_.dsdt_devices.push_back(std::move(*reservation));
-  return {};
-}
-
-Result<void> Vm::Impl::finish_pci() {
-  // PCI0 (PNP0A08) carries the bus range, the BAR windows and the INTx routes (_PRT).
-  pci::PciHostBridgeResources resources = pci::host_bridge_resources(*pci_windows_);
-  resources.intx_routes = pci_intx_routes_;
-  auto pci0 = pci::pci0_aml(resources);
-  if (!pci0) return std::unexpected(pci0.error());
-  acpi_platform_.dsdt_devices.push_back(std::move(*pci0));
-  return {};
-}
-
-void Vm::Impl::on_bar_move(const pci::BarMove& move) {
-  Bus& bus = move.bar.kind == pci::BarKind::kIo ? pio_bus_ : mmio_bus_;
-  if (move.old_address) bus.remove(*move.old_address);
-  if (!move.new_address || move.slot >= pci_devices_.size() || !pci_devices_[move.slot]) return;
-  auto device = pci_devices_[move.slot];
-  auto label = fmt::format("{} BAR{}", device->name(), move.bar.index);
-  if (auto r = bus.insert(std::make_shared<pci::PciBarRegion>(device, move.bar.index), *move.new_address,
-                          move.bar.size, label);
-      !r) {
-    // The guest placed a BAR over something else: the BAR stays unreachable, the VM goes on.
-    spdlog::warn("{}: {}", label, r.error().message());
-  }
-}
-
-Result<void> Vm::Impl::add_virtio_pci(std::shared_ptr<virtio::VirtioDevice> device, const std::string& label) {
-  device->set_worker_seccomp(options_.seccomp);
-  if (!notify_registrar_) notify_registrar_ = std::make_shared<KvmNotifyRegistrar>(vm_);
-  if (!msi_routes_) {
-    // GSIs past the IOAPIC's pins carry MSI routes; KVM allows thousands, 1024 is plenty.
-    msi_routes_ = std::make_shared<MsiRoutes>(vm_, x86::pc_gsi_routes(), x86::kIoapicPins, 1024);
-  }
-  pci::MsiDeliver deliver = [routes = msi_routes_](uint64_t address, uint32_t data) {
-    routes->deliver(address, data);
-  };
-  // INTx (INTA#) for drivers without MSI-X (pci=nomsi, old kernels): a level-triggered
-  // IOAPIC line, shared with the other devices swizzled onto the same GSI.
-  const auto next_slot = pci_root_->next_free_slot();
-  if (!next_slot) {
-    return config_error(fmt::format("{}: no PCI slot left (bus 0 holds {} devices)", label, pci::kSlotsPerBus - 1));
-  }
-  constexpr uint8_t kIntA = 0;
-  const uint32_t gsi = x86::pci_intx_gsi(*next_slot, kIntA);
-  auto& shared_line = pci_intx_lines_[gsi - x86::kPciIntxFirstGsi];
-  if (!shared_line) shared_line = std::make_shared<SharedIrqLine>(std::make_shared<KvmIrqLine>(vm_, gsi));
-  auto transport = virtio::VirtioPciTransport::create(std::move(device), memory_, notify_registrar_,
-                                                      std::move(deliver), shared_line->add_input(), label);
-  if (!transport) return std::unexpected(transport.error());
-  (*transport)->set_device_call_runner(device_manager_);
-  // Routes are made when the guest unmasks an entry, so the first interrupt is one write,
-  // and released when it masks or reprograms it, so the table does not fill with stale ones.
-  (*transport)->msix_table()->set_vector_changed_hook(
-      [tracker = std::make_shared<MsixRouteTracker>(msi_routes_), label](uint16_t vector, uint64_t address,
-                                                                         uint32_t data, bool masked) {
-        if (auto r = tracker->on_vector_changed(vector, address, data, masked); !r) {
-          spdlog::warn("{}: {}", label, r.error().message());
-        }
-      });
-  auto slot = pci_root_->add_device(*transport);
-  if (!slot) return std::unexpected(slot.error().with_context(label));
-  if (*slot != *next_slot) return internal_error(fmt::format("{}: PCI slot {} instead of {}", label, *slot, *next_slot));
-  pci_devices_[*slot] = *transport;
-  pci_intx_routes_.push_back(pci::PciIntxRoute{.slot = *slot, .pin = kIntA, .gsi = gsi});
-  // Firmware-style initial placement; the guest may move the BARs later (on_bar_move).
-  for (const pci::BarInfo& bar : (*transport)->bars()) {
-    auto address = bar_allocator_->allocate(bar);
-    if (!address) return std::unexpected(address.error().with_context(label));
-    if (auto r = (*transport)->set_bar_address(bar.index, *address); !r) return r;
-  }
-  virtio_pci_.push_back(*transport);
-  return {};
-}
-
 Result<void> Vm::Impl::setup_virtio_devices() {
-  if (spec_.rng) {
-    auto rng = virtio::VirtioRng::create("rng0");
-    if (!rng) return std::unexpected(rng.error());
-    auto added = spec_.rng->transport == VirtioTransport::kMmio ? add_virtio_mmio(*rng, "rng")
-                                                                : add_virtio_pci(*rng, "virtio-rng");
-    if (!added) return added;
-  }
-  for (size_t i = 0; i < spec_.disks.size(); ++i) {
-    const DiskSpec& disk = spec_.disks[i];
-    auto blk = virtio::VirtioBlk::create(disk, memory_);
-    if (!blk) return std::unexpected(blk.error().with_context(fmt::format("/disks/{} (\"{}\")", i, disk.id)));
-    const std::string label = fmt::format("virtio-blk {}", disk.id);
-    auto added = disk.transport == VirtioTransport::kMmio ? add_virtio_mmio(*blk, label) : add_virtio_pci(*blk, label);
-    if (!added) return added;
-    disks_.push_back(std::move(*blk));
-  }
-  for (size_t i = 0; i < spec_.nets.size(); ++i) {
-    const NetSpec& nic = spec_.nets[i];
-    auto net = virtio::net::VirtioNet::create(nic, spec_.name, memory_);
-    if (!net) return std::unexpected(net.error().with_context(fmt::format("/nets/{} (\"{}\")", i, nic.id)));
-    const std::string label = fmt::format("virtio-net {}", nic.id);
-    auto added = nic.transport == VirtioTransport::kMmio ? add_virtio_mmio(*net, label) : add_virtio_pci(*net, label);
-    if (!added) return added;
-    nets_.push_back(std::move(*net));
-  }
-  if (spec_.balloon) {
-    auto balloon = virtio::balloon::VirtioBalloon::create(*spec_.balloon, memory_);
-    if (!balloon) return std::unexpected(balloon.error().with_context("/balloon"));
-    auto added = spec_.balloon->transport == VirtioTransport::kMmio ? add_virtio_mmio(*balloon, "virtio-balloon")
-                                                                    : add_virtio_pci(*balloon, "virtio-balloon");
-    if (!added) return added;
-    balloon_ = std::move(*balloon);
-  }
-  return {};
+  devices_ = std::make_unique<DeviceRegistry>(DeviceRegistry::Context{
+      .vm = vm_,
+      .memory = memory_,
+      .pio_bus = pio_bus_,
+      .mmio_bus = mmio_bus_,
+      .acpi = acpi_platform_,
+      .cmdline_additions = cmdline_additions_,
+      .call_runner = device_manager_,
+      .seccomp = options_.seccomp,
+      .mmio_cmdline = spec_.machine.mmio_cmdline,
+  });
+  if (auto r = devices_->setup_pci(memory_.regions().back().end()); !r) return r;
+  if (auto r = devices_->attach_from_spec(spec_); !r) return r;
+  return devices_->finish_pci();
 }
 
+// The balloon is the first (and only) device of its kind; the spec allows one.
 Result<void> Vm::Impl::set_balloon_target_mib(uint64_t mib) {
-  if (!balloon_) return config_error("this VM has no balloon: add \"balloon\": {} to its spec");
-  return balloon_->set_target_mib(mib);
+  const AttachedDevice* balloon = devices_ ? devices_->find("virtio-balloon") : nullptr;
+  if (!balloon) return config_error("this VM has no balloon: add \"balloon\": {} to its spec");
+  return static_cast<virtio::balloon::VirtioBalloon&>(balloon->device()).set_target_mib(mib);
 }
 
 std::optional<BalloonStatus> Vm::Impl::balloon() const {
-  if (!balloon_) return std::nullopt;
-  BalloonStatus status;
-  status.target_pages = balloon_->target_pages();
-  status.actual_pages = balloon_->actual_pages();
-  const virtio::balloon::BalloonCounters counters = balloon_->counters();
-  status.bytes_released = counters.reclaim.bytes_released;
-  status.huge_pages_released = counters.reclaim.huge_pages_released;
-  status.partial_huge_pages = counters.reclaim.partial_huge_pages;
-  status.out_of_range_pages = counters.reclaim.out_of_range_pages;
-  if (auto stats = balloon_->latest_stats()) {
-    status.guest_stats = virtio::balloon::named_stats(*stats);
-    status.stats_received_at = stats->received_at;
-    status.stats_sets = stats->sequence;
-  }
-  return status;
+  const AttachedDevice* balloon = devices_ ? devices_->find("virtio-balloon") : nullptr;
+  if (!balloon) return std::nullopt;
+  return balloon_status(static_cast<const virtio::balloon::VirtioBalloon&>(balloon->device()));
 }
 
 std::string Vm::Impl::kernel_cmdline() const {
@@ -644,15 +443,13 @@ Result<void> Vm::Impl::build() {
   // Routes that agree with the MADT and MP table (PIT on IOAPIC pin 2); see irq_routing.h.
   if (auto r = vm_.set_gsi_routing(x86::pc_gsi_routes()); !r) return r;
   if (auto r = setup_devices(); !r) return r;
-  if (auto r = setup_pci(); !r) return r;
   if (auto r = setup_virtio_devices(); !r) return r;
-  if (auto r = finish_pci(); !r) return r;
 
   // The MP table lives in the 1 KiB EBDA and holds at most mp_table_max_vcpus() processors.
   // Beyond that only the ACPI MADT describes the vCPUs; every kernel that can use so many
   // parses ACPI.
   std::vector<x86::MpPciInterrupt> mp_pci;
-  for (const pci::PciIntxRoute& route : pci_intx_routes_) {
+  for (const pci::PciIntxRoute& route : devices_->pci_intx_routes()) {
     mp_pci.push_back({.slot = route.slot, .pin = route.pin, .ioapic_pin = static_cast<uint8_t>(route.gsi)});
   }
   if (spec_.machine.vcpus <= x86::mp_table_max_vcpus(mp_pci.size())) {
@@ -807,11 +604,7 @@ VmStats Vm::Impl::stats() const {
   out.state = state();
   out.uptime_s = uptime_s();
   for (const auto& runner : runners_) out.vcpus.push_back(api::to_vcpu_stats(runner->id(), runner->counters()));
-  for (const auto& disk : disks_) out.disks.push_back(api::to_disk_stats(disk->spec().id, disk->stats()));
-  for (size_t i = 0; i < nets_.size(); ++i) {
-    out.nets.push_back(api::to_net_stats(spec_.nets[i].id, nets_[i]->counters()));
-  }
-  if (auto status = balloon()) out.balloon = api::to_balloon_stats(*status, std::chrono::system_clock::now());
+  if (devices_) devices_->collect_stats(out);
   return out;
 }
 
@@ -842,16 +635,14 @@ void Vm::Impl::flush_disks() {
     if (disks_flushed_) return;
     disks_flushed_ = true;
   }
-  // The vCPUs are stopped: what the guest wrote is in the engines' hands. Make it durable
-  // before wait() reports the VM gone, whether or not the guest flushed.
-  for (const auto& disk : disks_) {
-    if (auto r = disk->flush(); !r) {
-      spdlog::error("disk {}: {}", disk->spec().id, r.error().message());
-      std::lock_guard lock(mutex_);
-      if (!exit_ || exit_->exit_code == kExitOk) {
-        exit_ = VmExit{StopReason::kVmmError, kExitVmm,
-                       fmt::format("disk {}: data may be lost: {}", disk->spec().id, r.error().message())};
-      }
+  if (!devices_) return;
+  // The vCPUs are stopped: a device that holds what the guest wrote (a disk's engine)
+  // makes it durable before wait() reports the VM gone, whether or not the guest flushed.
+  for (const std::string& failure : devices_->flush_all()) {
+    spdlog::error("{}", failure);
+    std::lock_guard lock(mutex_);
+    if (!exit_ || exit_->exit_code == kExitOk) {
+      exit_ = VmExit{StopReason::kVmmError, kExitVmm, fmt::format("{}: data may be lost", failure)};
     }
   }
 }

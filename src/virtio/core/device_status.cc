@@ -95,6 +95,28 @@ StatusUpdate DeviceStatus::write_status(uint8_t value) {
   return update;
 }
 
+std::string DeviceStatus::restore(uint8_t status, uint64_t driver_features, uint32_t device_features_select,
+                                  uint32_t driver_features_select) {
+  if ((status & kUndefinedBits) != 0) return fmt::format("status {:#04x} sets undefined bits", status);
+  auto has = [status](uint8_t bit) { return (status & bit) != 0; };
+  if ((has(kStatusDriver) && !has(kStatusAcknowledge)) || (has(kStatusFeaturesOk) && !has(kStatusDriver)) ||
+      (has(kStatusDriverOk) && !has(kStatusFeaturesOk))) {
+    return fmt::format("status {:#04x} skips a step of ACKNOWLEDGE → DRIVER → FEATURES_OK → DRIVER_OK", status);
+  }
+  const uint64_t saved_features = driver_features_;
+  driver_features_ = driver_features;
+  if (has(kStatusFeaturesOk)) {
+    if (std::string why = check_features(); !why.empty()) {
+      driver_features_ = saved_features;
+      return fmt::format("status {:#04x} has FEATURES_OK but {}", status, why);
+    }
+  }
+  status_ = status;
+  device_features_select_ = device_features_select;
+  driver_features_select_ = driver_features_select;
+  return {};
+}
+
 bool DeviceStatus::set_needs_reset() {
   status_ |= kStatusNeedsReset;
   return driver_ok();

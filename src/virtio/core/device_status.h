@@ -83,14 +83,15 @@ class DeviceStatus {
   // select >= 2. Returns false when ignored.
   bool write_driver_features_word(uint32_t value);
 
-  // ---- Configuration generation (§2.5: changes whenever the config space may have
-  // changed, so the driver can read it consistently). ---------------------------------------
-  uint32_t config_generation() const { return config_generation_; }
-  void bump_config_generation() { ++config_generation_; }
-
-  // Back to the power-on state (what a status write of 0 does), keeping device_features
-  // and config_generation.
+  // Back to the power-on state (what a status write of 0 does), keeping device_features.
   void reset();
+
+  // Puts back a saved status, driver features and selects (the device-state seam),
+  // after checking a driver could have reached them: defined bits only, the §3.1.1 order,
+  // and, with FEATURES_OK, features that pass the same checks as a FEATURES_OK write.
+  // Returns why not (and changes nothing), or an empty string.
+  std::string restore(uint8_t status, uint64_t driver_features, uint32_t device_features_select,
+                      uint32_t driver_features_select);
 
  private:
   // Why the current driver features cannot be accepted, or empty.
@@ -102,7 +103,6 @@ class DeviceStatus {
   uint64_t driver_features_ = 0;
   uint32_t device_features_select_ = 0;
   uint32_t driver_features_select_ = 0;
-  uint32_t config_generation_ = 0;
 };
 
 }  // namespace skiff::virtio

@@ -9,26 +9,22 @@
 // usually through a KVM irqfd) — the driver reads the status, acknowledges it and handles
 // both causes, so a pulse while bits are still set is harmless.
 //
-// Notifications: QueueNotify (0x50) takes the queue index. When the device offers an
-// eventfd for a queue (VirtioDevice::queue_notify_fd), the transport registers it with the
-// NotifyRegistrar at activation, matching the queue index, so KVM signals the device
-// thread directly; otherwise a write reaches notify() here and is forwarded.
+// Notifications: QueueNotify (0x50) takes the queue index; the ioeventfd of each queue
+// matches its index there (the transport core registers it). Status, features, queues,
+// activation and reset are the core's (virtio_transport.h); this class decodes registers.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "bus/bus_device.h"
 #include "memory/guest_memory.h"
-#include "virtio/core/device_call_runner.h"
-#include "virtio/core/device_status.h"
-#include "virtio/core/queue.h"
 #include "virtio/core/virtio_device.h"
 #include "virtio/transport/notify_registrar.h"
+#include "virtio/transport/virtio_transport.h"
 
 namespace skiff::virtio {
 
@@ -68,7 +64,7 @@ inline constexpr uint32_t kMmioMagic = 0x74726976;  // "virt"
 inline constexpr uint32_t kMmioVersion2 = 2;
 inline constexpr uint32_t kSkiffVendorId = 0x46494b53;  // "SKIF"
 
-class MmioTransport : public BusDevice, public std::enable_shared_from_this<MmioTransport> {
+class MmioTransport final : public VirtioTransport, public BusDevice {
  public:
   // `base` is the guest-physical address of the register block (for ioeventfds);
   // `irq` is pulsed for each interrupt; `registrar` may be null (no ioeventfds).
@@ -77,58 +73,34 @@ class MmioTransport : public BusDevice, public std::enable_shared_from_this<Mmio
                                                std::shared_ptr<IrqLine> irq,
                                                std::shared_ptr<NotifyRegistrar> registrar,
                                                std::string label);
-  ~MmioTransport() override;
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
   uint32_t interrupt_status() const { return interrupt_status_.load(); }
-  uint8_t status() const;
-  const std::string& label() const { return label_; }
-  // Resets the device (as a driver write of 0 would), e.g. when the VM stops.
-  void reset();
-  // Where activate() and reset() of the device run (device_call_runner.h); null: here.
-  // Set before the guest runs.
-  void set_device_call_runner(std::shared_ptr<DeviceCallRunner> runner) { call_runner_ = std::move(runner); }
 
  private:
-  class Interrupt;
   MmioTransport(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory, uint64_t base,
                 std::shared_ptr<IrqLine> irq, std::shared_ptr<NotifyRegistrar> registrar,
                 std::string label);
 
+  // ---- VirtioTransport hooks ----
+  const char* transport_kind() const override { return "virtio-mmio"; }
+  std::optional<NotifyAddress> notify_address_locked(uint16_t queue) const override;
+  void deliver_used_queue(uint16_t queue) override;
+  void deliver_config_change() override;
+  void reset_transport_locked() override;
+  void save_transport_locked(state::StateBlob& blob) const override;
+  Result<void> restore_transport_locked(const state::StateBlob& blob) override;
+
   uint32_t read_register_locked(uint64_t offset);
   void write_register_locked(uint64_t offset, uint32_t value);
-  void write_status_locked(uint8_t value);
-  Result<void> activate_locked();
-  void reset_locked();
-  void unregister_notifications_locked();
-  Queue* selected_queue_locked();
   void raise_interrupt(uint32_t cause);
-  void needs_reset();
-  void apply_deferred_needs_reset_locked();
 
-  std::shared_ptr<VirtioDevice> device_;
-  const GuestMemory& memory_;
   const uint64_t base_;
-  std::shared_ptr<IrqLine> irq_;
-  std::shared_ptr<NotifyRegistrar> registrar_;
-  const std::string label_;
-  std::shared_ptr<DeviceCallRunner> call_runner_;
-
-  mutable std::mutex mutex_;
-  DeviceStatus status_;
-  std::vector<std::unique_ptr<Queue>> queues_;
-  uint32_t queue_select_ = 0;
-  uint32_t shm_select_ = 0;
+  const std::shared_ptr<IrqLine> irq_;
+  uint32_t shm_select_ = 0;  // guarded by mutex()
   std::atomic<uint32_t> interrupt_status_{0};
-  std::atomic<bool> deferred_needs_reset_{false};  // set by needs_reset() when mutex_ was taken
-  std::shared_ptr<Interrupt> interrupt_;
-  struct RegisteredNotify {
-    int fd;
-    uint16_t queue;
-  };
-  std::vector<RegisteredNotify> registered_;
 };
 
 }  // namespace skiff::virtio

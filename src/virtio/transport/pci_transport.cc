@@ -8,17 +8,10 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "virtio/core/rate_limited_log.h"
 #include "virtio/core/virtio_constants.h"
-#include "virtio/transport/queue_activation.h"
 
 namespace skiff::virtio {
 namespace {
-
-RateLimitedLog& guest_log() {
-  static RateLimitedLog log;
-  return log;
-}
 
 // The width of the common configuration field starting at `offset` (§4.1.4.3), or 0.
 unsigned common_field_width(uint64_t offset) {
@@ -112,25 +105,6 @@ uint32_t virtio_pci_class_code(uint32_t device_type) {
   }
 }
 
-// The VirtioInterrupt the device gets: forwards to the transport while it exists.
-class VirtioPciTransport::Interrupt : public VirtioInterrupt {
- public:
-  explicit Interrupt(std::weak_ptr<VirtioPciTransport> transport)
-      : transport_(std::move(transport)) {}
-  void signal_used_queue(uint16_t queue_index) override {
-    if (auto t = transport_.lock()) t->signal_used_queue(queue_index);
-  }
-  void signal_config_change() override {
-    if (auto t = transport_.lock()) t->signal_config_change();
-  }
-  void signal_needs_reset() override {
-    if (auto t = transport_.lock()) t->needs_reset();
-  }
-
- private:
-  std::weak_ptr<VirtioPciTransport> transport_;
-};
-
 Result<std::shared_ptr<VirtioPciTransport>> VirtioPciTransport::create(
     std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,
     std::shared_ptr<NotifyRegistrar> registrar, pci::MsiDeliver deliver,
@@ -158,34 +132,25 @@ VirtioPciTransport::VirtioPciTransport(std::shared_ptr<VirtioDevice> device,
                                        const GuestMemory& memory,
                                        std::shared_ptr<NotifyRegistrar> registrar,
                                        std::shared_ptr<IrqLine> intx, std::string label)
-    : device_(std::move(device)),
-      memory_(memory),
-      registrar_(std::move(registrar)),
+    : VirtioTransport(std::move(device), memory, std::move(registrar), std::move(label)),
       intx_(std::move(intx)),
-      label_(std::move(label)),
-      device_config_size_(device_->config_size()),
+      device_config_size_(this->device()->config_size()),
       config_(pci::ConfigHeader{
           .vendor_id = kVirtioPciVendorId,
-          .device_id = virtio_pci_device_id(device_->device_type()),
+          .device_id = virtio_pci_device_id(this->device()->device_type()),
           .subsystem_vendor_id = kVirtioPciVendorId,
-          .subsystem_id = virtio_pci_device_id(device_->device_type()),
+          .subsystem_id = virtio_pci_device_id(this->device()->device_type()),
           .revision = kVirtioPciRevision,
-          .class_code = virtio_pci_class_code(device_->device_type()),
+          .class_code = virtio_pci_class_code(this->device()->device_type()),
           .interrupt_pin = static_cast<uint8_t>(intx_ ? 1 : 0),  // INTA#
-      }),
-      status_(device_->device_features(),
-              [device = device_](uint64_t features) { return device->check_features(features); }) {
-  auto sizes = device_->queue_max_sizes();
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    queues_.push_back(std::make_unique<Queue>(sizes[i], fmt::format("{} queue {}", label_, i)));
-  }
-  queue_vectors_ = std::make_unique<std::atomic<uint16_t>[]>(sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i) queue_vectors_[i].store(kVirtioMsiNoVector);
+      }) {
+  queue_vectors_ = std::make_unique<std::atomic<uint16_t>[]>(queue_count());
+  for (size_t i = 0; i < queue_count(); ++i) queue_vectors_[i].store(kVirtioMsiNoVector);
 }
 
 Result<void> VirtioPciTransport::build_config_space(pci::MsiDeliver deliver) {
   const auto fail = [&](const Error& e) {
-    return internal_error(fmt::format("{}: virtio-pci config space: {}", label_, e.message()));
+    return internal_error(fmt::format("{}: virtio-pci config space: {}", label(), e.message()));
   };
   if (auto r = config_.add_bar(pci::BarInfo{.index = kVirtioPciBar,
                                             .size = kVirtioPciBarSize,
@@ -199,7 +164,7 @@ Result<void> VirtioPciTransport::build_config_space(pci::MsiDeliver deliver) {
     return config_.add_capability(pci::kCapabilityIdVendorSpecific, body, writable);
   };
   const auto notify_length =
-      static_cast<uint32_t>(queues_.size() * kVirtioPciNotifyOffMultiplier);
+      static_cast<uint32_t>(queue_count() * kVirtioPciNotifyOffMultiplier);
   std::vector<std::vector<uint8_t>> bodies;
   bodies.push_back(virtio_cap_body(kVirtioPciCapCommonCfg, kVirtioPciCommonOffset,
                                    kVirtioPciCommonLength, std::nullopt));
@@ -230,7 +195,7 @@ Result<void> VirtioPciTransport::build_config_space(pci::MsiDeliver deliver) {
   pci_cfg_cap_offset_ = *cfg_offset;
 
   const auto vectors = static_cast<uint16_t>(
-      std::min<size_t>(queues_.size() + 1, kVirtioPciMaxVectors));
+      std::min<size_t>(queue_count() + 1, kVirtioPciMaxVectors));
   auto table = pci::MsixTable::create(
       pci::MsixLayout{.vectors = vectors,
                       .table_bar = kVirtioPciBar,
@@ -245,24 +210,9 @@ Result<void> VirtioPciTransport::build_config_space(pci::MsiDeliver deliver) {
   return {};
 }
 
-VirtioPciTransport::~VirtioPciTransport() {
-  std::lock_guard lock(mutex_);
-  reset_locked();
-}
-
-uint8_t VirtioPciTransport::status() const {
-  std::lock_guard lock(mutex_);
-  return status_.status();
-}
-
 uint8_t VirtioPciTransport::interrupt_status() const {
   std::lock_guard lock(interrupt_mutex_);
   return isr_;
-}
-
-void VirtioPciTransport::reset() {
-  std::lock_guard lock(mutex_);
-  reset_locked();
 }
 
 // ---- Configuration space ------------------------------------------------------------------------
@@ -273,7 +223,7 @@ bool VirtioPciTransport::touches_pci_cfg_data(uint16_t offset, uint8_t size) con
 }
 
 uint32_t VirtioPciTransport::config_read(uint16_t offset, uint8_t size) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex());
   if (touches_pci_cfg_data(offset, size)) pci_cfg_window_locked(/*is_write=*/false);
   uint32_t value = config_.read(offset, size);
   // §4.1.4.5.1: with MSI-X disabled, the Status register's Interrupt Status bit is the OR
@@ -292,7 +242,7 @@ uint32_t VirtioPciTransport::config_read(uint16_t offset, uint8_t size) {
 }
 
 void VirtioPciTransport::config_write(uint16_t offset, uint8_t size, uint32_t value) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex());
   config_.write(offset, size, value);
   if (touches_pci_cfg_data(offset, size)) pci_cfg_window_locked(/*is_write=*/true);
   // The Command register's Interrupt Disable and the MSI-X Enable bit decide whether INTx
@@ -309,7 +259,7 @@ void VirtioPciTransport::pci_cfg_window_locked(bool is_write) {
   // and a range inside a BAR region of another virtio capability. Anything else is dropped.
   if (bar != kVirtioPciBar || (length != 1 && length != 2 && length != 4) || offset % length != 0 ||
       !inside(offset, length, 0, kVirtioPciBarSize)) {
-    guest_log().warn("{}: PCI_CFG window {} of BAR {} offset {:#x} length {} ignored", label_,
+    guest_log().warn("{}: PCI_CFG window {} of BAR {} offset {:#x} length {} ignored", label(),
                      is_write ? "write" : "read", bar, offset, length);
     return;
   }
@@ -325,29 +275,28 @@ void VirtioPciTransport::pci_cfg_window_locked(bool is_write) {
 }
 
 std::vector<pci::BarInfo> VirtioPciTransport::bars() const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex());
   return config_.bars();
 }
 
 std::optional<uint64_t> VirtioPciTransport::bar_address(uint8_t index) const {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex());
   return config_.bar_address(index);
 }
 
 Result<void> VirtioPciTransport::set_bar_address(uint8_t index, uint64_t address) {
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex());
   return config_.set_bar_address(index, address);
 }
 
 void VirtioPciTransport::bar_moved(uint8_t index, std::optional<uint64_t> old_address,
                                    std::optional<uint64_t> new_address) {
-  (void)old_address;  // registered_at_ says where the ioeventfds are
+  // The core registered the ioeventfds where notify_address_locked() said; it asks again.
+  (void)old_address;
+  (void)new_address;
   if (index != kVirtioPciBar) return;
-  std::lock_guard lock(mutex_);
-  if (notifications_.empty()) return;
-  unregister_notifications_locked();
-  // No ioeventfd while the BAR does not decode: the guest's notify writes would go nowhere.
-  if (new_address) register_notifications_locked(*new_address);
+  std::lock_guard lock(mutex());
+  if (has_notifications_locked()) refresh_notifications_locked();
 }
 
 // ---- BAR 0 --------------------------------------------------------------------------------------
@@ -374,7 +323,7 @@ void VirtioPciTransport::bar_access(uint64_t offset, std::span<uint8_t> read,
   }
   if (inside(offset, size, kVirtioPciCommonOffset, kVirtioPciCommonLength)) {
     std::unique_lock<std::mutex> lock;
-    if (!locked) lock = std::unique_lock(mutex_);
+    if (!locked) lock = std::unique_lock(mutex());
     if (is_read) {
       common_read_locked(offset - kVirtioPciCommonOffset, read);
     } else {
@@ -391,68 +340,60 @@ void VirtioPciTransport::bar_access(uint64_t offset, std::span<uint8_t> read,
     // Any width: the device knows its own fields, and read_config() reads bytes beyond
     // config_size() as 0.
     if (is_read) {
-      device_->read_config(offset - kVirtioPciDeviceOffset, read);
+      device()->read_config(offset - kVirtioPciDeviceOffset, read);
     } else {
-      device_->write_config(offset - kVirtioPciDeviceOffset, write);
+      device()->write_config(offset - kVirtioPciDeviceOffset, write);
     }
     return;
   }
   if (inside(offset, size, kVirtioPciNotifyOffset, kVirtioPciNotifyMaxLength)) {
-    if (!is_read) notify_write(offset - kVirtioPciNotifyOffset, write);
+    if (!is_read) {
+      // §4.1.4.4: queue i's notification address is queue_notify_off * notify_off_multiplier.
+      const uint64_t notify = offset - kVirtioPciNotifyOffset;
+      if (notify % kVirtioPciNotifyOffMultiplier != 0) {
+        guest_log().warn("{}: {}-byte notify write at notify offset {:#x} matches no queue", label(), size, notify);
+      } else {
+        notify_from_register(notify / kVirtioPciNotifyOffMultiplier);
+      }
+    }
     return;  // the notify area reads as 0
   }
   if (!is_read) {
     guest_log().warn("{}: {}-byte write at BAR offset {:#x} outside every structure ignored",
-                     label_, size, offset);
+                     label(), size, offset);
   }
-}
-
-void VirtioPciTransport::notify_write(uint64_t offset, std::span<const uint8_t> data) {
-  // Reached only when no ioeventfd took the write (none registered, or registration failed).
-  // §4.1.4.4: queue i's notification address is queue_notify_off * notify_off_multiplier.
-  const uint64_t queue = offset / kVirtioPciNotifyOffMultiplier;
-  if (offset % kVirtioPciNotifyOffMultiplier != 0 || queue >= queues_.size()) {
-    guest_log().warn("{}: {}-byte notify write at notify offset {:#x} matches no queue", label_,
-                     data.size(), offset);
-    return;
-  }
-  device_->notify_queue(static_cast<uint16_t>(queue));
 }
 
 // ---- Common configuration (§4.1.4.3) -----------------------------------------------------------
-
-Queue* VirtioPciTransport::selected_queue_locked() {
-  return queue_select_ < queues_.size() ? queues_[queue_select_].get() : nullptr;
-}
 
 void VirtioPciTransport::common_read_locked(uint64_t offset, std::span<uint8_t> data) {
   apply_deferred_needs_reset_locked();
   auto access = common_field_access(offset, data.size());
   if (!access) {
     // §4.1.3.1: each field with its natural width; the device ignores other accesses.
-    guest_log().warn("{}: {}-byte read at common config offset {:#x} ignored", label_,
+    guest_log().warn("{}: {}-byte read at common config offset {:#x} ignored", label(),
                      data.size(), offset);
     return;
   }
   Queue* queue = selected_queue_locked();
   uint64_t value = 0;
   switch (access->field) {
-    case kCommonDeviceFeatureSelect: value = status_.device_features_select(); break;
-    case kCommonDeviceFeature: value = status_.device_features_word(); break;
-    case kCommonDriverFeatureSelect: value = status_.driver_features_select(); break;
-    case kCommonDriverFeature: value = status_.driver_features_word(); break;
+    case kCommonDeviceFeatureSelect: value = status_locked().device_features_select(); break;
+    case kCommonDeviceFeature: value = status_locked().device_features_word(); break;
+    case kCommonDriverFeatureSelect: value = status_locked().driver_features_select(); break;
+    case kCommonDriverFeature: value = status_locked().driver_features_word(); break;
     case kCommonConfigMsixVector: value = config_vector_.load(); break;
-    case kCommonNumQueues: value = queues_.size(); break;
-    case kCommonDeviceStatus: value = status_.status(); break;
-    case kCommonConfigGeneration: value = config_generation_.load() & 0xff; break;
-    case kCommonQueueSelect: value = queue_select_; break;
+    case kCommonNumQueues: value = queue_count(); break;
+    case kCommonDeviceStatus: value = status_locked().status(); break;
+    case kCommonConfigGeneration: value = config_generation() & 0xff; break;
+    case kCommonQueueSelect: value = queue_select_locked(); break;
     // §4.1.4.3: queue_size 0 means the selected queue is unavailable.
     case kCommonQueueSize: value = queue ? queue->size() : 0; break;
     case kCommonQueueMsixVector:
-      value = queue ? queue_vectors_[queue_select_].load() : kVirtioMsiNoVector;
+      value = queue ? queue_vectors_[queue_select_locked()].load() : kVirtioMsiNoVector;
       break;
     case kCommonQueueEnable: value = queue && queue->ready() ? 1 : 0; break;
-    case kCommonQueueNotifyOff: value = queue ? queue_select_ : 0; break;
+    case kCommonQueueNotifyOff: value = queue ? queue_select_locked() : 0; break;
     case kCommonQueueDesc: value = queue ? queue->desc_table_address() : 0; break;
     case kCommonQueueDriver: value = queue ? queue->avail_ring_address() : 0; break;
     case kCommonQueueDevice: value = queue ? queue->used_ring_address() : 0; break;
@@ -466,7 +407,7 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
   apply_deferred_needs_reset_locked();
   auto access = common_field_access(offset, data.size());
   if (!access) {
-    guest_log().warn("{}: {}-byte write at common config offset {:#x} ignored", label_,
+    guest_log().warn("{}: {}-byte write at common config offset {:#x} ignored", label(),
                      data.size(), offset);
     return;
   }
@@ -474,19 +415,7 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
   Queue* queue = selected_queue_locked();
   // §4.1.4.3.2: the driver configures a queue before enabling it; once enabled its size and
   // ring addresses stay as they were activated.
-  auto queue_writable = [&](const char* what) {
-    if (!queue) {
-      guest_log().warn("{}: {} write for queue {} that does not exist", label_, what,
-                       queue_select_);
-      return false;
-    }
-    if (queue->ready()) {
-      guest_log().warn("{}: {} write to queue {} while it is enabled ignored", label_, what,
-                       queue_select_);
-      return false;
-    }
-    return true;
-  };
+  auto queue_writable = [&](const char* what) { return queue_writable_locked(what); };
   // 64-bit fields: the whole field, or one 32-bit half (§4.1.3.1).
   auto merge = [&](uint64_t old) -> uint64_t {
     if (data.size() == 8) return value;
@@ -499,21 +428,21 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
     if (vector == kVirtioMsiNoVector || vector < msix_->vectors()) {
       return static_cast<uint16_t>(vector);
     }
-    guest_log().warn("{}: MSI-X vector {} beyond the table's {} refused", label_, vector,
+    guest_log().warn("{}: MSI-X vector {} beyond the table's {} refused", label(), vector,
                      msix_->vectors());
     return kVirtioMsiNoVector;
   };
   switch (access->field) {
     case kCommonDeviceFeatureSelect:
-      status_.set_device_features_select(static_cast<uint32_t>(value));
+      status_locked().set_device_features_select(static_cast<uint32_t>(value));
       return;
     case kCommonDriverFeatureSelect:
-      status_.set_driver_features_select(static_cast<uint32_t>(value));
+      status_locked().set_driver_features_select(static_cast<uint32_t>(value));
       return;
     case kCommonDriverFeature:
-      if (!status_.write_driver_features_word(static_cast<uint32_t>(value))) {
+      if (!status_locked().write_driver_features_word(static_cast<uint32_t>(value))) {
         guest_log().warn("{}: driver_feature write after FEATURES_OK (or select {}) ignored",
-                         label_, status_.driver_features_select());
+                         label(), status_locked().driver_features_select());
       }
       return;
     case kCommonConfigMsixVector:
@@ -523,12 +452,12 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
       write_status_locked(static_cast<uint8_t>(value));
       return;
     case kCommonQueueSelect:
-      queue_select_ = static_cast<uint16_t>(value);
+      set_queue_select_locked(static_cast<uint16_t>(value));
       return;
     case kCommonQueueSize:
       if (queue_writable("queue_size")) {
         if (value == 0 || value > queue->max_size()) {
-          guest_log().warn("{}: queue {} size {} outside 1-{} ignored", label_, queue_select_,
+          guest_log().warn("{}: queue {} size {} outside 1-{} ignored", label(), queue_select_locked(),
                            value, queue->max_size());
           return;
         }
@@ -539,18 +468,18 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
       // Not frozen by queue_enable: Linux unmaps a queue's vector (writes NO_VECTOR) while
       // tearing it down, before the reset.
       if (!queue) {
-        guest_log().warn("{}: queue_msix_vector write for queue {} that does not exist", label_,
-                         queue_select_);
+        guest_log().warn("{}: queue_msix_vector write for queue {} that does not exist", label(),
+                         queue_select_locked());
         return;
       }
-      queue_vectors_[queue_select_].store(checked_vector(value));
+      queue_vectors_[queue_select_locked()].store(checked_vector(value));
       return;
     case kCommonQueueEnable:
       if (!queue) return;
       // §4.1.4.3.2: "The driver MUST NOT write a 0 to queue_enable" (a reset disables).
       if (value != 1) {
-        guest_log().warn("{}: queue_enable write of {} to queue {} ignored", label_, value,
-                         queue_select_);
+        guest_log().warn("{}: queue_enable write of {} to queue {} ignored", label(), value,
+                         queue_select_locked());
         return;
       }
       queue->set_ready(true);
@@ -574,133 +503,83 @@ void VirtioPciTransport::common_write_locked(uint64_t offset, std::span<const ui
       // device_feature, num_queues, config_generation, queue_notify_off (§4.1.4.3.2: the
       // driver MUST NOT write them).
       guest_log().warn("{}: write of {:#x} to read-only common config field {:#x} ignored",
-                       label_, value, access->field);
+                       label(), value, access->field);
       return;
   }
 }
 
-// ---- Status, activation and reset ---------------------------------------------------------------
+// ---- Transport core hooks -----------------------------------------------------------------
 
-void VirtioPciTransport::write_status_locked(uint8_t value) {
-  StatusUpdate update = status_.write_status(value);
-  if (!update.refused.empty()) {
-    guest_log().warn("{}: device_status {:#04x}: {}", label_, value, update.refused);
-  }
-  switch (update.action) {
-    case StatusAction::kNone:
-      break;
-    case StatusAction::kReset:
-      // Synchronous: the driver polls device_status until it reads 0 (§4.1.4.3.2).
-      reset_locked();
-      break;
-    case StatusAction::kActivate:
-      if (auto activated = activate_locked(); !activated) {
-        guest_log().warn("{}: activation failed: {}", label_, activated.error().message());
-        if (status_.set_needs_reset()) signal_config_change();
-      }
-      apply_deferred_needs_reset_locked();
-      break;
-  }
+std::optional<NotifyAddress> VirtioPciTransport::notify_address_locked(uint16_t queue) const {
+  // Only while BAR 0 decodes. Length 0: any write width matches (a 16-bit write per
+  // §4.1.5.2); no datamatch, the address alone names the queue.
+  const std::optional<uint64_t> bar = config_.bar_address(kVirtioPciBar);
+  if (!bar) return std::nullopt;
+  return NotifyAddress{.address = *bar + kVirtioPciNotifyOffset + uint64_t{queue} * kVirtioPciNotifyOffMultiplier,
+                       .length = 0,
+                       .datamatch = std::nullopt};
 }
 
-Result<void> VirtioPciTransport::activate_locked() {
-  std::weak_ptr<VirtioPciTransport> weak = weak_from_this();
-  auto queues = activate_queues(queues_, memory_, status_.driver_features(), [weak] {
-    if (auto self = weak.lock()) self->needs_reset();
-  });
-  if (!queues) return std::unexpected(queues.error());
-  interrupt_ = std::make_shared<Interrupt>(weak);
-  Result<void> activated;
-  run_device_call(call_runner_.get(),
-                  [&] { activated = device_->activate(status_.driver_features(), *queues, interrupt_); });
-  if (!activated) return activated;
-  if (registrar_) {
-    for (size_t i = 0; i < queues_.size(); ++i) {
-      if (!queues_[i]->active()) continue;
-      if (auto fd = device_->queue_notify_fd(static_cast<uint16_t>(i))) {
-        notifications_.push_back({*fd, static_cast<uint16_t>(i)});
-      }
-    }
-    if (auto address = config_.bar_address(kVirtioPciBar)) register_notifications_locked(*address);
-  }
-  return {};
-}
-
-void VirtioPciTransport::register_notifications_locked(uint64_t bar_address) {
-  if (!registrar_) return;
-  std::vector<Notification> registered;
-  for (const Notification& n : notifications_) {
-    const uint64_t address = bar_address + kVirtioPciNotifyOffset +
-                             uint64_t{n.queue} * kVirtioPciNotifyOffMultiplier;
-    // Length 0: any write width matches (a 16-bit write per §4.1.5.2); no datamatch, the
-    // address alone names the queue.
-    if (auto r = registrar_->add(n.fd, address, 0, std::nullopt); !r) {
-      spdlog::warn("{}: queue {} notifications stay on the slow path: {}", label_, n.queue,
-                   r.error().message());
-      continue;
-    }
-    registered.push_back(n);
-  }
-  registered_ = std::move(registered);
-  registered_at_ = bar_address;
-}
-
-void VirtioPciTransport::unregister_notifications_locked() {
-  if (registrar_ && registered_at_) {
-    for (const Notification& n : registered_) {
-      registrar_->remove(n.fd,
-                         *registered_at_ + kVirtioPciNotifyOffset +
-                             uint64_t{n.queue} * kVirtioPciNotifyOffMultiplier,
-                         0, std::nullopt);
-    }
-  }
-  registered_.clear();
-  registered_at_.reset();
-}
-
-void VirtioPciTransport::reset_locked() {
-  unregister_notifications_locked();
-  notifications_.clear();
-  // The device stops its workers before the queues it used are reset (§2.4).
-  run_device_call(call_runner_.get(), [&] { device_->reset(); });
-  for (auto& queue : queues_) queue->reset();
-  status_.reset();
-  interrupt_.reset();
-  queue_select_ = 0;
-  deferred_needs_reset_.store(false);
+void VirtioPciTransport::reset_transport_locked() {
   // §4.1.5.1.2: "The device MUST have all queues and configuration change events unmapped
   // upon reset." The MSI-X table itself belongs to the PCI function and stays.
   config_vector_.store(kVirtioMsiNoVector);
-  for (size_t i = 0; i < queues_.size(); ++i) queue_vectors_[i].store(kVirtioMsiNoVector);
+  for (size_t i = 0; i < queue_count(); ++i) queue_vectors_[i].store(kVirtioMsiNoVector);
   std::lock_guard interrupt_lock(interrupt_mutex_);
   isr_ = 0;
   update_intx_locked_interrupt();
 }
 
-void VirtioPciTransport::apply_deferred_needs_reset_locked() {
-  if (deferred_needs_reset_.exchange(false)) status_.set_needs_reset();
+void VirtioPciTransport::save_transport_locked(state::StateBlob& blob) const {
+  auto msix = msix_->save_state();
+  std::vector<uint64_t> vectors;
+  for (size_t i = 0; i < queue_count(); ++i) vectors.push_back(queue_vectors_[i].load());
+  blob.put_blob("config_space", config_.save_state())
+      .put_blob("msix", *msix)
+      .put("config_vector", config_vector_.load())
+      .put_u64s("queue_vectors", vectors)
+      .put("isr", interrupt_status());
 }
 
-void VirtioPciTransport::needs_reset() {
-  // Called on device threads (a queue's fatal error) and, during activation, on the thread
-  // that holds mutex_: take the lock only if it is free, otherwise leave the bit for the
-  // next locked access (the driver's read of device_status after the notification).
-  std::unique_lock lock(mutex_, std::try_to_lock);
-  bool notify = true;
-  if (lock.owns_lock()) {
-    notify = status_.set_needs_reset();
-  } else {
-    deferred_needs_reset_.store(true);
+Result<void> VirtioPciTransport::restore_transport_locked(const state::StateBlob& blob) {
+  auto config = blob.blob("config_space");
+  if (!config) return std::unexpected(config.error());
+  auto msix = blob.blob("msix");
+  if (!msix) return std::unexpected(msix.error());
+  auto config_vector = blob.get<uint16_t>("config_vector");
+  if (!config_vector) return std::unexpected(config_vector.error());
+  auto vectors = blob.u64s("queue_vectors", queue_count(), 0xffff);
+  if (!vectors) return std::unexpected(vectors.error());
+  auto isr = blob.get<uint8_t>("isr", kInterruptUsedBuffer | kInterruptConfigChange);
+  if (!isr) return std::unexpected(isr.error());
+  if (vectors->size() != queue_count()) {
+    return config_error(fmt::format("state of {}: {} queue vectors for {} queues", label(), vectors->size(),
+                                    queue_count()));
   }
-  if (lock.owns_lock()) lock.unlock();
-  // §2.1.2: with DRIVER_OK set, the device sends a configuration change notification.
-  if (notify) signal_config_change();
+  // §4.1.5.1.2: a vector the table does not have reads back as NO_VECTOR; a saved one
+  // can only be in range.
+  auto valid_vector = [&](uint64_t v) { return v == kVirtioMsiNoVector || v < msix_->vectors(); };
+  if (!valid_vector(*config_vector)) return config_error(fmt::format("state of {}: config_vector {} beyond the MSI-X table", label(), *config_vector));
+  for (uint64_t v : *vectors) {
+    if (!valid_vector(v)) return config_error(fmt::format("state of {}: queue vector {} beyond the MSI-X table", label(), v));
+  }
+  // The table's entries first, then the Message Control bits the configuration space
+  // forwards to it.
+  if (auto r = msix_->restore_state(*msix); !r) return r;
+  if (auto r = config_.restore_state(*config); !r) return r;
+  config_vector_.store(*config_vector);
+  for (size_t i = 0; i < queue_count(); ++i) queue_vectors_[i].store(static_cast<uint16_t>((*vectors)[i]));
+  intx_allowed_.store(config_.intx_allowed());
+  // INTx is a level: raise it again if the ISR says so (the shared line counts its inputs).
+  std::lock_guard interrupt_lock(interrupt_mutex_);
+  isr_ = *isr;
+  update_intx_locked_interrupt();
+  return {};
 }
 
 // ---- Interrupts (§4.1.5.3, §4.1.5.4) ---------------------------------------------------------
 
-void VirtioPciTransport::signal_used_queue(uint16_t queue_index) {
-  if (queue_index >= queues_.size()) return;
+void VirtioPciTransport::deliver_used_queue(uint16_t queue_index) {
   if (msix_->enabled()) {
     const uint16_t vector = queue_vectors_[queue_index].load();
     if (vector == kVirtioMsiNoVector) return;  // unmapped: no notification
@@ -711,8 +590,7 @@ void VirtioPciTransport::signal_used_queue(uint16_t queue_index) {
   set_isr_bits(kInterruptUsedBuffer);
 }
 
-void VirtioPciTransport::signal_config_change() {
-  config_generation_.fetch_add(1);
+void VirtioPciTransport::deliver_config_change() {
   // §4.1.4.5.1: the Device Configuration Interrupt bit is set whether or not MSI-X is used.
   set_isr_bits(kInterruptConfigChange);
   if (msix_->enabled()) {

@@ -37,14 +37,18 @@
 // per §4.1.5.2, wider ones too) and no datamatch, while BAR 0 decodes; bar_moved() moves
 // them. Writes that reach bar_write() anyway call VirtioDevice::notify_queue().
 //
+// Status, features, queues, activation, notifications and reset are the transport core's
+// (virtio_transport.h); this class decodes the PCI configuration space and BAR 0 and
+// delivers interrupts.
+//
 // Threads and locks: vCPU threads call config_read/config_write (serialised by PciRoot),
 // bar_read/bar_write and bar_moved; device threads call the VirtioInterrupt. Lock order:
-//   mutex_ (config space, status, queues, registrations)
+//   mutex() (config space, status, queues, registrations)
 //     -> the device's own locks (read_config/activate/reset)
 //     -> interrupt_mutex_ (ISR and the INTx level) / the MsixTable's lock.
-// The interrupt path never takes mutex_ (a device thread may signal while a vCPU thread
-// holds mutex_ and waits in VirtioDevice::reset() for that thread), so the MSI-X vectors,
-// the "INTx allowed" bit and the configuration generation are atomics.
+// The interrupt path never takes mutex() (a device thread may signal while a vCPU thread
+// holds it and waits in VirtioDevice::reset() for that thread), so the MSI-X vectors and
+// the "INTx allowed" bit are atomics.
 #pragma once
 
 #include <atomic>
@@ -61,11 +65,9 @@
 #include "pci/config_space.h"
 #include "pci/msix_table.h"
 #include "pci/pci_device.h"
-#include "virtio/core/device_call_runner.h"
-#include "virtio/core/device_status.h"
-#include "virtio/core/queue.h"
 #include "virtio/core/virtio_device.h"
 #include "virtio/transport/notify_registrar.h"
+#include "virtio/transport/virtio_transport.h"
 
 namespace skiff::virtio {
 
@@ -144,8 +146,7 @@ inline constexpr uint64_t kCommonQueueDevice = 0x30;          // le64
 // §4.1.5.1.2: "no vector" in config_msix_vector / queue_msix_vector.
 inline constexpr uint16_t kVirtioMsiNoVector = 0xffff;
 
-class VirtioPciTransport : public pci::PciDevice,
-                           public std::enable_shared_from_this<VirtioPciTransport> {
+class VirtioPciTransport final : public VirtioTransport, public pci::PciDevice {
  public:
   // `deliver` sends an MSI (the VMM: KvmVm::signal_msi); `registrar` may be null (no
   // ioeventfds); `intx` may be null (no INTx: Interrupt Pin 0). `memory` must outlive the
@@ -155,10 +156,9 @@ class VirtioPciTransport : public pci::PciDevice,
       std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,
       std::shared_ptr<NotifyRegistrar> registrar, pci::MsiDeliver deliver,
       std::shared_ptr<IrqLine> intx, std::string label);
-  ~VirtioPciTransport() override;
 
   // ---- pci::PciDevice ----
-  std::string name() const override { return label_; }
+  std::string name() const override { return label(); }
   uint32_t config_read(uint16_t offset, uint8_t size) override;
   void config_write(uint16_t offset, uint8_t size, uint32_t value) override;
   std::vector<pci::BarInfo> bars() const override;
@@ -174,85 +174,52 @@ class VirtioPciTransport : public pci::PciDevice,
 
   // The MSI-X table, for the VMM's vector-changed hook (KVM GSI routes + irqfd).
   const std::shared_ptr<pci::MsixTable>& msix_table() const { return msix_; }
-  uint8_t status() const;
   // The ISR as the driver would read it, without clearing it (tests, debugging).
   uint8_t interrupt_status() const;
-  const std::string& label() const { return label_; }
-  // Resets the device (as a driver write of 0 to device_status would), e.g. when the VM
-  // stops.
-  void reset();
-  // Where activate() and reset() of the device run (device_call_runner.h); null: here.
-  // Set before the guest runs.
-  void set_device_call_runner(std::shared_ptr<DeviceCallRunner> runner) { call_runner_ = std::move(runner); }
 
  private:
-  class Interrupt;
   VirtioPciTransport(std::shared_ptr<VirtioDevice> device, const GuestMemory& memory,
                      std::shared_ptr<NotifyRegistrar> registrar, std::shared_ptr<IrqLine> intx,
                      std::string label);
   Result<void> build_config_space(pci::MsiDeliver deliver);
 
-  // BAR 0 dispatch; `locked` says whether the caller already holds mutex_ (the PCI_CFG
+  // ---- VirtioTransport hooks ----
+  const char* transport_kind() const override { return "virtio-pci"; }
+  std::optional<NotifyAddress> notify_address_locked(uint16_t queue) const override;
+  void deliver_used_queue(uint16_t queue) override;
+  void deliver_config_change() override;
+  void reset_transport_locked() override;
+  void save_transport_locked(state::StateBlob& blob) const override;
+  Result<void> restore_transport_locked(const state::StateBlob& blob) override;
+
+  // BAR 0 dispatch; `locked` says whether the caller already holds mutex() (the PCI_CFG
   // window runs inside config_write).
   void bar_access(uint64_t offset, std::span<uint8_t> read, std::span<const uint8_t> write,
                   bool locked);
   void common_read_locked(uint64_t offset, std::span<uint8_t> data);
   void common_write_locked(uint64_t offset, std::span<const uint8_t> data);
-  void notify_write(uint64_t offset, std::span<const uint8_t> data);
   uint8_t read_isr_and_clear();
 
   // The PCI_CFG window (§4.1.4.8): the BAR access the capability's fields describe.
   bool touches_pci_cfg_data(uint16_t offset, uint8_t size) const;
   void pci_cfg_window_locked(bool is_write);
 
-  void write_status_locked(uint8_t value);
-  Result<void> activate_locked();
-  void reset_locked();
-  void apply_deferred_needs_reset_locked();
-  void register_notifications_locked(uint64_t bar_address);
-  void unregister_notifications_locked();
-  Queue* selected_queue_locked();
-
-  // Interrupt side, never under mutex_.
-  void signal_used_queue(uint16_t queue_index);
-  void signal_config_change();
-  void needs_reset();
+  // Interrupt side, never under mutex().
   void set_isr_bits(uint8_t bits);
   void update_intx_locked_interrupt();  // with interrupt_mutex_ held
-  void refresh_intx_allowed();          // after a config write, mutex_ held
+  void refresh_intx_allowed();          // after a config write, mutex() held
 
-  const std::shared_ptr<VirtioDevice> device_;
-  const GuestMemory& memory_;
-  const std::shared_ptr<NotifyRegistrar> registrar_;
   const std::shared_ptr<IrqLine> intx_;
-  const std::string label_;
-  std::shared_ptr<DeviceCallRunner> call_runner_;
   const uint32_t device_config_size_;
   std::shared_ptr<pci::MsixTable> msix_;  // set in create(), then immutable
 
-  mutable std::mutex mutex_;
-  pci::ConfigSpace config_;  // guarded by mutex_
+  pci::ConfigSpace config_;         // guarded by mutex()
   uint8_t pci_cfg_cap_offset_ = 0;  // immutable after create()
-  DeviceStatus status_;                        // guarded by mutex_
-  std::vector<std::unique_ptr<Queue>> queues_;  // guarded by mutex_ (the vector is fixed)
-  uint16_t queue_select_ = 0;                  // guarded by mutex_
-  std::shared_ptr<Interrupt> interrupt_;       // guarded by mutex_
-  struct Notification {
-    int fd;
-    uint16_t queue;
-  };
-  std::vector<Notification> notifications_;  // wanted since activation; guarded by mutex_
-  std::vector<Notification> registered_;     // those registered; guarded by mutex_
-  std::optional<uint64_t> registered_at_;    // the BAR address they are registered at
-  std::atomic<bool> deferred_needs_reset_{false};
 
-  // Read by the interrupt path without mutex_.
+  // Read by the interrupt path without mutex().
   std::atomic<uint16_t> config_vector_{kVirtioMsiNoVector};
   std::unique_ptr<std::atomic<uint16_t>[]> queue_vectors_;
   std::atomic<bool> intx_allowed_{true};
-  // §2.5: bumped on every configuration change notification; the device thread raises those,
-  // so it lives here rather than in DeviceStatus (which needs mutex_).
-  std::atomic<uint32_t> config_generation_{0};
 
   mutable std::mutex interrupt_mutex_;
   uint8_t isr_ = 0;           // guarded by interrupt_mutex_

@@ -214,12 +214,29 @@ TEST(VirtioStatus, DriverFeaturesFrozenAfterFeaturesOk) {
   EXPECT_EQ(status.driver_features(), feature_mask(kFeatureVersion1));
 }
 
-TEST(VirtioStatus, ConfigGenerationSurvivesReset) {
+TEST(VirtioStatus, RestoreTakesAReachableStatus) {
   DeviceStatus status(kOffered);
-  EXPECT_EQ(status.config_generation(), 0u);
-  status.bump_config_generation();
-  status.write_status(0);
-  EXPECT_EQ(status.config_generation(), 1u);
+  const uint8_t all = kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk;
+  EXPECT_EQ(status.restore(all, feature_mask(kFeatureVersion1), 1, 1), "");
+  EXPECT_TRUE(status.driver_ok());
+  EXPECT_EQ(status.driver_features(), feature_mask(kFeatureVersion1));
+  EXPECT_EQ(status.device_features_select(), 1u);
+  // Before FEATURES_OK the driver may have written anything (checked at FEATURES_OK).
+  DeviceStatus early(kOffered);
+  EXPECT_EQ(early.restore(kStatusAcknowledge | kStatusDriver, ~uint64_t{0}, 0, 0), "");
+}
+
+TEST(VirtioStatus, RestoreRefusesUnreachableStatus) {
+  DeviceStatus status(kOffered);
+  // Undefined bit, a skipped step, FEATURES_OK with features never offered or without VERSION_1.
+  EXPECT_NE(status.restore(0x10, 0, 0, 0), "");
+  EXPECT_NE(status.restore(kStatusAcknowledge | kStatusFeaturesOk, feature_mask(kFeatureVersion1), 0, 0), "");
+  const uint8_t features_ok = kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk;
+  EXPECT_NE(status.restore(features_ok, ~uint64_t{0}, 0, 0), "");
+  EXPECT_NE(status.restore(features_ok, 0, 0, 0), "");
+  // Nothing changed.
+  EXPECT_EQ(status.status(), 0);
+  EXPECT_EQ(status.driver_features(), 0u);
 }
 
 TEST(VirtioStatusConfigBytes, ReadOutOfRangeIsZero) {
