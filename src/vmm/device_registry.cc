@@ -182,12 +182,15 @@ Result<void> DeviceRegistry::attach_pci(std::shared_ptr<virtio::VirtioDevice> de
 void DeviceRegistry::on_bar_move(const pci::BarMove& move) {
   Bus& bus = move.bar.kind == pci::BarKind::kIo ? context_.pio_bus : context_.mmio_bus;
   if (move.old_address) bus.remove(*move.old_address);
-  if (!move.new_address || move.slot >= pci_devices_.size() || !pci_devices_[move.slot]) return;
-  auto device = pci_devices_[move.slot];
-  auto label = fmt::format("{} BAR{}", device->name(), move.bar.index);
-  if (auto r = bus.insert(std::make_shared<pci::PciBarRegion>(device, move.bar.index), *move.new_address,
-                          move.bar.size, label);
-      !r) {
+  if (move.new_address) place_bar(move.slot, move.bar, *move.new_address);
+}
+
+void DeviceRegistry::place_bar(uint8_t slot, const pci::BarInfo& bar, uint64_t address) {
+  if (slot >= pci_devices_.size() || !pci_devices_[slot]) return;
+  Bus& bus = bar.kind == pci::BarKind::kIo ? context_.pio_bus : context_.mmio_bus;
+  auto device = pci_devices_[slot];
+  auto label = fmt::format("{} BAR{}", device->name(), bar.index);
+  if (auto r = bus.insert(std::make_shared<pci::PciBarRegion>(device, bar.index), address, bar.size, label); !r) {
     // The guest placed a BAR over something else: the BAR stays unreachable, the VM goes on.
     spdlog::warn("{}: {}", label, r.error().message());
   }
@@ -300,6 +303,14 @@ Result<void> DeviceRegistry::restore_state(const state::StateBlob& blob) {
   }
   for (size_t i = 0; i < devices_.size(); ++i) {
     if (auto r = devices_[i].transport->restore_state(states[i]); !r) return r;
+    // The restored configuration space says where the guest put the BARs; no BAR decodes
+    // before (attach only programs them), so they go on the buses now, as a guest's
+    // Command write would have put them.
+    if (devices_[i].placement.transport != VirtioTransport::kPci) continue;
+    const auto& pci_device = pci_devices_[devices_[i].placement.pci_slot];
+    for (const pci::BarInfo& bar : pci_device->bars()) {
+      if (auto address = pci_device->bar_address(bar.index)) place_bar(devices_[i].placement.pci_slot, bar, *address);
+    }
   }
   return {};
 }

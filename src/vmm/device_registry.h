@@ -159,6 +159,8 @@ class DeviceRegistry {
   Result<void> attach_pci(std::shared_ptr<virtio::VirtioDevice> device, AttachedDevice& attached);
   // Follows the guest's BAR programming on the MMIO/port buses.
   void on_bar_move(const pci::BarMove& move);
+  // Maps BAR `bar` of the device in `slot` at `address` on its bus.
+  void place_bar(uint8_t slot, const pci::BarInfo& bar, uint64_t address);
 
   Context context_;
   std::vector<AttachedDevice> devices_;

@@ -223,3 +223,212 @@ TEST_F(MmioTransportTest, BrokenDriverOnTheDeviceThreadSetsNeedsReset) {
 
 }  // namespace
 }  // namespace skiff::virtio
+
+// ---- The device-state seam ------------------------------------------------------------------
+
+namespace skiff::virtio {
+namespace {
+
+// A RecordingDevice whose own state is its config bytes, counting pause/resume/restore.
+class StatefulDevice : public testing::RecordingDevice {
+ public:
+  using RecordingDevice::RecordingDevice;
+  Result<void> pause() override {
+    ++pauses;
+    return {};
+  }
+  Result<void> resume() override {
+    ++resumes;
+    return {};
+  }
+  Result<state::StateBlob> save_state() const override {
+    state::StateBlob blob("recording-device", 1);
+    blob.put_bytes("config", config);
+    return blob;
+  }
+  Result<void> restore_state(const state::StateBlob& blob) override {
+    if (auto r = blob.expect("recording-device", 1); !r) return r;
+    auto bytes = blob.bytes_exact("config", config.size());
+    if (!bytes) return std::unexpected(bytes.error());
+    config = *bytes;
+    ++restores;
+    return {};
+  }
+  int pauses = 0;
+  int resumes = 0;
+  int restores = 0;
+};
+
+class MmioTransportStateTest : public MmioTransportTest {
+ protected:
+  MmioTransportStateTest() {
+    transport_ = MmioTransport::create(stateful_, memory_, kBase, irq_, registrar_, "virtio-mmio state test");
+  }
+  // A second machine: a copy of guest RAM, a fresh device and transport.
+  struct Copy {
+    std::vector<uint8_t> ram;
+    GuestMemory memory;
+    std::shared_ptr<StatefulDevice> device = std::make_shared<StatefulDevice>(kDeviceIdEntropy);
+    std::shared_ptr<skiff::testing::FakeIrqLine> irq = std::make_shared<skiff::testing::FakeIrqLine>();
+    std::shared_ptr<FakeRegistrar> registrar = std::make_shared<FakeRegistrar>();
+    std::shared_ptr<MmioTransport> transport;
+    uint32_t read32(uint64_t offset) {
+      uint32_t value = 0;
+      transport->read(offset, std::span(reinterpret_cast<uint8_t*>(&value), 4));
+      return value;
+    }
+    void write32(uint64_t offset, uint32_t value) {
+      transport->write(offset, std::span(reinterpret_cast<const uint8_t*>(&value), 4));
+    }
+  };
+  std::unique_ptr<Copy> copy_machine() {
+    auto copy = std::make_unique<Copy>();
+    copy->ram = ram_;
+    GuestRegion region{0, copy->ram.size(), copy->ram.data()};
+    copy->memory = GuestMemory::from_host_buffers(std::span(&region, 1));
+    copy->transport = MmioTransport::create(copy->device, copy->memory, kBase, copy->irq, copy->registrar, "copy");
+    return copy;
+  }
+  void driver_ok() {
+    write32(kMmioStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
+  }
+
+  std::shared_ptr<StatefulDevice> stateful_ = std::make_shared<StatefulDevice>(kDeviceIdEntropy);
+};
+
+TEST_F(MmioTransportStateTest, SaveNeedsAPausedDevice) {
+  initialise(0, 1);
+  driver_ok();
+  auto running = transport_->save_state();
+  ASSERT_FALSE(running);
+  EXPECT_NE(running.error().message().find("pause() it first"), std::string::npos) << running.error().message();
+  ASSERT_TRUE(transport_->pause());
+  EXPECT_EQ(stateful_->pauses, 1);
+  EXPECT_TRUE(transport_->pause());  // already paused: nothing more
+  EXPECT_EQ(stateful_->pauses, 1);
+  EXPECT_TRUE(transport_->save_state());
+  ASSERT_TRUE(transport_->resume());
+  EXPECT_EQ(stateful_->resumes, 1);
+  // A device the driver never started has nothing to pause; its state saves as is.
+  auto fresh = copy_machine();
+  EXPECT_TRUE(fresh->transport->pause());
+  EXPECT_EQ(fresh->device->pauses, 0);
+  EXPECT_TRUE(fresh->transport->save_state());
+}
+
+TEST_F(MmioTransportStateTest, RestoredTransportCarriesOnWhereTheOriginalStopped) {
+  initialise(0, 1);
+  driver_ok();
+  ASSERT_EQ(stateful_->activations, 1);
+  stateful_->config[3] = 0x99;  // the guest's write to the device config
+  write32(kMmioQueueSel, 1);
+  write32(kMmioDeviceFeaturesSel, 1);
+  // A used-buffer interrupt the driver has not acknowledged yet, and a configuration change.
+  stateful_->interrupt->signal_used_queue(0);
+  stateful_->interrupt->signal_config_change();
+  const uint32_t generation = read32(kMmioConfigGeneration);
+  EXPECT_EQ(generation, 1u);
+
+  ASSERT_TRUE(transport_->pause());
+  auto saved = transport_->save_state();
+  ASSERT_TRUE(saved) << saved.error().message();
+  auto decoded = state::StateBlob::decode(saved->encode());
+  ASSERT_TRUE(decoded) << decoded.error().message();
+
+  auto copy = copy_machine();
+  auto restored = copy->transport->restore_state(*decoded);
+  ASSERT_TRUE(restored) << restored.error().message();
+  // Every register reads back as on the original, and the device was restored then activated.
+  for (uint64_t reg : {kMmioStatus, kMmioQueueSel, kMmioDeviceFeaturesSel, kMmioDeviceFeatures,
+                       kMmioInterruptStatus, kMmioConfigGeneration, kMmioQueueNumMax, kMmioQueueReady}) {
+    EXPECT_EQ(copy->read32(reg), read32(reg)) << "register " << reg;
+  }
+  EXPECT_EQ(copy->read32(kMmioInterruptStatus), kInterruptUsedBuffer | kInterruptConfigChange);
+  EXPECT_EQ(copy->device->restores, 1);
+  EXPECT_EQ(copy->device->config[3], 0x99);
+  ASSERT_EQ(copy->device->activations, 1);
+  EXPECT_EQ(copy->device->acked, stateful_->acked);
+  ASSERT_EQ(copy->device->active_queues.size(), 2u);
+  Queue* queue = copy->device->active_queues[0];
+  EXPECT_TRUE(queue->active());
+  EXPECT_EQ(queue->size(), 16u);
+  EXPECT_EQ(queue->desc_table_address(), 0x1000u);
+  EXPECT_FALSE(copy->device->active_queues[1]->active());
+  // The pending interrupt was delivered before the snapshot: no new pulse on restore.
+  EXPECT_TRUE(copy->irq->levels().empty());
+  // Notifications go straight to the device again, as on the original.
+  ASSERT_EQ(copy->registrar->added.size(), 1u);
+  EXPECT_EQ(copy->registrar->added[0], (FakeRegistrar::Entry{42, kBase + kMmioQueueNotify, 4, 0}));
+  // And the restored device's interrupts reach the restored transport.
+  write32(kMmioInterruptAck, kInterruptUsedBuffer | kInterruptConfigChange);
+  copy->write32(kMmioInterruptAck, kInterruptUsedBuffer);
+  copy->device->interrupt->signal_used_queue(0);
+  EXPECT_EQ(copy->read32(kMmioInterruptStatus), kInterruptUsedBuffer | kInterruptConfigChange);
+  EXPECT_FALSE(copy->irq->levels().empty());
+}
+
+TEST_F(MmioTransportStateTest, RestoreOfANeverStartedDeviceActivatesNothing) {
+  write32(kMmioStatus, kStatusAcknowledge);
+  ASSERT_TRUE(transport_->pause());
+  auto saved = transport_->save_state();
+  ASSERT_TRUE(saved);
+  auto copy = copy_machine();
+  ASSERT_TRUE(copy->transport->restore_state(*saved));
+  EXPECT_EQ(copy->read32(kMmioStatus), kStatusAcknowledge);
+  EXPECT_EQ(copy->device->activations, 0);
+  EXPECT_TRUE(copy->registrar->added.empty());
+}
+
+TEST_F(MmioTransportStateTest, BadStateIsRefusedAndLeavesTheTransportReset) {
+  initialise(0, 1);
+  driver_ok();
+  ASSERT_TRUE(transport_->pause());
+  auto saved = transport_->save_state();
+  ASSERT_TRUE(saved);
+
+  auto expect_refused = [&](const state::StateBlob& blob, std::string_view why) {
+    auto copy = copy_machine();
+    auto r = copy->transport->restore_state(blob);
+    ASSERT_FALSE(r) << "accepted: " << blob.describe();
+    EXPECT_NE(r.error().message().find(why), std::string::npos) << r.error().message();
+    EXPECT_EQ(copy->read32(kMmioStatus), 0u);
+    EXPECT_EQ(copy->device->activations, 0);
+  };
+  state::StateBlob other_transport = *saved;
+  other_transport.put_string("transport", "virtio-pci");
+  expect_refused(other_transport, "restored into virtio-mmio");
+  state::StateBlob other_type = *saved;
+  other_type.put("device_type", kDeviceIdBlock);
+  expect_refused(other_type, "restored into type");
+  state::StateBlob skipped = *saved;
+  skipped.put("status", kStatusAcknowledge | kStatusDriverOk);
+  expect_refused(skipped, "skips a step");
+  state::StateBlob unoffered = *saved;
+  unoffered.put("driver_features", ~uint64_t{0});
+  expect_refused(unoffered, "did not offer");
+  state::StateBlob fewer_queues = *saved;
+  fewer_queues.put_blobs("queues", std::vector<state::StateBlob>{});
+  expect_refused(fewer_queues, "0 queues where the device has 2");
+  state::StateBlob not_active = *saved;
+  not_active.put_bool("active", false);
+  expect_refused(not_active, "active on an inactive device");
+  state::StateBlob interrupt = *saved;
+  state::StateBlob registers = *interrupt.blob("registers");
+  registers.put("interrupt_status", 0x80);
+  interrupt.put_blob("registers", registers);
+  expect_refused(interrupt, "interrupt_status");
+  state::StateBlob device = *saved;
+  device.put_blob("device", state::StateBlob("recording-device", 9));
+  expect_refused(device, "newer than this skiff reads");
+  expect_refused(state::StateBlob("virtio-transport", 1), "missing");
+
+  // A transport the driver already uses is not a restore target.
+  auto copy = copy_machine();
+  copy->write32(kMmioStatus, kStatusAcknowledge);
+  auto busy = copy->transport->restore_state(*saved);
+  ASSERT_FALSE(busy);
+  EXPECT_NE(busy.error().message().find("already uses"), std::string::npos) << busy.error().message();
+}
+
+}  // namespace
+}  // namespace skiff::virtio

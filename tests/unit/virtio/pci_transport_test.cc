@@ -753,3 +753,198 @@ TEST_F(VirtioPciRngTest, EntropyRoundTripWithMsix) {
 
 }  // namespace
 }  // namespace skiff::virtio
+
+// ---- The device-state seam ------------------------------------------------------------------
+
+namespace skiff::virtio {
+namespace {
+
+// A RecordingDevice whose own state is its config bytes.
+class StatefulPciDevice : public testing::RecordingDevice {
+ public:
+  Result<void> pause() override { return {}; }
+  Result<void> resume() override { return {}; }
+  Result<state::StateBlob> save_state() const override {
+    state::StateBlob blob("recording-device", 1);
+    blob.put_bytes("config", config);
+    return blob;
+  }
+  Result<void> restore_state(const state::StateBlob& blob) override {
+    auto bytes = blob.bytes_exact("config", config.size());
+    if (!bytes) return std::unexpected(bytes.error());
+    config = *bytes;
+    return {};
+  }
+};
+
+class VirtioPciStateTest : public VirtioPciTest {
+ protected:
+  void SetUp() override { make(stateful_); }
+
+  // A second machine: a copy of guest RAM, its own root, a fresh device and transport.
+  struct Copy {
+    std::vector<uint8_t> ram;
+    GuestMemory memory;
+    std::shared_ptr<StatefulPciDevice> device = std::make_shared<StatefulPciDevice>();
+    std::shared_ptr<skiff::testing::FakeIrqLine> irq = std::make_shared<skiff::testing::FakeIrqLine>();
+    std::shared_ptr<FakeRegistrar> registrar = std::make_shared<FakeRegistrar>();
+    std::vector<std::pair<uint64_t, uint32_t>> delivered;  // only this thread signals here
+    pci::PciRoot root;
+    uint8_t slot = 0;
+    std::shared_ptr<VirtioPciTransport> transport;
+
+    uint32_t cfg_read(uint16_t offset, uint8_t size) { return root.config_read(0, slot, 0, offset, size); }
+    uint64_t read_bar(uint64_t offset, size_t size) {
+      uint8_t bytes[8] = {};
+      transport->bar_read(0, offset, std::span(bytes, size));
+      uint64_t value = 0;
+      std::memcpy(&value, bytes, size);
+      return value;
+    }
+    void write_bar(uint64_t offset, size_t size, uint64_t value) {
+      transport->bar_write(0, offset, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(&value), size));
+    }
+  };
+  std::unique_ptr<Copy> copy_machine() {
+    auto copy = std::make_unique<Copy>();
+    copy->ram = ram_;
+    GuestRegion region{0, copy->ram.size(), copy->ram.data()};
+    copy->memory = GuestMemory::from_host_buffers(std::span(&region, 1));
+    Copy* raw = copy.get();
+    auto transport = VirtioPciTransport::create(
+        copy->device, copy->memory, copy->registrar,
+        [raw](uint64_t address, uint32_t data) { raw->delivered.emplace_back(address, data); }, copy->irq, "copy");
+    EXPECT_TRUE(transport);
+    copy->transport = *transport;
+    auto slot = copy->root.add_device(copy->transport);
+    EXPECT_TRUE(slot);
+    copy->slot = *slot;
+    return copy;
+  }
+  Result<state::StateBlob> pause_and_save() {
+    if (auto r = transport_->pause(); !r) return std::unexpected(r.error());
+    auto saved = transport_->save_state();
+    if (!saved) return saved;
+    return state::StateBlob::decode(saved->encode());
+  }
+
+  std::shared_ptr<StatefulPciDevice> stateful_ = std::make_shared<StatefulPciDevice>();
+};
+
+TEST_F(VirtioPciStateTest, RestoreCarriesConfigSpaceMsixAndPendingVectors) {
+  enable_bar();
+  enable_msix();
+  program_vector(0, 0x41);
+  program_vector(2, 0x43);
+  set_common(kCommonConfigMsixVector, 2, 2);
+  initialise(/*features_high=*/1, /*queue_vector=*/0);
+  driver_ok();
+  ASSERT_EQ(stateful_->activations, 1);
+  stateful_->config[5] = 0x55;
+  // Vector 0 masked by the driver, then used: its message waits in the PBA.
+  program_vector(0, 0x41, /*masked=*/true);
+  stateful_->interrupt->signal_used_queue(0);
+  stateful_->interrupt->signal_config_change();
+  ASSERT_EQ(delivered().size(), 1u);
+  EXPECT_EQ(delivered()[0].second, 0x43u);
+  set_common(kCommonQueueSelect, 2, 1);
+
+  auto saved = pause_and_save();
+  ASSERT_TRUE(saved) << saved.error().message();
+  auto copy = copy_machine();
+  auto restored = copy->transport->restore_state(*saved);
+  ASSERT_TRUE(restored) << restored.error().message();
+
+  // The configuration space as the guest programmed it.
+  for (uint16_t reg : {pci::kRegCommand, pci::kRegBar0, static_cast<uint16_t>(pci::kRegBar0 + 4)}) {
+    EXPECT_EQ(copy->cfg_read(reg, 4), cfg_read(reg, 4)) << "config register " << reg;
+  }
+  EXPECT_EQ(copy->transport->bar_address(0), std::optional<uint64_t>(kBarAddress));
+  EXPECT_EQ(copy->cfg_read(msix_cap() + 2, 2), cfg_read(msix_cap() + 2, 2));
+  // The common configuration, field by field, as on the original.
+  for (auto [field, size] : std::initializer_list<std::pair<uint64_t, size_t>>{
+           {kCommonDeviceStatus, 1}, {kCommonConfigMsixVector, 2}, {kCommonQueueSelect, 2},
+           {kCommonConfigGeneration, 1}, {kCommonDriverFeatureSelect, 4}, {kCommonDriverFeature, 4}}) {
+    EXPECT_EQ(copy->read_bar(kVirtioPciCommonOffset + field, size), common(field, size)) << "field " << field;
+  }
+  copy->write_bar(kVirtioPciCommonOffset + kCommonQueueSelect, 2, 0);
+  set_common(kCommonQueueSelect, 2, 0);
+  for (auto [field, size] : std::initializer_list<std::pair<uint64_t, size_t>>{
+           {kCommonQueueSize, 2}, {kCommonQueueMsixVector, 2}, {kCommonQueueEnable, 2}, {kCommonQueueDesc, 8}}) {
+    EXPECT_EQ(copy->read_bar(kVirtioPciCommonOffset + field, size), common(field, size)) << "field " << field;
+  }
+  // The MSI-X table and the pending bit of vector 0.
+  for (uint64_t offset = 0; offset < 3 * 16; offset += 4) {
+    EXPECT_EQ(copy->read_bar(kVirtioPciMsixTableOffset + offset, 4), read_bar(kVirtioPciMsixTableOffset + offset, 4));
+  }
+  EXPECT_EQ(copy->read_bar(kVirtioPciMsixPbaOffset, 8), 1u);
+  EXPECT_EQ(copy->device->config[5], 0x55);
+  ASSERT_EQ(copy->device->activations, 1);
+  EXPECT_TRUE(copy->device->active_queues[0]->active());
+  // Queue 0's ioeventfd where BAR 0 decodes.
+  ASSERT_EQ(copy->registrar->added.size(), 1u);
+  EXPECT_EQ(copy->registrar->added[0].address, kBarAddress + kVirtioPciNotifyOffset);
+  // Nothing was sent by the restore itself; unmasking sends the pending message.
+  EXPECT_TRUE(copy->delivered.empty());
+  copy->write_bar(kVirtioPciMsixTableOffset + 12, 4, 0);
+  ASSERT_EQ(copy->delivered.size(), 1u);
+  EXPECT_EQ(copy->delivered[0], (std::pair<uint64_t, uint32_t>{kMsiAddress, 0x41}));
+  EXPECT_EQ(copy->read_bar(kVirtioPciMsixPbaOffset, 8), 0u);
+}
+
+TEST_F(VirtioPciStateTest, RestoreRaisesAPendingIntxLevelAgain) {
+  enable_bar();
+  initialise();
+  driver_ok();
+  stateful_->interrupt->signal_used_queue(0);
+  ASSERT_TRUE(irq_->level());
+  auto saved = pause_and_save();
+  ASSERT_TRUE(saved) << saved.error().message();
+  auto copy = copy_machine();
+  ASSERT_TRUE(copy->transport->restore_state(*saved));
+  // INTx is a level: the restored function asserts it as the original does, until the
+  // driver reads the ISR.
+  EXPECT_TRUE(copy->irq->level());
+  EXPECT_EQ(copy->transport->interrupt_status(), kInterruptUsedBuffer);
+  EXPECT_EQ(copy->read_bar(kVirtioPciIsrOffset, 1), kInterruptUsedBuffer);
+  EXPECT_FALSE(copy->irq->level());
+}
+
+TEST_F(VirtioPciStateTest, BadRegisterStateIsRefused) {
+  enable_bar();
+  enable_msix();
+  initialise();
+  driver_ok();
+  auto saved = pause_and_save();
+  ASSERT_TRUE(saved) << saved.error().message();
+  auto refused = [&](const state::StateBlob& registers, std::string_view why) {
+    state::StateBlob blob = *saved;
+    blob.put_blob("registers", registers);
+    auto copy = copy_machine();
+    auto r = copy->transport->restore_state(blob);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message().find(why), std::string::npos) << r.error().message();
+    EXPECT_EQ(copy->read_bar(kVirtioPciCommonOffset + kCommonDeviceStatus, 1), 0u);
+  };
+  const state::StateBlob registers = *saved->blob("registers");
+  state::StateBlob vector = registers;
+  vector.put("config_vector", 7);  // the table has 3 vectors
+  refused(vector, "beyond the MSI-X table");
+  state::StateBlob queue_vectors = registers;
+  queue_vectors.put_u64s("queue_vectors", std::vector<uint64_t>{0});
+  refused(queue_vectors, "1 queue vectors for 2 queues");
+  state::StateBlob config = registers;
+  config.put_blob("config_space", state::StateBlob("pci-config", 1).put_bytes("bytes", std::vector<uint8_t>(16)));
+  refused(config, "holds 16 bytes instead of 256");
+  state::StateBlob msix = registers;
+  state::StateBlob table = *msix.blob("msix");
+  table.put("vectors", 4);
+  msix.put_blob("msix", table);
+  refused(msix, "4 vectors where this function has 3");
+  // The other transport's blob.
+  state::StateBlob mmio("virtio-mmio", 1);
+  refused(mmio, "virtio-mmio where virtio-pci was expected");
+}
+
+}  // namespace
+}  // namespace skiff::virtio
