@@ -3,15 +3,23 @@
 
 #include <algorithm>
 #include <optional>
+#include <string_view>
 #include <utility>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "state/field_checks.h"
 
 namespace skiff {
 namespace {
 
 // A guest can write sleep requests in a loop: log the first few, then stay quiet.
 constexpr unsigned kMaxIgnoredSleepLogs = 8;
+
+constexpr std::string_view kPmStateKind = "acpi-pm";
+constexpr std::string_view kResetStateKind = "acpi-reset";
+constexpr uint32_t kStateVersion = 1;
 
 bool access_in_range(uint64_t offset, size_t size, uint64_t limit) {
   return size > 0 && offset <= limit && size <= limit - offset;
@@ -111,6 +119,50 @@ void AcpiPmDevice::update_sci() {
   if (sci_) sci_->set_level(level);
 }
 
+Result<state::StateBlob> AcpiPmDevice::save_state() const {
+  std::lock_guard lock(mutex_);
+  state::StateBlob blob(kPmStateKind, kStateVersion);
+  blob.put("status", status_)
+      .put("enable", enable_)
+      .put("control", control_)
+      .put_bool("sci_level", sci_level_)
+      .put_bool("powered_off", powered_off_);
+  return blob;
+}
+
+Result<void> AcpiPmDevice::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kPmStateKind, kStateVersion); !r) return r;
+  const auto status = blob.get<uint16_t>("status");
+  const auto enable = blob.get<uint16_t>("enable");
+  const auto control = blob.get<uint16_t>("control");
+  const auto sci_level = blob.boolean("sci_level");
+  const auto powered_off = blob.boolean("powered_off");
+  if (auto error = state::first_error(status, enable, control, sci_level, powered_off)) {
+    return std::unexpected(*error);
+  }
+  // SLP_EN is a write-only trigger (ACPI 6.4 table 4.18): write() never stores it.
+  if ((*control & kPm1ControlSleepEnable) != 0) {
+    return std::unexpected(state::field_error(blob, "control", "has the write-only SLP_EN bit set"));
+  }
+  // The SCI is high exactly while an enabled status bit is set.
+  if (*sci_level != ((*status & *enable) != 0)) {
+    return std::unexpected(state::field_error(
+        blob, "sci_level",
+        fmt::format("is {} but status {:#06x} and enable {:#06x} say {}", *sci_level ? "high" : "low", *status, *enable,
+                    (*status & *enable) != 0 ? "high" : "low")));
+  }
+
+  std::lock_guard lock(mutex_);
+  status_ = *status;
+  enable_ = *enable;
+  control_ = *control;
+  powered_off_ = *powered_off;
+  // Re-assert the line: a restored VM's interrupt controller has not seen this source's level.
+  sci_level_ = *sci_level;
+  if (sci_) sci_->set_level(sci_level_);
+  return {};
+}
+
 AcpiResetDevice::AcpiResetDevice(StopCallback on_stop) : on_stop_(std::move(on_stop)) {}
 
 void AcpiResetDevice::read(uint64_t offset, std::span<uint8_t> data) {
@@ -133,6 +185,22 @@ void AcpiResetDevice::write(uint64_t offset, std::span<const uint8_t> data) {
   if (on_stop_) {
     on_stop_(VmExit{StopReason::kGuestReboot, kExitOk, "guest reset (ACPI reset register)"});
   }
+}
+
+Result<state::StateBlob> AcpiResetDevice::save_state() const {
+  std::lock_guard lock(mutex_);
+  state::StateBlob blob(kResetStateKind, kStateVersion);
+  blob.put_bool("reset_requested", reset_);
+  return blob;
+}
+
+Result<void> AcpiResetDevice::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kResetStateKind, kStateVersion); !r) return r;
+  const auto reset_requested = blob.boolean("reset_requested");
+  if (!reset_requested) return std::unexpected(reset_requested.error());
+  std::lock_guard lock(mutex_);
+  reset_ = *reset_requested;
+  return {};
 }
 
 }  // namespace skiff

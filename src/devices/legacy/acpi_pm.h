@@ -7,6 +7,12 @@
 // Bus placement: AcpiPmDevice covers the event block and the control block that follows
 // it, i.e. insert it at kAcpiPm1EventPort with size kAcpiPmDeviceSize; AcpiResetDevice goes
 // at kAcpiResetPort with size kAcpiResetRegisterSize.
+//
+// Saved state (state::Stateful):
+//   "acpi-pm" version 1: PM1 status, enable and control (as stored: SLP_EN never is), the
+//   SCI level, and whether the guest already powered off (a second S5 request is not
+//   reported again).
+//   "acpi-reset" version 1: whether the guest already wrote the reset value.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +23,7 @@
 #include "arch/x86_64/layout.h"
 #include "bus/bus_device.h"
 #include "skiff/exit.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
@@ -53,7 +60,7 @@ inline constexpr uint16_t kPm1ControlSleepEnable = 1 << 13;
 // guest writing 1s (write-1-to-clear); the SCI line, when given, is high while a status bit
 // is set whose enable bit is set. Control reads report SCI_EN (the platform has no SMI_CMD:
 // it is always in ACPI mode); SLP_EN is write-only and reads 0.
-class AcpiPmDevice : public BusDevice {
+class AcpiPmDevice : public BusDevice, public state::Stateful {
  public:
   explicit AcpiPmDevice(StopCallback on_stop, std::shared_ptr<IrqLine> sci = nullptr);
 
@@ -65,13 +72,17 @@ class AcpiPmDevice : public BusDevice {
   // The PM1 status bits the guest has not cleared yet.
   uint16_t pending_status();
 
+  // state::Stateful. restore_state also drives the SCI line to the saved level.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
  private:
   uint8_t register_byte(uint64_t offset) const;  // requires mutex_
   void update_sci();                             // requires mutex_
 
   StopCallback on_stop_;
   std::shared_ptr<IrqLine> sci_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   uint16_t status_ = 0;
   uint16_t enable_ = 0;
   uint16_t control_ = kPm1ControlSciEnable;
@@ -81,16 +92,20 @@ class AcpiPmDevice : public BusDevice {
 };
 
 // The FADT reset register: writing kAcpiResetValue ends the VM as a guest reboot.
-class AcpiResetDevice : public BusDevice {
+class AcpiResetDevice : public BusDevice, public state::Stateful {
  public:
   explicit AcpiResetDevice(StopCallback on_stop);
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
 
+  // state::Stateful.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
  private:
   StopCallback on_stop_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   bool reset_ = false;
 };
 

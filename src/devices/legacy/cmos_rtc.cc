@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "devices/legacy/cmos_rtc.h"
 
+#include <algorithm>
 #include <atomic>
+#include <string_view>
 #include <utility>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "arch/x86_64/layout.h"
+#include "state/field_checks.h"
 
 namespace skiff {
 namespace {
@@ -45,6 +49,9 @@ constexpr uint8_t kRegBDefault = kRegB24Hour;  // BCD, 24-hour, as PC firmware l
 constexpr uint8_t kRegDValidRamAndTime = 0x80;
 // 12-hour mode: bit 7 of the hours register means PM.
 constexpr uint8_t kHourPm = 0x80;
+
+constexpr std::string_view kStateKind = "cmos-rtc";
+constexpr uint32_t kStateVersion = 1;
 
 bool is_clock_register(uint8_t index) {
   switch (index) {
@@ -192,6 +199,39 @@ uint8_t CmosRtc::clock_register_locked(uint8_t index) const {
     default:
       return 0;
   }
+}
+
+Result<state::StateBlob> CmosRtc::save_state() const {
+  std::lock_guard lock(mutex_);
+  state::StateBlob blob(kStateKind, kStateVersion);
+  blob.put_bytes("ram", ram_).put("index", index_).put_bool("nmi_masked", nmi_masked_);
+  return blob;
+}
+
+Result<void> CmosRtc::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kStateKind, kStateVersion); !r) return r;
+  const auto ram = blob.bytes_exact("ram", std::tuple_size_v<decltype(ram_)>);
+  const auto index = blob.get<uint8_t>("index", kIndexMask);
+  const auto nmi_masked = blob.boolean("nmi_masked");
+  if (auto error = state::first_error(ram, index, nmi_masked)) return std::unexpected(*error);
+  // The bytes write_data_locked never stores: the clock (computed from the host's time),
+  // registers C and D (read-only), and register A's UIP bit (read-only, always 0 here).
+  for (size_t i = 0; i < ram->size(); ++i) {
+    const auto reg = static_cast<uint8_t>(i);
+    if ((is_clock_register(reg) || reg == kRegC || reg == kRegD) && (*ram)[i] != 0) {
+      return std::unexpected(state::field_error(
+          blob, "ram", fmt::format("byte {:#04x} is {:#04x}; the RTC never stores that register", i, (*ram)[i])));
+    }
+  }
+  if (((*ram)[kRegA] & kRegAUpdateInProgress) != 0) {
+    return std::unexpected(state::field_error(blob, "ram", "register A has the read-only update-in-progress bit set"));
+  }
+
+  std::lock_guard lock(mutex_);
+  std::copy(ram->begin(), ram->end(), ram_.begin());
+  index_ = *index;
+  nmi_masked_ = *nmi_masked;
+  return {};
 }
 
 }  // namespace skiff

@@ -17,6 +17,12 @@
 // never raised on IRQ 8 and register C reads 0. Linux reads the time with polling
 // (mc146818_get_time) and needs none of them; a user-space tool that waits for an update
 // interrupt (hwclock through /dev/rtc) times out; `hwclock --directisa` polls and works.
+//
+// Saved state (state::Stateful, kind "cmos-rtc", version 1): the 128 bytes of CMOS RAM as
+// stored (register A without UIP, register B, the alarms, shutdown status, NVRAM; the
+// clock bytes and registers C and D are never stored and must be 0), the selected index
+// and the NMI mask bit. There is no time offset to save: the clock always reads the host's
+// UTC time, so a restored RTC reads the time of the host it runs on.
 #pragma once
 
 #include <array>
@@ -27,10 +33,11 @@
 #include <span>
 
 #include "bus/bus_device.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
-class CmosRtc : public BusDevice {
+class CmosRtc : public BusDevice, public state::Stateful {
  public:
   // Returns the current UTC time in seconds since the epoch; tests inject their own.
   using WallClock = std::function<std::time_t()>;
@@ -43,6 +50,10 @@ class CmosRtc : public BusDevice {
 
   // Bit 7 of the last index write: the guest asked for NMIs to be masked.
   bool nmi_masked() const;
+
+  // state::Stateful.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   uint8_t read_data_locked(uint8_t index) const;

@@ -2,6 +2,7 @@
 #include "devices/legacy/debug_exit.h"
 
 #include <atomic>
+#include <string_view>
 #include <utility>
 
 #include <fmt/format.h>
@@ -41,6 +42,17 @@ void DebugExit::write(uint64_t offset, std::span<const uint8_t> data) {
                  .exit_code = static_cast<int>(value & 0xff),
                  .detail = fmt::format("guest wrote {} to the debug-exit port", value)});
   }
+}
+
+namespace {
+constexpr std::string_view kStateKind = "debug-exit";
+constexpr uint32_t kStateVersion = 1;
+}  // namespace
+
+Result<state::StateBlob> DebugExit::save_state() const { return state::StateBlob(kStateKind, kStateVersion); }
+
+Result<void> DebugExit::restore_state(const state::StateBlob& blob) {
+  return blob.expect(kStateKind, kStateVersion);
 }
 
 }  // namespace skiff

@@ -10,6 +10,9 @@
 // Unlike QEMU's isa-debug-exit, which exits with (value << 1) | 1 so that no guest value
 // can mean success, skiff uses the value as it is: a guest writing 0 makes `skiff run`
 // exit 0. Test payloads written for QEMU must account for the difference.
+//
+// Saved state (state::Stateful): kind "debug-exit", version 1, no fields: the port keeps
+// nothing between accesses.
 #pragma once
 
 #include <cstdint>
@@ -17,15 +20,20 @@
 
 #include "bus/bus_device.h"
 #include "skiff/exit.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
-class DebugExit : public BusDevice {
+class DebugExit : public BusDevice, public state::Stateful {
  public:
   explicit DebugExit(StopCallback stop);
 
   void read(uint64_t offset, std::span<uint8_t> data) override;
   void write(uint64_t offset, std::span<const uint8_t> data) override;
+
+  // state::Stateful.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   // Immutable after construction; StopCallback is thread-safe, so no lock is needed.

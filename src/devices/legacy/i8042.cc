@@ -2,10 +2,14 @@
 #include "devices/legacy/i8042.h"
 
 #include <atomic>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "state/field_checks.h"
 
 namespace skiff {
 namespace {
@@ -81,6 +85,22 @@ void log_oddity(fmt::format_string<Args...> format, Args&&... args) {
   if (seen >= kMaxLoggedOddities) return;
   spdlog::debug("i8042: {}{}", fmt::format(format, std::forward<Args>(args)...),
                 seen + 1 == kMaxLoggedOddities ? " (further i8042 oddities not logged)" : "");
+}
+
+constexpr std::string_view kStateKind = "i8042";
+constexpr uint32_t kStateVersion = 1;
+
+// The controller commands that wait for a parameter byte on port 0x60, and the keyboard
+// commands that do; 0 in the state means "none waiting".
+bool is_waiting_controller_command(uint8_t command) {
+  return command == kCmdWriteCommandByte || command == kCmdWriteOutputPort || command == kCmdWriteKeyboardBuffer;
+}
+bool is_waiting_keyboard_command(uint8_t command) {
+  return command == kKbdSetLeds || command == kKbdTypematic || command == kKbdScancodeSet;
+}
+
+bool irq_level_of(bool output_full, uint8_t command_byte) {
+  return output_full && (command_byte & kCommandByteKeyboardInterrupt) != 0;
 }
 
 VmExit reset_exit() {
@@ -275,11 +295,75 @@ void I8042::output_locked(uint8_t value) {
 }
 
 void I8042::update_irq_locked() {
-  const bool level =
-      output_full_ && (command_byte_ & kCommandByteKeyboardInterrupt) != 0;
+  const bool level = irq_level_of(output_full_, command_byte_);
   if (level == irq_level_) return;
   irq_level_ = level;
   if (irq_) irq_->set_level(level);
+}
+
+Result<state::StateBlob> I8042::save_state() const {
+  std::lock_guard lock(mutex_);
+  state::StateBlob blob(kStateKind, kStateVersion);
+  const std::vector<uint8_t> replies(keyboard_replies_.begin(), keyboard_replies_.end());
+  blob.put("command_byte", command_byte_)
+      .put("output_port", output_port_)
+      .put("output_buffer", output_buffer_)
+      .put_bool("output_full", output_full_)
+      .put_bool("last_write_was_command", last_write_was_command_)
+      .put("waiting_command", waiting_command_.value_or(0))
+      .put("keyboard_command", keyboard_command_.value_or(0))
+      .put_bytes("keyboard_replies", replies)
+      .put_bool("irq_level", irq_level_);
+  return blob;
+}
+
+Result<void> I8042::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kStateKind, kStateVersion); !r) return r;
+  const auto command_byte = blob.get<uint8_t>("command_byte");
+  const auto output_port = blob.get<uint8_t>("output_port");
+  const auto output_buffer = blob.get<uint8_t>("output_buffer");
+  const auto output_full = blob.boolean("output_full");
+  const auto last_write_was_command = blob.boolean("last_write_was_command");
+  const auto waiting_command = blob.get<uint8_t>("waiting_command");
+  const auto keyboard_command = blob.get<uint8_t>("keyboard_command");
+  const auto replies = blob.bytes("keyboard_replies", kMaxKeyboardReplies);
+  const auto irq_level = blob.boolean("irq_level");
+  if (auto error = state::first_error(command_byte, output_port, output_buffer, output_full,
+                                      last_write_was_command, waiting_command, keyboard_command,
+                                      replies, irq_level)) {
+    return std::unexpected(*error);
+  }
+  if (*waiting_command != 0 && !is_waiting_controller_command(*waiting_command)) {
+    return std::unexpected(state::field_error(
+        blob, "waiting_command", fmt::format("is {:#04x}, not a controller command that takes a parameter", *waiting_command)));
+  }
+  if (*keyboard_command != 0 && !is_waiting_keyboard_command(*keyboard_command)) {
+    return std::unexpected(state::field_error(
+        blob, "keyboard_command", fmt::format("is {:#04x}, not a keyboard command that takes a parameter", *keyboard_command)));
+  }
+  // A queued reply moves into the output buffer as soon as it is empty, so replies wait
+  // only behind a full buffer.
+  if (!replies->empty() && !*output_full) {
+    return std::unexpected(state::field_error(blob, "keyboard_replies", "holds bytes while the output buffer is empty"));
+  }
+  if (*irq_level != irq_level_of(*output_full, *command_byte)) {
+    return std::unexpected(state::field_error(
+        blob, "irq_level", "disagrees with the output buffer and the command byte's interrupt enable bit"));
+  }
+
+  std::lock_guard lock(mutex_);
+  command_byte_ = *command_byte;
+  output_port_ = *output_port;
+  output_buffer_ = *output_buffer;
+  output_full_ = *output_full;
+  last_write_was_command_ = *last_write_was_command;
+  waiting_command_ = *waiting_command != 0 ? std::optional<uint8_t>(*waiting_command) : std::nullopt;
+  keyboard_command_ = *keyboard_command != 0 ? std::optional<uint8_t>(*keyboard_command) : std::nullopt;
+  keyboard_replies_.assign(replies->begin(), replies->end());
+  // Re-assert the line: a restored VM's interrupt controller has not seen this source's level.
+  irq_level_ = *irq_level;
+  if (irq_) irq_->set_level(irq_level_);
+  return {};
 }
 
 I8042PortDevice::I8042PortDevice(std::shared_ptr<I8042> controller, I8042::Port port)

@@ -31,6 +31,12 @@
 // 0xf0 scancode set (ACK, and ACK for the parameter; set query answers 2), 0xf4 enable,
 // 0xf5 disable, 0xf6 defaults (ACK), 0xee echo (0xee); anything else gets 0xfe (resend).
 // Replies queue behind the one-byte output buffer and raise IRQ1 one byte at a time.
+//
+// Saved state (state::Stateful, kind "i8042", version 1): the command byte, the output
+// port, the output buffer and whether it is full, status bit 3 (last write was a command),
+// the controller command and the keyboard command waiting for their parameter byte (0 when
+// none: no command that waits is 0), the keyboard replies queued behind the output buffer
+// and the IRQ1 level.
 #pragma once
 
 #include <cstdint>
@@ -43,10 +49,11 @@
 
 #include "bus/bus_device.h"
 #include "skiff/exit.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
-class I8042 {
+class I8042 : public state::Stateful {
  public:
   enum class Port { kData, kCommand };  // 0x60 and 0x64
 
@@ -63,6 +70,10 @@ class I8042 {
   // scancodes are set 1 when the controller translates (the BIOS default Linux keeps),
   // set 2 otherwise. False when the guest disabled the keyboard.
   bool press_ctrl_alt_del();
+
+  // state::Stateful. restore_state also drives IRQ1 to the saved level.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   // Puts a byte in the output buffer (one byte deep, as on the real chip: a new byte
@@ -82,7 +93,7 @@ class I8042 {
   std::shared_ptr<IrqLine> irq_;
   StopCallback stop_;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   uint8_t command_byte_;
   uint8_t output_port_;
   uint8_t output_buffer_ = 0;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "devices/legacy/pvpanic.h"
 
+#include <string_view>
 #include <utility>
 
 #include <fmt/format.h>
@@ -36,6 +37,26 @@ void Pvpanic::write(uint64_t offset, std::span<const uint8_t> data) {
     const uint32_t count = crash_loaded_events_.fetch_add(1, std::memory_order_relaxed);
     if (count < 4) spdlog::warn("pvpanic: guest kernel panicked; its crash (kdump) kernel takes over");
   }
+}
+
+namespace {
+constexpr std::string_view kStateKind = "pvpanic";
+constexpr uint32_t kStateVersion = 1;
+}  // namespace
+
+Result<state::StateBlob> Pvpanic::save_state() const {
+  state::StateBlob blob(kStateKind, kStateVersion);
+  // The counter is the device's only state and is atomic: no lock to take.
+  blob.put("crash_loaded_events", crash_loaded_events_.load(std::memory_order_relaxed));
+  return blob;
+}
+
+Result<void> Pvpanic::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kStateKind, kStateVersion); !r) return r;
+  const auto events = blob.get<uint32_t>("crash_loaded_events");
+  if (!events) return std::unexpected(events.error());
+  crash_loaded_events_.store(*events, std::memory_order_relaxed);
+  return {};
 }
 
 x86::AcpiDevice pvpanic_acpi_device(uint16_t port) {

@@ -10,6 +10,10 @@
 // CRASH_LOADED is logged and the guest continues into its crash kernel, as the spec asks.
 // Reads return the supported events (PANICKED | CRASH_LOADED); bits skiff does not know
 // are ignored on write, as the spec asks of a device.
+//
+// Saved state (state::Stateful): kind "pvpanic", version 1, with the count of
+// CRASH_LOADED events so far (it limits the warnings logged). PANICKED is not state: it
+// stops the VM.
 #pragma once
 
 #include <atomic>
@@ -20,6 +24,7 @@
 #include "arch/x86_64/layout.h"
 #include "bus/bus_device.h"
 #include "skiff/exit.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
@@ -31,7 +36,7 @@ inline constexpr uint8_t kPvpanicPanicked = 1u << 0;
 inline constexpr uint8_t kPvpanicCrashLoaded = 1u << 1;
 inline constexpr uint8_t kPvpanicSupportedEvents = kPvpanicPanicked | kPvpanicCrashLoaded;
 
-class Pvpanic : public BusDevice {
+class Pvpanic : public BusDevice, public state::Stateful {
  public:
   explicit Pvpanic(StopCallback stop);
 
@@ -40,6 +45,10 @@ class Pvpanic : public BusDevice {
 
   // How often the guest reported a loaded crash kernel (for tests and diagnostics).
   uint32_t crash_loaded_events() const { return crash_loaded_events_.load(std::memory_order_relaxed); }
+
+  // state::Stateful.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   StopCallback stop_;  // immutable after construction; thread-safe by contract

@@ -9,11 +9,14 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "arch/x86_64/layout.h"
+#include "state/field_checks.h"
 
 namespace skiff {
 namespace {
@@ -77,6 +80,27 @@ constexpr uint8_t kMsrRi = 0x40;
 constexpr uint8_t kMsrDcd = 0x80;
 // Outside loopback the host side of the line looks like a connected, ready modem.
 constexpr uint8_t kMsrHostLines = kMsrDcd | kMsrDsr | kMsrCts;
+constexpr uint8_t kMsrDeltaMask = kMsrDcts | kMsrDdsr | kMsrTeri | kMsrDdcd;
+
+constexpr std::string_view kStateKind = "serial";
+constexpr uint32_t kStateVersion = 1;
+
+// The source IIR reports (without the FIFO bits), by the datasheet's priority.
+uint8_t pending_interrupt(uint8_t ier, uint8_t lsr_errors, bool rx_empty, bool thre_interrupt,
+                          uint8_t msr_deltas) {
+  if ((ier & kIerLineStatus) != 0 && lsr_errors != 0) return kIirLineStatus;
+  if ((ier & kIerRxData) != 0 && !rx_empty) return kIirRxData;
+  if ((ier & kIerThre) != 0 && thre_interrupt) return kIirThre;
+  if ((ier & kIerModemStatus) != 0 && msr_deltas != 0) return kIirModemStatus;
+  return kIirNoInterrupt;
+}
+
+// The level of the UART's interrupt output as the PC board gates it: on PC boards the
+// INTR output reaches the interrupt controller through a gate driven by OUT2; Linux's 8250
+// driver sets OUT2 when it wants interrupts.
+bool irq_level_of(uint8_t pending, uint8_t mcr) {
+  return pending != kIirNoInterrupt && (mcr & kMcrOut2) != 0;
+}
 
 void ignore_sigpipe_once() {
   static std::once_flag once;
@@ -275,18 +299,11 @@ void Serial::transmit_locked(uint8_t value) {
 }
 
 uint8_t Serial::pending_interrupt_locked() const {
-  if ((ier_ & kIerLineStatus) != 0 && lsr_errors_ != 0) return kIirLineStatus;
-  if ((ier_ & kIerRxData) != 0 && !rx_.empty()) return kIirRxData;
-  if ((ier_ & kIerThre) != 0 && thre_interrupt_) return kIirThre;
-  if ((ier_ & kIerModemStatus) != 0 && msr_deltas_ != 0) return kIirModemStatus;
-  return kIirNoInterrupt;
+  return pending_interrupt(ier_, lsr_errors_, rx_.empty(), thre_interrupt_, msr_deltas_);
 }
 
 void Serial::update_irq_locked() {
-  // On PC boards the UART's INTR output reaches the interrupt controller through a gate
-  // driven by OUT2; Linux's 8250 driver sets OUT2 when it wants interrupts.
-  const bool level =
-      pending_interrupt_locked() != kIirNoInterrupt && (mcr_ & kMcrOut2) != 0;
+  const bool level = irq_level_of(pending_interrupt_locked(), mcr_);
   if (level == irq_level_) return;
   irq_level_ = level;
   if (irq_) irq_->set_level(level);
@@ -345,6 +362,85 @@ void Serial::set_input_space_callback(std::function<void()> callback) {
 size_t Serial::input_space() const {
   std::lock_guard lock(mutex_);
   return loopback_locked() ? 0 : kRxBufferCapacity - rx_.size();
+}
+
+Result<state::StateBlob> Serial::save_state() const {
+  std::lock_guard lock(mutex_);
+  state::StateBlob blob(kStateKind, kStateVersion);
+  const std::vector<uint8_t> rx(rx_.begin(), rx_.end());
+  blob.put("ier", ier_)
+      .put("lcr", lcr_)
+      .put("mcr", mcr_)
+      .put("scr", scr_)
+      .put("fcr", fcr_)
+      .put("divisor", divisor_)
+      .put("lsr_errors", lsr_errors_)
+      .put("msr_deltas", msr_deltas_)
+      .put_bool("thre_interrupt", thre_interrupt_)
+      .put_bytes("rx", rx)
+      .put_bool("irq_level", irq_level_);
+  return blob;
+}
+
+Result<void> Serial::restore_state(const state::StateBlob& blob) {
+  if (auto r = blob.expect(kStateKind, kStateVersion); !r) return r;
+  // Every field is read and checked before anything is applied: a refused blob leaves the
+  // UART as it was.
+  const auto ier = blob.get<uint8_t>("ier", kIerMask);
+  const auto lcr = blob.get<uint8_t>("lcr");
+  const auto mcr = blob.get<uint8_t>("mcr", kMcrMask);
+  const auto scr = blob.get<uint8_t>("scr");
+  const auto fcr = blob.get<uint8_t>("fcr");
+  const auto divisor = blob.get<uint16_t>("divisor");
+  const auto lsr_errors = blob.get<uint8_t>("lsr_errors");
+  const auto msr_deltas = blob.get<uint8_t>("msr_deltas", kMsrDeltaMask);
+  const auto thre_interrupt = blob.boolean("thre_interrupt");
+  // The receive buffer never holds more than kRxBufferCapacity bytes (enqueue_input and
+  // loopback both stop there); a longer one would break input_space()'s arithmetic.
+  const auto rx = blob.bytes("rx", kRxBufferCapacity);
+  const auto irq_level = blob.boolean("irq_level");
+  if (auto error = state::first_error(ier, lcr, mcr, scr, fcr, divisor, lsr_errors, msr_deltas,
+                                      thre_interrupt, rx, irq_level)) {
+    return std::unexpected(*error);
+  }
+  // FCR keeps only the enable and trigger bits, and is 0 while the FIFOs are disabled.
+  if ((*fcr & static_cast<uint8_t>(~(kFcrEnable | kFcrTriggerMask))) != 0 ||
+      (*fcr != 0 && (*fcr & kFcrEnable) == 0)) {
+    return std::unexpected(state::field_error(
+        blob, "fcr", fmt::format("is {:#04x}: only the enable bit and, with it, the trigger bits can be set", *fcr)));
+  }
+  // The only line error this model raises is the overrun (loopback into a full buffer).
+  if ((*lsr_errors & static_cast<uint8_t>(~kLsrOverrun)) != 0) {
+    return std::unexpected(state::field_error(
+        blob, "lsr_errors", fmt::format("is {:#04x}: only the overrun bit ({:#04x}) can be pending", *lsr_errors, kLsrOverrun)));
+  }
+  // The line level is a function of the registers; a blob where they disagree was not
+  // written by this model.
+  const bool expected_level =
+      irq_level_of(pending_interrupt(*ier, *lsr_errors, rx->empty(), *thre_interrupt, *msr_deltas), *mcr);
+  if (*irq_level != expected_level) {
+    return std::unexpected(state::field_error(
+        blob, "irq_level", fmt::format("is {} but the registers say the line is {}", *irq_level ? "high" : "low",
+                                       expected_level ? "high" : "low")));
+  }
+
+  std::lock_guard lock(mutex_);
+  ier_ = *ier;
+  lcr_ = *lcr;
+  mcr_ = *mcr;
+  scr_ = *scr;
+  fcr_ = *fcr;
+  divisor_ = *divisor;
+  lsr_errors_ = *lsr_errors;
+  msr_deltas_ = *msr_deltas;
+  thre_interrupt_ = *thre_interrupt;
+  rx_.assign(rx->begin(), rx->end());
+  input_blocked_ = false;
+  // Re-assert the line: the interrupt controller of a restored VM has not seen this
+  // device's level (KVM keeps each source's line level outside KVM_GET_IRQCHIP's state).
+  irq_level_ = *irq_level;
+  if (irq_) irq_->set_level(irq_level_);
+  return {};
 }
 
 Serial::OutputSink Serial::fd_output_sink(int fd) {

@@ -25,6 +25,12 @@
 // - Received data is reported as IIR "received data available" (0x4) as soon as one byte
 //   is buffered, regardless of the FCR trigger level; the real chip would report the
 //   character timeout (0xc) a few character times later, which drivers treat the same.
+//
+// Saved state (state::Stateful, kind "serial", version 1): the registers (ier, lcr, mcr,
+// scr, fcr, divisor), the pending LSR error and MSR delta bits, the armed THR-empty
+// interrupt, the receive buffer's bytes and the IRQ line level. Host-side plumbing (the
+// output sink, the input-space callback and its backpressure flag) is not state: the
+// restoring VMM wires its own.
 #pragma once
 
 #include <cstddef>
@@ -36,10 +42,11 @@
 #include <span>
 
 #include "bus/bus_device.h"
+#include "state/stateful.h"
 
 namespace skiff {
 
-class Serial : public BusDevice {
+class Serial : public BusDevice, public state::Stateful {
  public:
   // Receives the bytes the guest transmits. Called with the Serial's lock held, in the
   // order the guest wrote them; it may block (that slows the guest's console down, as a
@@ -78,6 +85,10 @@ class Serial : public BusDevice {
   // it is still at its default action, so that EPIPE is returned instead of the signal
   // killing the process.
   static OutputSink fd_output_sink(int fd);
+
+  // state::Stateful. restore_state also drives the IRQ line to the saved level.
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
 
  private:
   // Register-level accesses; `offset` is 0..7.
