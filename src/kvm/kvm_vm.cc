@@ -14,6 +14,12 @@
 
 namespace skiff {
 
+int KvmVm::check_extension(int capability) const {
+  // SAFETY: KVM_CHECK_EXTENSION takes the capability number by value.
+  int result = ioctl(fd_.get(), KVM_CHECK_EXTENSION, static_cast<unsigned long>(capability));
+  return result < 0 ? 0 : result;
+}
+
 Result<void> KvmVm::set_tss_address(uint64_t gpa) const {
   // SAFETY: KVM_SET_TSS_ADDR takes the address by value.
   if (ioctl(fd_.get(), KVM_SET_TSS_ADDR, static_cast<unsigned long>(gpa)) != 0) {
@@ -166,6 +172,50 @@ Result<void> KvmVm::signal_msi(uint64_t address, uint32_t data) const {
   return {};
 }
 
+Result<kvm_irqchip> KvmVm::get_irqchip(uint32_t chip_id) const {
+  kvm_irqchip chip{};
+  chip.chip_id = chip_id;
+  // SAFETY: KVM_GET_IRQCHIP reads chip_id and writes one kvm_irqchip.
+  if (ioctl(fd_.get(), KVM_GET_IRQCHIP, &chip) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_GET_IRQCHIP chip {}", chip_id), errno));
+  }
+  return chip;
+}
+
+Result<void> KvmVm::set_irqchip(const kvm_irqchip& chip) const {
+  // SAFETY: KVM_SET_IRQCHIP reads one kvm_irqchip.
+  if (ioctl(fd_.get(), KVM_SET_IRQCHIP, &chip) != 0) {
+    return std::unexpected(errno_error(fmt::format("KVM_SET_IRQCHIP chip {}", chip.chip_id), errno));
+  }
+  return {};
+}
+
+Result<kvm_pit_state2> KvmVm::get_pit2() const {
+  kvm_pit_state2 pit{};
+  // SAFETY: KVM_GET_PIT2 writes one kvm_pit_state2.
+  if (ioctl(fd_.get(), KVM_GET_PIT2, &pit) != 0) return std::unexpected(errno_error("KVM_GET_PIT2", errno));
+  return pit;
+}
+
+Result<void> KvmVm::set_pit2(const kvm_pit_state2& pit) const {
+  // SAFETY: KVM_SET_PIT2 reads one kvm_pit_state2.
+  if (ioctl(fd_.get(), KVM_SET_PIT2, &pit) != 0) return std::unexpected(errno_error("KVM_SET_PIT2", errno));
+  return {};
+}
+
+Result<kvm_clock_data> KvmVm::get_clock() const {
+  kvm_clock_data clock{};
+  // SAFETY: KVM_GET_CLOCK writes one kvm_clock_data.
+  if (ioctl(fd_.get(), KVM_GET_CLOCK, &clock) != 0) return std::unexpected(errno_error("KVM_GET_CLOCK", errno));
+  return clock;
+}
+
+Result<void> KvmVm::set_clock(const kvm_clock_data& clock) const {
+  // SAFETY: KVM_SET_CLOCK reads one kvm_clock_data.
+  if (ioctl(fd_.get(), KVM_SET_CLOCK, &clock) != 0) return std::unexpected(errno_error("KVM_SET_CLOCK", errno));
+  return {};
+}
+
 Result<KvmVcpu> KvmVm::create_vcpu(uint32_t id) const {
   // SAFETY: KVM_CREATE_VCPU takes the vCPU id (its APIC id on x86) by value.
   int fd = ioctl(fd_.get(), KVM_CREATE_VCPU, static_cast<unsigned long>(id));
@@ -177,7 +227,10 @@ Result<KvmVcpu> KvmVm::create_vcpu(uint32_t id) const {
   if (run == MAP_FAILED) {
     return std::unexpected(errno_error(fmt::format("mmap kvm_run of vCPU {}", id), errno));
   }
-  return KvmVcpu(std::move(vcpu_fd), static_cast<kvm_run*>(run), static_cast<size_t>(vcpu_mmap_size_), id);
+  // The XSAVE area size is asked of the VM, as api.rst says for KVM_CAP_XSAVE2.
+  const int xsave_size = check_extension(KVM_CAP_XSAVE2);
+  return KvmVcpu(std::move(vcpu_fd), static_cast<kvm_run*>(run), static_cast<size_t>(vcpu_mmap_size_), id,
+                 xsave_size > 0 ? static_cast<size_t>(xsave_size) : 0);
 }
 
 }  // namespace skiff

@@ -20,6 +20,10 @@ class KvmVm {
 
   int fd() const { return fd_.get(); }
 
+  // KVM_CHECK_EXTENSION on the VM: 0 when absent, otherwise a capability-specific value
+  // (some capabilities, e.g. KVM_CAP_XSAVE2, answer for this VM only when asked here).
+  int check_extension(int capability) const;
+
   Result<void> set_tss_address(uint64_t gpa) const;
   Result<void> set_identity_map_address(uint64_t gpa) const;
   Result<void> create_irqchip() const;
@@ -37,6 +41,16 @@ class KvmVm {
   Result<void> unregister_ioeventfd(int event_fd, uint64_t address, uint32_t length, bool pio,
                                     std::optional<uint64_t> datamatch = std::nullopt) const;
   Result<void> signal_msi(uint64_t address, uint32_t data) const;
+
+  // State of the in-kernel devices (after create_irqchip / create_pit2).
+  // `chip_id` is KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE or KVM_IRQCHIP_IOAPIC.
+  Result<kvm_irqchip> get_irqchip(uint32_t chip_id) const;
+  Result<void> set_irqchip(const kvm_irqchip& chip) const;
+  Result<kvm_pit_state2> get_pit2() const;
+  Result<void> set_pit2(const kvm_pit_state2& pit) const;
+  // The kvmclock base of the VM (nanoseconds; KVM_GET_CLOCK / KVM_SET_CLOCK).
+  Result<kvm_clock_data> get_clock() const;
+  Result<void> set_clock(const kvm_clock_data& clock) const;
 
   Result<KvmVcpu> create_vcpu(uint32_t id) const;
 
