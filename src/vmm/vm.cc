@@ -50,7 +50,7 @@
 #include "virtio/net/virtio_net.h"
 #include "api/api_backend.h"
 #include "api/api_server.h"
-#include "api/stats_convert.h"
+#include "vmm/stats_convert.h"
 #include "virtio/balloon/virtio_balloon.h"
 #include "virtio/rng/virtio_rng.h"
 #include "virtio/transport/mmio_transport.h"
