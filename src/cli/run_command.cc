@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "cli/console_watch.h"
 #include "common/unique_fd.h"
 #include "config/spec_overrides.h"
 #include "devices/legacy/serial.h"
@@ -28,7 +29,6 @@
 #include "skiff/spec.h"
 #include "skiff/version.h"
 #include "skiff/vm.h"
-#include "vmm/console_watch.h"
 
 namespace skiff::cli {
 namespace {

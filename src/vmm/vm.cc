@@ -58,7 +58,7 @@
 #include "interrupts/kvm_irq_line.h"
 #include "interrupts/kvm_irqfd_line.h"
 #include "interrupts/kvm_notify_registrar.h"
-#include "vmm/console_watch.h"
+#include "vmm/kernel_panic_watch.h"
 #include "vmm/device_manager.h"
 #include "interrupts/msi_routes.h"
 #include "interrupts/shared_irq_line.h"
