@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// libFuzzer target for the user-facing spec: skiff::parse_spec() (src/config/spec_parser.cc)
+// libFuzzer target for the user-facing spec: skiff::parse_spec() (src/config/spec_json.cc)
 // and the host-independent rules it applies (spec_rules.cc, device_rules.cc), plus the small
 // text parsers the spec and the CLI use: parse_mac/format_mac, parse_memory_size
 // (spec_overrides.cc), parse_cpu_list, printable, escape_pointer_token and closest_key.

@@ -14,6 +14,7 @@ enum class ErrorKind {
   kHost,      // a host resource is missing or refused (/dev/kvm, hugepages, permissions)
   kGuest,     // the guest did something that stops the VM (triple fault, bad image state)
   kInternal,  // a VMM bug or an unexpected failure of a system call
+  kState,     // the VM's state refuses the request (pause a stopped VM, stop one never started)
 };
 
 class Error {
@@ -53,6 +54,9 @@ inline std::unexpected<Error> guest_error(std::string message) {
 }
 inline std::unexpected<Error> internal_error(std::string message, int sys_errno = 0) {
   return std::unexpected(Error(ErrorKind::kInternal, std::move(message), sys_errno));
+}
+inline std::unexpected<Error> state_error(std::string message) {
+  return std::unexpected(Error(ErrorKind::kState, std::move(message)));
 }
 
 // Builds an error from errno after a failed system call: "<what>: <strerror(errno)>".

@@ -2,7 +2,6 @@
 // Why a VM stopped, and the process exit codes skiff maps that to (docs/exit-codes.md).
 #pragma once
 
-#include <functional>
 #include <string>
 
 namespace skiff {
@@ -19,10 +18,11 @@ enum class StopReason {
   kConsoleFailure,  // a console line matched a failure pattern (`skiff run --fail-on`)
 };
 
-// Process exit codes of `skiff run` / `skiff test` (the table in docs/exit-codes.md).
-// skiff's own codes are 64-79 and 124; a guest's debug-exit codes 0-63 never collide.
-// The values follow sysexits.h where one fits (64, 69, 70, 75, 78) and coreutils'
-// `timeout` for 124; 77 stays free because ctest reads it as "skipped".
+// Process exit codes of `skiff run` / `skiff test` and of exit_code_for() (the table in
+// docs/exit-codes.md). skiff's own codes are 64-79 and 124; a guest's debug-exit codes 0-63
+// never collide. The values follow sysexits.h where one fits (64, 69, 70, 75, 78) and
+// coreutils' `timeout` for 124; the rest count up from 71; 77 stays free because ctest
+// reads it as "skipped".
 inline constexpr int kExitOk = 0;                  // guest powered off or rebooted
 inline constexpr int kExitUsage = 64;              // bad command line (CLI11 errors, bad regex)
 inline constexpr int kExitConfig = 78;             // bad spec, CLI override or input file
@@ -33,6 +33,7 @@ inline constexpr int kExitGuestPanic = 72;         // guest kernel panic (pvpani
 inline constexpr int kExitConsoleFailure = 73;     // a --fail-on pattern matched a console line
 inline constexpr int kExitExpectationMissed = 74;  // the guest succeeded, but an --expect never matched
 inline constexpr int kExitStopped = 75;            // stopped by the host (SIGTERM/SIGINT, API)
+inline constexpr int kExitState = 76;              // the VM's state refused a request (ErrorKind::kState)
 inline constexpr int kExitTimeout = 124;           // --timeout ran out before the guest's verdict
 
 struct VmExit {
@@ -42,9 +43,5 @@ struct VmExit {
 };
 
 const char* to_string(StopReason reason);
-
-// How a device asks the VM to stop (guest reset, power-off, debug exit). Safe to call from
-// any thread, more than once: the first request wins.
-using StopCallback = std::function<void(VmExit)>;
 
 }  // namespace skiff

@@ -14,7 +14,7 @@
 
 namespace skiff {
 
-// One vCPU's exits to the VMM by reason. Reasons today (src/vcpu/vcpu_runner.h): "io"
+// One vCPU's exits to the VMM by reason. Reasons today (docs/api.md, GET /vm/stats): "io"
 // (port I/O), "mmio", "unhandled_io" (accesses to ports/addresses no device claims),
 // "interrupted" (EINTR / immediate exits: kicks for pause and stop) and "other". The map
 // keeps the API open to new reasons without changing this struct.

@@ -2,10 +2,13 @@
 // The embeddable VM: build one from a VmSpec, start it, wait for it to stop.
 //
 //   auto spec = skiff::load_spec_file("vm.json");
+//   if (!spec) return skiff::exit_code_for(spec.error());
 //   auto vm = skiff::Vm::create(*spec);
-//   if (!vm) { fmt::print(stderr, "{}\n", vm.error().message()); return 1; }
-//   (*vm)->start();
+//   if (!vm) return skiff::exit_code_for(vm.error());
+//   if (auto started = (*vm)->start(); !started) return skiff::exit_code_for(started.error());
 //   skiff::VmExit exit = (*vm)->wait();
+//
+// A complete program, built by the install test: docs/api.md, "A complete example".
 //
 // Several Vm objects can live in one process; there is no global state besides the
 // process-wide handler of the vCPU kick signal (SIGRTMIN).
@@ -101,8 +104,8 @@ class Vm {
   void request_stop(VmExit reason);
 
   // Stops every vCPU outside the guest; when pause() returns the guest makes no progress
-  // (devices finish requests already submitted). Pausing a paused VM does nothing; a VM
-  // that was not started or has stopped is an error.
+  // (devices finish requests already submitted). Pausing a paused VM does nothing; pausing
+  // or resuming a VM that was not started or has stopped fails with ErrorKind::kState.
   Result<void> pause();
   Result<void> resume();
   bool paused() const;
@@ -110,7 +113,7 @@ class Vm {
   // when the guest leaves the button unanswered for a second (no ACPI events), sends
   // Ctrl-Alt-Del through the keyboard controller. A guest still running after `timeout` is
   // stopped (kStopRequested, kExitStopped). A paused VM is resumed first. Asking again while
-  // a shutdown is under way does nothing.
+  // a shutdown is under way does nothing; a VM that was not started is an ErrorKind::kState.
   Result<void> shutdown(std::chrono::milliseconds timeout);
 
   // created (before start), running, paused, stopping (a shutdown is under way) or stopped.

@@ -3,10 +3,9 @@
 // calls it from its own thread, one request at a time, so implementations must be
 // thread-safe against the VM's threads but not against each other.
 //
-// Errors: a request the VM's state does not allow (pause a stopped VM, ...) is a config
-// error from Lifecycle::transition and becomes 409 Conflict; a config error from
-// set_balloon_target_mib (no balloon, target too large) becomes 400; host, guest and
-// internal errors become 500.
+// Errors: a request the VM's state does not allow (pause a stopped VM, ...) is an
+// ErrorKind::kState error and becomes 409 Conflict; a config error (set_balloon_target_mib:
+// no balloon, target too large) becomes 400; host, guest and internal errors become 500.
 #pragma once
 
 #include <chrono>

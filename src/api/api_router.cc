@@ -51,12 +51,23 @@ ApiReply error_reply(int status, std::string_view message) {
   return reply;
 }
 
-// The reply to a lifecycle or balloon request once the backend answered: a config error
-// is the state refusing it (409), anything else a failure of the VM (500).
-ApiReply state_change_reply(ApiBackend& backend, const Result<void>& result, int success_status) {
-  if (!result) {
-    return error_reply(result.error().kind() == ErrorKind::kConfig ? 409 : 500, result.error().message());
+// The status of a request the backend refused: the VM's state does not allow it (409), the
+// value is wrong (400: a config error, e.g. no balloon or a target too large), or the VM
+// failed to carry it out (500).
+int error_status(const Error& error) {
+  switch (error.kind()) {
+    case ErrorKind::kState: return 409;
+    case ErrorKind::kConfig: return 400;
+    case ErrorKind::kHost:
+    case ErrorKind::kGuest:
+    case ErrorKind::kInternal: return 500;
   }
+  return 500;
+}
+
+// The reply to a lifecycle request once the backend answered.
+ApiReply state_change_reply(ApiBackend& backend, const Result<void>& result, int success_status) {
+  if (!result) return error_reply(error_status(result.error()), result.error().message());
   return json_reply(success_status, json{{"state", to_string(backend.state())}});
 }
 
@@ -94,11 +105,8 @@ ApiReply serve(ApiBackend& backend, Endpoint endpoint, std::string_view body) {
       if (state == VmState::stopping || state == VmState::stopped) {
         return error_reply(409, fmt::format("cannot set the balloon target: the VM is {}", to_string(state)));
       }
-      // Here a config error is about the value (no balloon, target not below the RAM).
       auto result = backend.set_balloon_target_mib(parsed->target_mib);
-      if (!result) {
-        return error_reply(result.error().kind() == ErrorKind::kConfig ? 400 : 500, result.error().message());
-      }
+      if (!result) return error_reply(error_status(result.error()), result.error().message());
       return json_reply(200, json{{"target_mib", parsed->target_mib}});
     }
   }

@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
+// What a device and the machine hand each other: BusDevice (port I/O and MMIO accesses in),
+// IrqLine (interrupts out), StopCallback (stop requests out).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
+
+#include "skiff/exit.h"
 
 namespace skiff {
 
@@ -28,5 +33,9 @@ class IrqLine {
     set_level(false);
   }
 };
+
+// How a device asks the VM to stop (guest reset, power-off, debug exit). Safe to call from
+// any thread, more than once: the first request wins.
+using StopCallback = std::function<void(VmExit)>;
 
 }  // namespace skiff

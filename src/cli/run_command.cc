@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "cli/console_watch.h"
 #include "common/unique_fd.h"
 #include "config/spec_overrides.h"
 #include "devices/legacy/serial.h"
@@ -28,7 +29,6 @@
 #include "skiff/spec.h"
 #include "skiff/version.h"
 #include "skiff/vm.h"
-#include "vmm/console_watch.h"
 
 namespace skiff::cli {
 namespace {
@@ -47,34 +47,12 @@ Result<VmSpec> build_spec(const RunOptions& options) {
     auto loaded = load_spec_file(options.spec_path);
     if (!loaded) return std::unexpected(loaded.error());
     spec = std::move(*loaded);
-  } else if (!options.kernel) {
+  } else if (!options.overrides.kernel) {
     return config_error("no spec file and no --kernel: give a spec (skiff run vm.json) or at least --kernel");
   }
-  if (options.kernel) spec.boot.kernel = *options.kernel;
-  if (options.initrd) spec.boot.initrd = *options.initrd;
-  if (options.cmdline) spec.boot.cmdline = *options.cmdline;
-  if (options.vcpus) spec.machine.vcpus = *options.vcpus;
-  if (options.memory) {
-    auto mib = skiff::config::parse_memory_size(*options.memory);
-    if (!mib) return std::unexpected(mib.error().with_context("--memory"));
-    spec.machine.memory_mib = *mib;
-  }
-  if (options.balloon_target) {
-    // "0" is a valid target (an empty balloon); parse_memory_size refuses 0 on purpose.
-    uint64_t mib = 0;
-    if (*options.balloon_target != "0") {
-      auto parsed = skiff::config::parse_memory_size(*options.balloon_target);
-      if (!parsed) return std::unexpected(parsed.error().with_context("--balloon-target"));
-      mib = *parsed;
-    }
-    if (!spec.balloon) spec.balloon = BalloonSpec{};
-    spec.balloon->target_mib = mib;  // validated against machine.memory_mib with the spec
-  }
-  if (options.test_mode) {
-    // `skiff test`: the console goes to stdout (and --console-log), nothing is read.
-    spec.serial.mode = SerialMode::kStdout;
-    spec.serial.input = false;
-  }
+  config::SpecOverrides overrides = options.overrides;
+  overrides.console_to_stdout = options.test_mode;
+  if (auto applied = config::apply_spec_overrides(overrides, spec); !applied) return std::unexpected(applied.error());
   return spec;  // Vm::create validates it, files included
 }
 
@@ -308,12 +286,12 @@ int fail_before_run(ResultFile& result_file, const Error& error, Clock::time_poi
 
 void add_run_options(CLI::App& command, RunOptions& options) {
   command.add_option("spec", options.spec_path, "VM spec (JSON); optional when --kernel is given");
-  command.add_option("--kernel", options.kernel, "kernel image (bzImage or ELF), overrides boot.kernel");
-  command.add_option("--initrd", options.initrd, "initial ramdisk, overrides boot.initrd");
-  command.add_option("--cmdline", options.cmdline, "kernel command line, overrides boot.cmdline");
-  command.add_option("--vcpus", options.vcpus, "number of vCPUs, overrides machine.vcpus");
-  command.add_option("--memory", options.memory, "guest RAM, e.g. 512M or 2G, overrides machine.memory_mib");
-  command.add_option("--balloon-target", options.balloon_target,
+  command.add_option("--kernel", options.overrides.kernel, "kernel image (bzImage or ELF), overrides boot.kernel");
+  command.add_option("--initrd", options.overrides.initrd, "initial ramdisk, overrides boot.initrd");
+  command.add_option("--cmdline", options.overrides.cmdline, "kernel command line, overrides boot.cmdline");
+  command.add_option("--vcpus", options.overrides.vcpus, "number of vCPUs, overrides machine.vcpus");
+  command.add_option("--memory", options.overrides.memory, "guest RAM, e.g. 512M or 2G, overrides machine.memory_mib");
+  command.add_option("--balloon-target", options.overrides.balloon_target,
                      "initial balloon target, e.g. 256M (MiB when no unit), overrides balloon.target_mib; adds a "
                      "balloon when the spec has none");
   command

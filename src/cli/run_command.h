@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "config/spec_overrides.h"
+
 namespace CLI {
 class App;
 }
@@ -21,13 +23,8 @@ inline constexpr double kDefaultShutdownTimeoutSeconds = 10;
 
 struct RunOptions {
   std::string spec_path;
-  std::optional<std::string> kernel;
-  std::optional<std::string> initrd;
-  std::optional<std::string> cmdline;
-  std::optional<uint32_t> vcpus;
-  std::optional<std::string> memory;
-  // Initial balloon target; attaches a balloon when the spec has none.
-  std::optional<std::string> balloon_target;
+  // --kernel, --initrd, --cmdline, --vcpus, --memory, --balloon-target.
+  config::SpecOverrides overrides;
 
   // Seconds until the VM is stopped with kExitTimeout; 0 or unset: no limit.
   std::optional<double> timeout_seconds;

@@ -11,15 +11,12 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "security/filtered_thread.h"
-
 namespace skiff {
 namespace {
 constexpr uint64_t kStopToken = ~0ull;
 }  // namespace
 
-Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name, security::ThreadKind kind,
-                                                     SeccompMode mode) {
+Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name, ThreadStarter start_thread) {
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
   if (!epoll.valid()) return std::unexpected(errno_error(fmt::format("{}: epoll_create1", thread_name), errno));
   UniqueFd stop_event(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -31,14 +28,12 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(std::string thread_name, se
     return std::unexpected(errno_error(fmt::format("{}: epoll_ctl", thread_name), errno));
   }
   return std::unique_ptr<EventLoop>(
-      new EventLoop(std::move(thread_name), kind, mode, std::move(epoll), std::move(stop_event)));
+      new EventLoop(std::move(thread_name), std::move(start_thread), std::move(epoll), std::move(stop_event)));
 }
 
-EventLoop::EventLoop(std::string thread_name, security::ThreadKind kind, SeccompMode mode, UniqueFd epoll,
-                     UniqueFd stop_event)
+EventLoop::EventLoop(std::string thread_name, ThreadStarter start_thread, UniqueFd epoll, UniqueFd stop_event)
     : thread_name_(std::move(thread_name)),
-      kind_(kind),
-      mode_(mode),
+      start_thread_(std::move(start_thread)),
       epoll_(std::move(epoll)),
       stop_event_(std::move(stop_event)) {}
 
@@ -56,7 +51,8 @@ Result<void> EventLoop::add(int fd, Handler on_readable) {
 }
 
 Result<void> EventLoop::start() {
-  auto thread = security::start_filtered_thread(thread_name_, kind_, mode_, [this] { run(); });
+  if (!start_thread_) return internal_error(fmt::format("{}: no way to start the thread was given", thread_name_));
+  auto thread = start_thread_(thread_name_, [this] { run(); });
   if (!thread) return std::unexpected(thread.error());
   thread_ = std::move(*thread);
   return {};

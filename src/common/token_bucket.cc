@@ -50,7 +50,8 @@ std::chrono::nanoseconds TokenBucket::wait_time(uint64_t tokens, Clock::time_poi
   return std::chrono::nanoseconds(static_cast<int64_t>(std::ceil(seconds * 1e9)));
 }
 
-RateLimiter::RateLimiter(const RateLimitSpec& spec) : bytes_(spec.bytes_per_second), ops_(spec.ops_per_second) {}
+RateLimiter::RateLimiter(uint64_t bytes_per_second, uint64_t ops_per_second)
+    : bytes_(bytes_per_second), ops_(ops_per_second) {}
 
 bool RateLimiter::try_take(uint64_t bytes, TokenBucket::Clock::time_point now) {
   if (!bytes_.try_take(bytes, now)) return false;

@@ -8,8 +8,6 @@
 #include <chrono>
 #include <cstdint>
 
-#include "skiff/spec.h"
-
 namespace skiff {
 
 class TokenBucket {
@@ -38,11 +36,12 @@ class TokenBucket {
   Clock::time_point last_;
 };
 
-// The bytes and ops buckets of one RateLimitSpec, taken together.
+// A bytes bucket and an ops bucket (a spec's RateLimitSpec), taken together.
 class RateLimiter {
  public:
   RateLimiter() = default;
-  explicit RateLimiter(const RateLimitSpec& spec);
+  // 0 = that bucket is unlimited.
+  RateLimiter(uint64_t bytes_per_second, uint64_t ops_per_second);
 
   bool unlimited() const { return bytes_.unlimited() && ops_.unlimited(); }
   // One operation of `bytes` bytes: both buckets must allow it; neither is charged if one

@@ -67,4 +67,32 @@ Result<uint64_t> parse_memory_size(std::string_view text) {
   return fail(fmt::format("unknown unit \"{}\" (use M, MiB, G or GiB)", suffix));
 }
 
+Result<void> apply_spec_overrides(const SpecOverrides& overrides, VmSpec& spec) {
+  if (overrides.kernel) spec.boot.kernel = *overrides.kernel;
+  if (overrides.initrd) spec.boot.initrd = *overrides.initrd;
+  if (overrides.cmdline) spec.boot.cmdline = *overrides.cmdline;
+  if (overrides.vcpus) spec.machine.vcpus = *overrides.vcpus;
+  if (overrides.memory) {
+    auto mib = parse_memory_size(*overrides.memory);
+    if (!mib) return std::unexpected(mib.error().with_context("--memory"));
+    spec.machine.memory_mib = *mib;
+  }
+  if (overrides.balloon_target) {
+    // "0" is a valid target (an empty balloon); parse_memory_size refuses 0 on purpose.
+    uint64_t mib = 0;
+    if (*overrides.balloon_target != "0") {
+      auto parsed = parse_memory_size(*overrides.balloon_target);
+      if (!parsed) return std::unexpected(parsed.error().with_context("--balloon-target"));
+      mib = *parsed;
+    }
+    if (!spec.balloon) spec.balloon = BalloonSpec{};
+    spec.balloon->target_mib = mib;  // validated against machine.memory_mib with the spec
+  }
+  if (overrides.console_to_stdout) {
+    spec.serial.mode = SerialMode::kStdout;
+    spec.serial.input = false;
+  }
+  return {};
+}
+
 }  // namespace skiff::config

@@ -1,8 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// Limits of a VmSpec and the checks that need no host access. Shared by the JSON parser
-// (so a parsed spec is always within limits) and validate_spec (so specs built in code
-// are held to the same rules). Error messages start with the JSON pointer of the field,
-// whether the spec came from JSON or from code.
+// The spec's rules, and where each lives (src/config/; field reference: docs/config.md):
+//
+//   spec.cc           the functions of include/skiff/spec.h: parse_spec = JSON + the
+//                     host-independent rules; validate_spec = those rules + the host rules
+//   spec_json.cc      the JSON form: allowed keys, JSON types, enum and MAC spellings
+//                     (read_spec_json), and writing a spec back (write_spec_json)
+//   spec_rules.cc     limits below and the host-independent rules for name, machine, boot
+//                     and serial (check_spec_rules, which also runs check_device_rules)
+//   device_rules.cc   host-independent rules for disks, nets, balloon and api
+//   host_rules.cc     what this host must offer: CPUs and NUMA nodes, readable kernel,
+//                     initrd and disks, writable serial file, the API socket's directory
+//   spec_overrides.cc the command line's overrides of spec fields (skiff run/test flags)
+//
+// The host-independent rules run on every parsed spec and again in validate_spec, so
+// specs built in code are held to the same rules. Error messages start with the JSON
+// pointer of the field, whether the spec came from JSON or from code. A new spec field
+// touches include/skiff/spec.h, spec_json.cc (reading and writing), the rules file of its
+// section, docs/config.md and configs/skiff-vm.schema.json.
 #pragma once
 
 #include <cstddef>
@@ -45,6 +59,11 @@ Result<void> check_device_rules(const VmSpec& spec);
 // Every host-independent rule: ranges, cross-field rules, affinity shape, cmdline
 // characters, serial mode vs path. Does not touch the file system.
 Result<void> check_spec_rules(const VmSpec& spec);
+
+// Every rule that looks at this host (host_rules.cc): host CPUs and NUMA nodes named by the
+// spec exist, the kernel, initrd and disks can be opened, the serial file can be written,
+// the API socket's directory exists.
+Result<void> check_host_rules(const VmSpec& spec);
 
 // Parses a Linux CPU or node list as found in sysfs ("0-3,8,10-11\n"). nullopt when the
 // text is not such a list.

@@ -35,4 +35,10 @@ Result<std::thread> start_filtered_thread(std::string name, ThreadKind kind, Sec
   return thread;
 }
 
+EventLoop::ThreadStarter filtered_thread_starter(ThreadKind kind, SeccompMode mode) {
+  return [kind, mode](std::string name, std::function<void()> body) {
+    return start_filtered_thread(std::move(name), kind, mode, std::move(body));
+  };
+}
+
 }  // namespace skiff::security

@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "common/event_loop.h"
 #include "security/seccomp_filter.h"
 #include "skiff/error.h"
 
@@ -17,5 +18,9 @@ namespace skiff::security {
 // (naming the thread) is returned; the caller then has nothing to join.
 Result<std::thread> start_filtered_thread(std::string name, ThreadKind kind, SeccompMode mode,
                                           std::function<void()> body);
+
+// start_filtered_thread with `kind` and `mode` bound: how a device's EventLoop starts, so
+// its thread installs the filter before it runs any handler.
+EventLoop::ThreadStarter filtered_thread_starter(ThreadKind kind, SeccompMode mode);
 
 }  // namespace skiff::security

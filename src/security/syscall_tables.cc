@@ -103,8 +103,8 @@ const RuleGroup& interrupts_group() {
       "the thread raises guest interrupts (used buffers, config changes, serial, ACPI, keyboard)",
       {
           SKIFF_IOCTL(KVM_IRQ_LINE,
-                      "KvmIrqLine: serial COM1, i8042, ACPI SCI and the shared PCI INTx lines (vmm/kvm_irq_line.h)"),
-          SKIFF_IOCTL(KVM_SIGNAL_MSI, "MsiRoutes::deliver when no GSI route can be made (vmm/msi_routes.cc)"),
+                      "KvmIrqLine: serial COM1, i8042, ACPI SCI and the shared PCI INTx lines (interrupts/kvm_irq_line.h)"),
+          SKIFF_IOCTL(KVM_SIGNAL_MSI, "MsiRoutes::deliver when no GSI route can be made (interrupts/msi_routes.cc)"),
           // linux/kvm.h's KVM_SET_GSI_ROUTING encodes a different size in C++ (kvm/kvm_uapi.h).
           ioctl_rule(kvm_uapi::kSetGsiRouting, "KVM_SET_GSI_ROUTING",
                      "MsiRoutes makes a route for an MSI-X message on its first delivery or unmask"),

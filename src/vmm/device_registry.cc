@@ -6,13 +6,13 @@
 
 #include "arch/x86_64/acpi/aml.h"
 #include "arch/x86_64/irq_routing.h"
+#include "interrupts/kvm_irq_line.h"
+#include "interrupts/kvm_irqfd_line.h"
+#include "interrupts/kvm_notify_registrar.h"
+#include "interrupts/msi_routes.h"
+#include "interrupts/shared_irq_line.h"
 #include "virtio/transport/mmio_transport.h"
 #include "virtio/transport/pci_transport.h"
-#include "vmm/kvm_irq_line.h"
-#include "vmm/kvm_irqfd_line.h"
-#include "vmm/kvm_notify_registrar.h"
-#include "vmm/msi_routes.h"
-#include "vmm/shared_irq_line.h"
 
 namespace skiff {
 

@@ -3,7 +3,7 @@
 // its row at the end (the order fixes PCI slots and MMIO windows, which guests see).
 #include <fmt/format.h>
 
-#include "api/stats_convert.h"
+#include "vmm/stats_convert.h"
 #include "virtio/balloon/virtio_balloon.h"
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"

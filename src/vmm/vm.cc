@@ -45,12 +45,13 @@
 #include "vcpu/vcpu_runner.h"
 #include "api/api_backend.h"
 #include "api/api_server.h"
-#include "api/stats_convert.h"
-#include "vmm/kvm_irq_line.h"
-#include "vmm/console_watch.h"
+#include "interrupts/kvm_irq_line.h"
+#include "virtio/balloon/virtio_balloon.h"
 #include "vmm/balloon_status.h"
 #include "vmm/device_manager.h"
 #include "vmm/device_registry.h"
+#include "vmm/kernel_panic_watch.h"
+#include "vmm/stats_convert.h"
 
 namespace skiff {
 
@@ -77,6 +78,7 @@ int exit_code_for(const Error& error) {
     case ErrorKind::kHost: return kExitHost;
     case ErrorKind::kGuest: return kExitGuestCrash;
     case ErrorKind::kInternal: return kExitVmm;
+    case ErrorKind::kState: return kExitState;
   }
   return kExitVmm;
 }
@@ -237,7 +239,7 @@ class VmApiBackend final : public api::ApiBackend {
   Result<void> resume() override { return vm_.resume(); }
   Result<void> shutdown(std::chrono::milliseconds timeout) override { return vm_.shutdown(timeout); }
   Result<void> stop() override {
-    if (vm_.state() == VmState::created) return config_error("cannot stop: the VM has not been started");
+    if (vm_.state() == VmState::created) return state_error("cannot stop: the VM has not been started");
     vm_.request_stop(VmExit{StopReason::kStopRequested, kExitStopped, "stopped through the API"});
     return {};
   }
@@ -514,8 +516,8 @@ void Vm::Impl::request_stop(VmExit exit) {
 Result<void> Vm::Impl::pause() {
   {
     std::lock_guard lock(mutex_);
-    if (!started_) return config_error("cannot pause: the VM has not been started");
-    if (exit_) return config_error("cannot pause: the VM has stopped");
+    if (!started_) return state_error("cannot pause: the VM has not been started");
+    if (exit_) return state_error("cannot pause: the VM has stopped");
     if (paused_) return {};
     paused_ = true;
   }
@@ -524,7 +526,7 @@ Result<void> Vm::Impl::pause() {
   for (auto& runner : runners_) {
     if (!runner->wait_paused(std::chrono::seconds(5))) {
       std::lock_guard lock(mutex_);
-      if (exit_) return config_error("cannot pause: the VM stopped");
+      if (exit_) return state_error("cannot pause: the VM stopped");
       return internal_error(fmt::format("vCPU {} did not pause within 5 s", runner->id()));
     }
   }
@@ -534,8 +536,8 @@ Result<void> Vm::Impl::pause() {
 Result<void> Vm::Impl::resume() {
   {
     std::lock_guard lock(mutex_);
-    if (!started_) return config_error("cannot resume: the VM has not been started");
-    if (exit_) return config_error("cannot resume: the VM has stopped");
+    if (!started_) return state_error("cannot resume: the VM has not been started");
+    if (exit_) return state_error("cannot resume: the VM has stopped");
     if (!paused_) return {};
     paused_ = false;
   }
@@ -546,7 +548,7 @@ Result<void> Vm::Impl::resume() {
 Result<void> Vm::Impl::shutdown(std::chrono::milliseconds timeout) {
   {
     std::lock_guard lock(mutex_);
-    if (!started_) return config_error("cannot shut down: the VM has not been started");
+    if (!started_) return state_error("cannot shut down: the VM has not been started");
     if (exit_ || shutdown_requested_) return {};  // stopped, or a shutdown is under way
     shutdown_requested_ = true;
   }

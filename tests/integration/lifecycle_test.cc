@@ -153,8 +153,14 @@ TEST_F(LifecycleTest, PauseAndShutdownBeforeStartAreRefused) {
   auto paused = (*vm)->pause();
   ASSERT_FALSE(paused);
   EXPECT_NE(paused.error().message().find("not been started"), std::string::npos) << paused.error().message();
-  EXPECT_FALSE((*vm)->resume());
-  EXPECT_FALSE((*vm)->shutdown(1s));
+  EXPECT_EQ(paused.error().kind(), ErrorKind::kState);
+  EXPECT_EQ(exit_code_for(paused.error()), kExitState);
+  auto resumed = (*vm)->resume();
+  ASSERT_FALSE(resumed);
+  EXPECT_EQ(resumed.error().kind(), ErrorKind::kState);
+  auto shut_down = (*vm)->shutdown(1s);
+  ASSERT_FALSE(shut_down);
+  EXPECT_EQ(shut_down.error().kind(), ErrorKind::kState);
 }
 
 }  // namespace

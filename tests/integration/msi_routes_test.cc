@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // MSI messages as KVM GSI routes + irqfds, against a real KVM VM.
-#include "vmm/msi_routes.h"
+#include "interrupts/msi_routes.h"
 
 #include <gtest/gtest.h>
 

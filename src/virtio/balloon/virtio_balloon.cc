@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
 #include "virtio/balloon/balloon_constants.h"
 #include "virtio/core/virtio_constants.h"
 
@@ -132,7 +133,8 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
   if (has_feature(acked_features, kFeatureFreePageReporting)) roles.push_back(Role::kReporting);
   roles.resize(queues.size(), Role::kNone);
 
-  auto worker = EventLoop::create("skiff-balloon", security::ThreadKind::balloon, worker_seccomp());
+  auto worker = EventLoop::create("skiff-balloon",
+                                  security::filtered_thread_starter(security::ThreadKind::balloon, worker_seccomp()));
   if (!worker) return std::unexpected(worker.error());
   for (size_t i = 0; i < notify_.size(); ++i) {
     const auto index = static_cast<uint16_t>(i);

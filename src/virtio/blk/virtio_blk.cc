@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
@@ -140,7 +141,7 @@ Result<void> VirtioBlk::init_queues() {
     }
     queues_.push_back(std::move(q));
   }
-  if (spec_.rate_limit.limited()) limiter_.emplace(spec_.rate_limit);
+  if (spec_.rate_limit.limited()) limiter_.emplace(spec_.rate_limit.bytes_per_second, spec_.rate_limit.ops_per_second);
   return {};
 }
 
@@ -216,8 +217,8 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
     q.slots.resize(depth);
     q.free_slots.clear();
     for (uint32_t s = depth; s > 0; --s) q.free_slots.push_back(s - 1);
-    auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i), security::ThreadKind::blk_io,
-                                  worker_seccomp());
+    auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i),
+                                  security::filtered_thread_starter(security::ThreadKind::blk_io, worker_seccomp()));
     if (!loop) {
       stop_queues();
       return std::unexpected(loop.error());

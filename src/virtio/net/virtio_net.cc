@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
 #include "virtio/core/rate_limited_log.h"
 #include "virtio/core/virtio_constants.h"
 #include "virtio/net/mac.h"
@@ -170,8 +171,8 @@ VirtioNet::VirtioNet(const NetSpec& spec, MacAddress mac, std::unique_ptr<NetBac
       backend_(std::move(backend)),
       pair_state_(std::move(pairs)),
       ctrl_notify_(std::move(ctrl_notify)),
-      rx_limiter_(spec.rx_rate_limit),
-      tx_limiter_(spec.tx_rate_limit) {
+      rx_limiter_(spec.rx_rate_limit.bytes_per_second, spec.rx_rate_limit.ops_per_second),
+      tx_limiter_(spec.tx_rate_limit.bytes_per_second, spec.tx_rate_limit.ops_per_second) {
   features_ = feature_mask(kFeatureVersion1) | feature_mask(kFeatureRingIndirectDesc) |
               feature_mask(kFeatureRingEventIdx) | feature_mask(kFeatureMac) | feature_mask(kFeatureStatus) |
               feature_mask(kFeatureMrgRxbuf) | feature_mask(kFeatureCtrlVq) | feature_mask(kFeatureCtrlRx);
@@ -313,8 +314,8 @@ Result<void> VirtioNet::activate(uint64_t acked_features, std::vector<Queue*> qu
     pair.tap_polled = false;
     pair.bounce.resize(kBounceSize);
     pair.iov.reserve(kMaxIovecs);
-    auto worker = EventLoop::create(fmt::format("skiff-{}-q{}", id_, pair.index), security::ThreadKind::net_io,
-                                    worker_seccomp());
+    auto worker = EventLoop::create(fmt::format("skiff-{}-q{}", id_, pair.index),
+                                    security::filtered_thread_starter(security::ThreadKind::net_io, worker_seccomp()));
     if (!worker) return fail(worker.error());
     Pair* p = &pair;
     std::vector<std::pair<int, EventLoop::Handler>> handlers = {

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "security/filtered_thread.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
@@ -42,7 +43,8 @@ Result<void> VirtioRng::activate(uint64_t, std::vector<Queue*> queues, std::shar
   if (queues.size() != 1 || queues[0] == nullptr) {
     return internal_error(fmt::format("{}: expected 1 queue, got {}", name_, queues.size()));
   }
-  auto worker = EventLoop::create(fmt::format("skiff-{}", name_), security::ThreadKind::rng, worker_seccomp());
+  auto worker = EventLoop::create(fmt::format("skiff-{}", name_),
+                                  security::filtered_thread_starter(security::ThreadKind::rng, worker_seccomp()));
   if (!worker) return std::unexpected(worker.error());
   queue_ = queues[0];
   interrupt_ = std::move(interrupt);

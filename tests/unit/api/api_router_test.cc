@@ -47,6 +47,18 @@ TEST(ApiRouter, Errors) {
   EXPECT_EQ(error_of(handle_api_request(backend, "PUT", "/vm/resume", "")), "cannot resume: the VM is running");
 }
 
+// The error's kind decides the status: the state refusing (kState) 409, a wrong value
+// (kConfig) 400, a failure of the VM 500.
+TEST(ApiRouter, ErrorKindsDecideTheStatus) {
+  FakeBackend backend;
+  ApiReply refused = handle_api_request(backend, "PUT", "/vm/resume", "");
+  EXPECT_EQ(refused.status, 409);
+  EXPECT_EQ(backend.resume().error().kind(), ErrorKind::kState);
+  EXPECT_EQ(handle_api_request(backend, "PUT", "/balloon", R"({"target_mib": 4096})").status, 400);
+  backend.fail_stop = true;
+  EXPECT_EQ(handle_api_request(backend, "PUT", "/vm/stop", "").status, 500);
+}
+
 TEST(ApiRouter, CreatedVm) {
   FakeBackend backend(VmState::created);
   EXPECT_EQ(error_of(handle_api_request(backend, "PUT", "/vm/pause", "")), "cannot pause: the VM is created");

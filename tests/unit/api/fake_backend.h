@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "api/api_backend.h"
+#include "vmm/lifecycle.h"
 
 namespace skiff::api::testing {
 

@@ -58,7 +58,7 @@ TEST(TokenBucket, GiveBackIsCappedAtCapacity) {
 }
 
 TEST(RateLimiter, BothBucketsMustAllowAndNeitherIsChargedOnRefusal) {
-  RateLimiter limiter(RateLimitSpec{.bytes_per_second = 1000, .ops_per_second = 2});
+  RateLimiter limiter(/*bytes_per_second=*/1000, /*ops_per_second=*/2);
   auto t0 = TokenBucket::Clock::now();
   EXPECT_FALSE(limiter.unlimited());
   EXPECT_TRUE(limiter.try_take(100, t0));

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "api/stats_convert.h"
+#include "vmm/stats_convert.h"
 
 #include <utility>
 

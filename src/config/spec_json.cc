@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-// JSON -> VmSpec. Every object is checked for unknown keys before its fields are read,
-// every value for its exact JSON type, and every error names the JSON pointer (RFC 6901)
-// of the offending field. Field reference: docs/config.md.
-#include <fcntl.h>
-#include <unistd.h>
+// The JSON form of a spec, both ways. Reading: every object is checked for unknown keys
+// before its fields are read, every value for its exact JSON type, and every error names
+// the JSON pointer (RFC 6901) of the offending field. Writing: every field, defaults
+// included, in the documented order. Field reference: docs/config.md.
+#include "config/spec_json.h"
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstring>
 #include <limits>
 #include <optional>
 #include <set>
@@ -22,17 +20,13 @@
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
 
-namespace skiff {
+namespace skiff::config {
 
 namespace {
 
 // ordered_json keeps keys in document order: errors come in the order the user wrote the
 // keys, and spec_to_json writes them in the documented order.
 using json = nlohmann::ordered_json;
-using config::escape_pointer_token;
-
-// A spec is a few KiB; anything this large is the wrong file (or /dev/zero).
-constexpr size_t kMaxSpecFileBytes = 16 * 1024 * 1024;
 
 constexpr std::array<std::string_view, 9> kTopKeys = {"name",  "machine", "boot",    "serial", "rng",
                                                       "disks", "nets",    "balloon", "api"};
@@ -98,7 +92,7 @@ class ObjectReader {
     for (const auto& [key, value] : object_.items()) {
       if (std::ranges::find(allowed, key) != allowed.end()) continue;
       std::string message = fmt::format("{}: unknown key", child_pointer(pointer_, key));
-      if (auto suggestion = config::closest_key(key, allowed)) {
+      if (auto suggestion = closest_key(key, allowed)) {
         message += fmt::format(" (did you mean \"{}\"?)", *suggestion);
       } else {
         std::string keys;
@@ -178,7 +172,7 @@ class ObjectReader {
       choices += fmt::format("{}\"{}\"", i == 0 ? "" : i + 1 == N ? " or " : ", ", to_string(values[i]));
     }
     return config_error(
-        fmt::format("{}: unknown value \"{}\": use {}", pointer(key), config::printable(text), choices));
+        fmt::format("{}: unknown value \"{}\": use {}", pointer(key), printable(text), choices));
   }
 
   static Result<void> unsigned_value(const json& value, const std::string& pointer, uint64_t& out) {
@@ -240,7 +234,7 @@ Result<HugePages> parse_hugepages(const json& value, const std::string& pointer)
   }
   return config_error(
       fmt::format("{}: unknown value \"{}\": use \"none\", \"thp\", \"2M\" or \"1G\"", pointer,
-                  config::printable(text)));
+                  printable(text)));
 }
 
 Result<SerialMode> parse_serial_mode(const json& value, const std::string& pointer) {
@@ -250,7 +244,7 @@ Result<SerialMode> parse_serial_mode(const json& value, const std::string& point
     if (text == to_string(mode)) return mode;
   }
   return config_error(fmt::format("{}: unknown value \"{}\": use \"stdout\", \"file\" or \"none\"",
-                                  pointer, config::printable(text)));
+                                  pointer, printable(text)));
 }
 
 Result<std::vector<std::vector<uint32_t>>> parse_affinity(const json& value,
@@ -356,7 +350,7 @@ Result<VirtioTransport> parse_transport(const json& value, const std::string& po
     if (text == to_string(transport)) return transport;
   }
   return config_error(fmt::format("{}: unknown value \"{}\": use \"pci\" or \"mmio\"", pointer,
-                                  config::printable(text)));
+                                  printable(text)));
 }
 
 Result<void> parse_rng(const json& object, RngSpec& rng) {
@@ -458,7 +452,7 @@ Result<void> parse_net(const json& object, const std::string& pointer, NetSpec& 
     if (!parsed) {
       return config_error(fmt::format("{}: \"{}\" is not a MAC address; write six hex bytes like "
                                       "\"52:54:00:12:34:56\", or leave the key out for a generated one",
-                                      reader.pointer("mac"), config::printable(text)));
+                                      reader.pointer("mac"), printable(text)));
     }
     net.mac = *parsed;
   }
@@ -613,7 +607,7 @@ Result<json> parse_json(std::string_view text) {
 
 }  // namespace
 
-Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::path& base_dir) {
+Result<VmSpec> read_spec_json(std::string_view json_text, const std::filesystem::path& base_dir) {
   auto document = parse_json(json_text);
   if (!document) return std::unexpected(document.error());
   if (!document->is_object()) return type_error("/", "a JSON object", *document);
@@ -692,50 +686,10 @@ Result<VmSpec> parse_spec(std::string_view json_text, const std::filesystem::pat
     spec.api.emplace();
     if (auto result = parse_api(**api, base_dir, *spec.api); !result) return std::unexpected(result.error());
   }
-  if (auto result = config::check_spec_rules(spec); !result) {
-    return std::unexpected(result.error());
-  }
   return spec;
 }
 
-Result<VmSpec> load_spec_file(const std::filesystem::path& path) {
-  std::string context = fmt::format("spec file \"{}\"", path.string());
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return config_error(fmt::format("{}: {}", context, std::strerror(errno)));
-  }
-  std::string text;
-  std::array<char, 64 * 1024> buffer;
-  int read_errno = 0;
-  while (true) {
-    ssize_t count = ::read(fd, buffer.data(), buffer.size());
-    if (count < 0) {
-      if (errno == EINTR) continue;
-      read_errno = errno;
-      break;
-    }
-    if (count == 0) break;
-    text.append(buffer.data(), static_cast<size_t>(count));
-    if (text.size() > kMaxSpecFileBytes) break;
-  }
-  ::close(fd);
-  if (read_errno != 0) {
-    return config_error(fmt::format("{}: {}", context, std::strerror(read_errno)));
-  }
-  if (text.size() > kMaxSpecFileBytes) {
-    return config_error(fmt::format("{}: larger than {} MiB; is this really a VM spec?", context,
-                                    kMaxSpecFileBytes >> 20));
-  }
-
-  std::error_code ignored;
-  std::filesystem::path base_dir = std::filesystem::absolute(path, ignored).parent_path();
-  if (base_dir.empty()) base_dir = path.parent_path();
-  auto spec = parse_spec(text, base_dir);
-  if (!spec) return std::unexpected(spec.error().with_context(context));
-  return spec;
-}
-
-std::string spec_to_json(const VmSpec& spec) {
+std::string write_spec_json(const VmSpec& spec) {
   const MachineSpec& machine = spec.machine;
   json affinity = json::array();
   for (const auto& cpus : machine.vcpu_affinity) affinity.push_back(cpus);
@@ -823,98 +777,4 @@ std::string spec_to_json(const VmSpec& spec) {
   return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
-std::string_view to_string(HugePages hugepages) {
-  switch (hugepages) {
-    case HugePages::kNone:
-      return "none";
-    case HugePages::kTransparent:
-      return "thp";
-    case HugePages::k2M:
-      return "2M";
-    case HugePages::k1G:
-      return "1G";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(VirtioTransport transport) {
-  switch (transport) {
-    case VirtioTransport::kPci:
-      return "pci";
-    case VirtioTransport::kMmio:
-      return "mmio";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(SerialMode mode) {
-  switch (mode) {
-    case SerialMode::kStdout:
-      return "stdout";
-    case SerialMode::kFile:
-      return "file";
-    case SerialMode::kNone:
-      return "none";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(DiskCache cache) {
-  switch (cache) {
-    case DiskCache::kNone:
-      return "none";
-    case DiskCache::kWriteback:
-      return "writeback";
-    case DiskCache::kUnsafe:
-      return "unsafe";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(IoEngine engine) {
-  switch (engine) {
-    case IoEngine::kIoUring:
-      return "io_uring";
-    case IoEngine::kSync:
-      return "sync";
-  }
-  return "unknown";
-}
-
-std::string_view to_string(DiscardMode mode) {
-  switch (mode) {
-    case DiscardMode::kUnmap:
-      return "unmap";
-    case DiscardMode::kIgnore:
-      return "ignore";
-  }
-  return "unknown";
-}
-
-std::string format_mac(const MacAddress& mac) {
-  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", mac[0], mac[1], mac[2], mac[3], mac[4],
-                     mac[5]);
-}
-
-std::optional<MacAddress> parse_mac(std::string_view text) {
-  // Exactly six two-digit hex groups separated by ':'.
-  if (text.size() != 17) return std::nullopt;
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  MacAddress mac{};
-  for (size_t i = 0; i < mac.size(); ++i) {
-    const size_t at = i * 3;
-    if (i != 0 && text[at - 1] != ':') return std::nullopt;
-    const int high = hex(text[at]);
-    const int low = hex(text[at + 1]);
-    if (high < 0 || low < 0) return std::nullopt;
-    mac[i] = static_cast<uint8_t>(high * 16 + low);
-  }
-  return mac;
-}
-
-}  // namespace skiff
+}  // namespace skiff::config

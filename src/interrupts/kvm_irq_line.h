@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+// An IOAPIC/PIC input pin driven with KVM_IRQ_LINE: how the legacy devices (COM1, i8042,
+// the ACPI SCI) and the shared PCI INTx lines reach the in-kernel irqchip.
 #pragma once
 
 #include <spdlog/spdlog.h>

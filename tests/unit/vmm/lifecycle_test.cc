@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "skiff/state.h"
+#include "vmm/lifecycle.h"
 
 namespace skiff {
 namespace {
@@ -24,7 +24,7 @@ bool expected_valid(VmState from, VmState to) {
          (from == created && to == stopped);
 }
 
-TEST(ApiLifecycle, NamesEveryState) {
+TEST(Lifecycle, NamesEveryState) {
   EXPECT_EQ(to_string(VmState::created), "created");
   EXPECT_EQ(to_string(VmState::running), "running");
   EXPECT_EQ(to_string(VmState::paused), "paused");
@@ -32,11 +32,11 @@ TEST(ApiLifecycle, NamesEveryState) {
   EXPECT_EQ(to_string(VmState::stopped), "stopped");
 }
 
-TEST(ApiLifecycle, StartsCreated) { EXPECT_EQ(Lifecycle().state(), VmState::created); }
+TEST(Lifecycle, StartsCreated) { EXPECT_EQ(Lifecycle().state(), VmState::created); }
 
-// All 25 pairs: the seven drawn in state.h succeed, every other one is refused and leaves
+// All 25 pairs: the seven drawn in skiff/state.h succeed, every other one is refused and leaves
 // the state unchanged.
-TEST(ApiLifecycle, EveryTransitionValidOrRefused) {
+TEST(Lifecycle, EveryTransitionValidOrRefused) {
   for (VmState from : kAllStates) {
     for (VmState to : kAllStates) {
       SCOPED_TRACE(fmt::format("{} -> {}", to_string(from), to_string(to)));
@@ -48,7 +48,7 @@ TEST(ApiLifecycle, EveryTransitionValidOrRefused) {
         EXPECT_EQ(lifecycle.state(), to);
       } else {
         ASSERT_FALSE(result);
-        EXPECT_EQ(result.error().kind(), ErrorKind::kConfig);
+        EXPECT_EQ(result.error().kind(), ErrorKind::kState);
         EXPECT_NE(result.error().message().find(fmt::format("the VM is {}", to_string(from))), std::string::npos)
             << result.error().message();
         EXPECT_EQ(lifecycle.state(), from);
@@ -57,7 +57,7 @@ TEST(ApiLifecycle, EveryTransitionValidOrRefused) {
   }
 }
 
-TEST(ApiLifecycle, RefusalNamesTheRequest) {
+TEST(Lifecycle, RefusalNamesTheRequest) {
   Lifecycle stopped(VmState::stopped);
   EXPECT_EQ(stopped.transition(VmState::paused).error().message(), "cannot pause: the VM is stopped");
   EXPECT_EQ(stopped.transition(VmState::running).error().message(), "cannot resume: the VM is stopped");
@@ -70,7 +70,7 @@ TEST(ApiLifecycle, RefusalNamesTheRequest) {
   EXPECT_EQ(running.transition(VmState::running, "start").error().message(), "cannot start: the VM is running");
 }
 
-TEST(ApiLifecycle, FullLife) {
+TEST(Lifecycle, FullLife) {
   Lifecycle lifecycle;
   EXPECT_TRUE(lifecycle.transition(VmState::running));
   EXPECT_TRUE(lifecycle.transition(VmState::paused));
@@ -82,7 +82,7 @@ TEST(ApiLifecycle, FullLife) {
   for (VmState to : kAllStates) EXPECT_FALSE(lifecycle.transition(to));
 }
 
-TEST(ApiLifecycle, WaitForSeesAnotherThreadsTransition) {
+TEST(Lifecycle, WaitForSeesAnotherThreadsTransition) {
   Lifecycle lifecycle(VmState::running);
   EXPECT_FALSE(lifecycle.wait_for(VmState::stopped, std::chrono::milliseconds(10)));
   std::thread stopper([&] {
@@ -96,7 +96,7 @@ TEST(ApiLifecycle, WaitForSeesAnotherThreadsTransition) {
 
 // Many threads racing to pause and resume: exactly one of each pair of racers wins, and
 // the state is always one of the two.
-TEST(ApiLifecycle, ConcurrentTransitionsAreSerialised) {
+TEST(Lifecycle, ConcurrentTransitionsAreSerialised) {
   Lifecycle lifecycle(VmState::running);
   std::atomic<int> pauses{0};
   std::atomic<int> resumes{0};

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+// An edge-triggered pin behind a KVM irqfd: virtio-mmio devices raise their interrupt from
+// their worker thread with one eventfd write, no ioctl and no vCPU involved.
 #pragma once
 
 #include <sys/eventfd.h>

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+// The other direction of kvm_irqfd_line.h: a guest's queue-notify write becomes a KVM
+// ioeventfd, so it wakes the device's worker thread without an exit to user space.
 #pragma once
 
 #include <spdlog/spdlog.h>

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "vmm/msi_routes.h"
+#include "interrupts/msi_routes.h"
 
 #include <sys/eventfd.h>
 #include <unistd.h>

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <fmt/format.h>
+// Also defines to_string(VmState) of include/skiff/state.h: the state machine's names.
+#include "vmm/lifecycle.h"
 
-#include "skiff/state.h"
+#include <fmt/format.h>
 
 namespace skiff {
 
@@ -69,8 +70,8 @@ Result<void> Lifecycle::transition(VmState to, std::string_view request) {
   {
     std::lock_guard lock(mutex_);
     if (!is_valid_transition(state_, to)) {
-      return config_error(fmt::format("cannot {}: the VM is {}",
-                                      request.empty() ? request_name(state_, to) : request, to_string(state_)));
+      return state_error(fmt::format("cannot {}: the VM is {}",
+                                     request.empty() ? request_name(state_, to) : request, to_string(state_)));
     }
     state_ = to;
   }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// validate_spec: the host-independent rules (config/spec_rules.cc) plus the checks that
-// look at this host: host CPUs and NUMA nodes exist, the files the spec names can be read
-// or written. Everything here reports ErrorKind::kConfig: the spec is what must change.
+// The spec's rules that look at this host: host CPUs and NUMA nodes exist, the files the
+// spec names can be read or written (validate_spec applies them after the host-independent
+// rules; index in spec_rules.h). Everything here reports ErrorKind::kConfig: the spec is
+// what must change.
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -21,7 +22,7 @@
 #include "config/spec_rules.h"
 #include "skiff/spec.h"
 
-namespace skiff {
+namespace skiff::config {
 
 namespace {
 
@@ -52,7 +53,7 @@ std::string format_cpu_list(const std::vector<uint32_t>& cpus) {
 // Host CPUs that can exist (online or not): sysfs first, the configured count as fallback.
 std::vector<uint32_t> host_cpus() {
   if (auto text = read_small_file(kPossibleCpusPath)) {
-    if (auto cpus = config::parse_cpu_list(*text); cpus && !cpus->empty()) return *cpus;
+    if (auto cpus = parse_cpu_list(*text); cpus && !cpus->empty()) return *cpus;
   }
   long count = ::sysconf(_SC_NPROCESSORS_CONF);
   std::vector<uint32_t> cpus;
@@ -87,7 +88,7 @@ Result<void> check_numa_node_on_host(const MachineSpec& machine) {
   std::string nodes = "unknown: the kernel exposes no NUMA nodes";
   std::string online_path = fmt::format("{}/online", kNodeDir);
   if (auto text = read_small_file(online_path.c_str())) {
-    if (auto list = config::parse_cpu_list(*text)) nodes = format_cpu_list(*list);
+    if (auto list = parse_cpu_list(*text)) nodes = format_cpu_list(*list);
   }
   return config_error(fmt::format(
       "/machine/numa_node: host NUMA node {} does not exist ({} not found; this host's nodes: "
@@ -114,7 +115,7 @@ Result<void> check_input_file(std::string_view pointer, const std::filesystem::p
                               std::string_view fix) {
   auto fail = [&](std::string_view reason) {
     return config_error(
-        fmt::format("{} \"{}\": {}; {}", pointer, config::printable(path.string()), reason, fix));
+        fmt::format("{} \"{}\": {}; {}", pointer, printable(path.string()), reason, fix));
   };
   struct stat status {};
   if (::stat(path.c_str(), &status) != 0) return fail(std::strerror(errno));
@@ -138,7 +139,7 @@ Result<void> check_serial_file(const std::filesystem::path& path) {
       "serial.path must name a writable file in an existing directory";
   auto fail = [&](std::string_view reason) {
     return config_error(
-        fmt::format("/serial/path \"{}\": {}; {}", config::printable(path.string()), reason, kFix));
+        fmt::format("/serial/path \"{}\": {}; {}", printable(path.string()), reason, kFix));
   };
   std::filesystem::path parent = path.parent_path();
   if (parent.empty()) parent = ".";
@@ -169,7 +170,7 @@ Result<void> check_disks(const std::vector<DiskSpec>& disks) {
   for (size_t i = 0; i < disks.size(); ++i) {
     const DiskSpec& disk = disks[i];
     auto fail = [&](std::string_view reason, std::string_view fix) {
-      return config_error(fmt::format("/disks/{}/path \"{}\": {}; {}", i, config::printable(disk.path.string()),
+      return config_error(fmt::format("/disks/{}/path \"{}\": {}; {}", i, printable(disk.path.string()),
                                       reason, fix));
     };
     struct stat status {};
@@ -207,18 +208,17 @@ Result<void> check_api_directory(const ApiSpec& api) {
   if (ec || !std::filesystem::exists(status)) {
     return config_error(fmt::format("/api/socket \"{}\": the directory \"{}\" does not exist; create it (e.g. "
                                     "mkdir -p {})",
-                                    config::printable(api.socket.string()), config::printable(dir.string()),
-                                    config::printable(dir.string())));
+                                    printable(api.socket.string()), printable(dir.string()),
+                                    printable(dir.string())));
   }
   if (!std::filesystem::is_directory(status)) {
     return config_error(fmt::format("/api/socket \"{}\": \"{}\" is not a directory",
-                                    config::printable(api.socket.string()), config::printable(dir.string())));
+                                    printable(api.socket.string()), printable(dir.string())));
   }
   return {};
 }
 
-Result<void> validate_spec(const VmSpec& spec) {
-  if (auto result = config::check_spec_rules(spec); !result) return result;
+Result<void> check_host_rules(const VmSpec& spec) {
   if (auto result = check_affinity_on_host(spec.machine); !result) return result;
   if (auto result = check_numa_node_on_host(spec.machine); !result) return result;
   if (auto result = check_input_file(
@@ -244,4 +244,4 @@ Result<void> validate_spec(const VmSpec& spec) {
   return {};
 }
 
-}  // namespace skiff
+}  // namespace skiff::config
