@@ -112,6 +112,11 @@ void VcpuRunner::resume() {
     std::lock_guard lock(pause_mutex_);
     pause_requested_ = false;
     pause_pending_.store(false, std::memory_order_release);
+    // pause() set immediate_exit; a paused thread clears it when it leaves pause_point(),
+    // but a thread that never reached the pause point (not started yet, or between KVM_RUN
+    // and its pause check) would otherwise find it set forever and spin on EINTR. Under the
+    // lock a later pause() or stop() sets it again.
+    if (!paused_ && !stopping_.load(std::memory_order_acquire)) vcpu_.run_page()->immediate_exit = 0;
   }
   pause_changed_.notify_all();
 }

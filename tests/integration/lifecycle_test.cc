@@ -33,6 +33,20 @@ class LifecycleTest : public ::testing::Test {
   }
 };
 
+// A pause right after start, before the vCPU threads reach their first KVM_RUN, and a
+// resume: the guest must run (it once spun on interrupted KVM_RUNs forever).
+TEST_F(LifecycleTest, PauseRightAfterStartThenResumeRuns) {
+  LiveGuest guest(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.action=wait-shutdown", 2, 64));
+  ASSERT_FALSE(guest.error()) << *guest.error();
+  ASSERT_TRUE(guest.vm().pause());
+  ASSERT_TRUE(guest.vm().resume());
+  ASSERT_TRUE(guest.next_line("tick=", 20s)) << guest.console();
+  ASSERT_TRUE(guest.vm().shutdown(20s));
+  auto exit = guest.wait(30s);
+  ASSERT_TRUE(exit) << guest.console();
+  EXPECT_EQ(exit->reason, StopReason::kGuestPowerOff) << guest.console();
+}
+
 TEST_F(LifecycleTest, PauseStopsTheGuestResumeContinuesShutdownPowersOff) {
   LiveGuest guest(guest_spec(SKIFF_TEST_GUEST_ELF, "skiff.action=wait-shutdown", 2, 64));
   ASSERT_FALSE(guest.error()) << *guest.error();
