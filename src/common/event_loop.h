@@ -31,9 +31,11 @@ class EventLoop {
   // the handler must drain it). Only before start().
   Result<void> add(int fd, Handler on_readable);
   // Starts the thread and waits until its filter is installed; when that fails the thread
-  // has ended without running a handler and the error says why.
+  // has ended without running a handler and the error says why. After stop() the loop can
+  // be started again, with the same fds and handlers (a paused device resuming).
   Result<void> start();
   // Ends the loop after the handler running now, if any, and joins the thread. Idempotent.
+  // The fds keep what is pending (a signalled eventfd stays signalled) for the next start().
   void stop();
 
  private:
