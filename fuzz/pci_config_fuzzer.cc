@@ -21,6 +21,7 @@
 // registrations are removed exactly as they were added, vendor ids never change, and
 // reads of a valid size return a value of that size (or all ones).
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -117,6 +118,21 @@ class FuzzVirtioDevice : public skiff::virtio::VirtioDevice {
   void reset() override {
     std::lock_guard lock(mutex_);
     interrupt_.reset();
+  }
+  // No workers: pausing is a no-op; the state is the configuration bytes.
+  skiff::Result<void> pause() override { return {}; }
+  skiff::Result<void> resume() override { return {}; }
+  skiff::Result<skiff::state::StateBlob> save_state() const override {
+    skiff::state::StateBlob blob("fuzz-virtio", 1);
+    blob.put_bytes("config", config_);
+    return blob;
+  }
+  skiff::Result<void> restore_state(const skiff::state::StateBlob& blob) override {
+    if (auto expected = blob.expect("fuzz-virtio", 1); !expected) return expected;
+    auto config = blob.bytes_exact("config", config_.size());
+    if (!config) return std::unexpected(config.error());
+    std::copy(config->begin(), config->end(), config_.begin());
+    return {};
   }
   std::shared_ptr<skiff::virtio::VirtioInterrupt> interrupt() {
     std::lock_guard lock(mutex_);

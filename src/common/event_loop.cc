@@ -52,6 +52,11 @@ Result<void> EventLoop::add(int fd, Handler on_readable) {
 
 Result<void> EventLoop::start() {
   if (!start_thread_) return internal_error(fmt::format("{}: no way to start the thread was given", thread_name_));
+  if (thread_.joinable()) return internal_error(fmt::format("{}: start() on a running loop", thread_name_));
+  // A loop stopped before (a paused device) starts again: clear the stop request first.
+  uint64_t count = 0;
+  while (::read(stop_event_.get(), &count, sizeof(count)) > 0) {
+  }
   auto thread = start_thread_(thread_name_, [this] { run(); });
   if (!thread) return std::unexpected(thread.error());
   thread_ = std::move(*thread);

@@ -34,9 +34,12 @@ class EventLoop {
   // the handler must drain it). Only before start().
   Result<void> add(int fd, Handler on_readable);
   // Starts the thread through the ThreadStarter (which, for a filtered thread, returns once
-  // the filter is installed); when that fails no handler runs and the error says why.
+  // the filter is installed); when that fails no handler runs and the error says why. After
+  // stop() the loop can be started again, with the same fds and handlers (a paused device
+  // resuming).
   Result<void> start();
   // Ends the loop after the handler running now, if any, and joins the thread. Idempotent.
+  // The fds keep what is pending (a signalled eventfd stays signalled) for the next start().
   void stop();
 
  private:

@@ -10,10 +10,14 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include "state/read_field.h"
 
 namespace skiff {
 namespace {
@@ -131,6 +135,86 @@ uint64_t HugePageBitmap::partial_count() const {
 uint64_t HugePageBitmap::released_count() const {
   return static_cast<uint64_t>(
       std::count_if(entries_.begin(), entries_.end(), [](const auto& item) { return item.second.released; }));
+}
+
+Result<void> HugePageBitmap::restore_state(const state::StateBlob& blob, uint64_t huge_pages) {
+  if (auto expected = blob.expect("hugepage-bitmap", 1); !expected) return expected;
+  const auto bad = [](std::string_view what) {
+    return config_error(fmt::format("state of hugepage-bitmap: {}", what));
+  };
+  uint64_t pages_per_huge = 0;
+  if (auto r = state::read_field(blob, "pages_per_huge_page", pages_per_huge); !r) return r;
+  if (pages_per_huge != pages_per_huge_) {
+    return bad(fmt::format("pages_per_huge_page {} differs from this region's {}", pages_per_huge, pages_per_huge_));
+  }
+  // At most one entry per huge page of the region, and per entry at most one bitmap.
+  const uint64_t words = (pages_per_huge_ + kBitsPerWord - 1) / kBitsPerWord;
+  const auto huge = blob.u64s("huge", huge_pages, huge_pages == 0 ? 0 : huge_pages - 1);
+  if (!huge) return std::unexpected(huge.error());
+  const auto given_back = blob.u64s("given_back", huge->size(), pages_per_huge_);
+  if (!given_back) return std::unexpected(given_back.error());
+  const auto released = blob.u64s("released", huge->size(), 1);
+  if (!released) return std::unexpected(released.error());
+  const size_t max_words = huge->size() > SIZE_MAX / words ? SIZE_MAX : huge->size() * words;
+  const auto bits = blob.u64s("bits", max_words);
+  if (!bits) return std::unexpected(bits.error());
+  if (given_back->size() != huge->size() || released->size() != huge->size()) {
+    return bad("the lists huge, given_back and released differ in length");
+  }
+  std::unordered_map<uint64_t, Entry> entries;
+  size_t next_word = 0;
+  for (size_t i = 0; i < huge->size(); ++i) {
+    if (i > 0 && (*huge)[i] <= (*huge)[i - 1]) return bad("huge page numbers are not strictly increasing");
+    Entry entry;
+    entry.given_back = (*given_back)[i];
+    entry.released = (*released)[i] == 1;
+    // Entries with nothing given back are erased; complete ones keep no bits; only complete
+    // huge pages are released.
+    if (entry.given_back == 0) return bad(fmt::format("huge page {} with no page given back", (*huge)[i]));
+    if (entry.released && entry.given_back != pages_per_huge_) {
+      return bad(fmt::format("huge page {} released with only {} pages given back", (*huge)[i], entry.given_back));
+    }
+    if (entry.given_back < pages_per_huge_) {
+      if (bits->size() - next_word < words) return bad("fewer bit words than partial huge pages need");
+      entry.bits.assign(bits->begin() + static_cast<ptrdiff_t>(next_word),
+                        bits->begin() + static_cast<ptrdiff_t>(next_word + words));
+      next_word += words;
+      uint64_t count = 0;
+      for (uint64_t word : entry.bits) count += static_cast<uint64_t>(std::popcount(word));
+      const uint64_t tail = pages_per_huge_ % kBitsPerWord;
+      const bool stray = tail != 0 && (entry.bits.back() >> tail) != 0;
+      if (count != entry.given_back || stray) {
+        return bad(fmt::format("huge page {}: the bits do not describe {} pages given back", (*huge)[i],
+                               entry.given_back));
+      }
+    }
+    entries.emplace((*huge)[i], std::move(entry));
+  }
+  if (next_word != bits->size()) return bad("more bit words than partial huge pages need");
+  entries_ = std::move(entries);
+  return {};
+}
+
+state::StateBlob HugePageBitmap::save_state() const {
+  std::vector<uint64_t> huge;
+  for (const auto& item : entries_) huge.push_back(item.first);
+  std::sort(huge.begin(), huge.end());
+  std::vector<uint64_t> given_back;
+  std::vector<uint64_t> released;
+  std::vector<uint64_t> bits;
+  for (uint64_t number : huge) {
+    const Entry& entry = entries_.at(number);
+    given_back.push_back(entry.given_back);
+    released.push_back(entry.released ? 1 : 0);
+    if (entry.given_back < pages_per_huge_) bits.insert(bits.end(), entry.bits.begin(), entry.bits.end());
+  }
+  state::StateBlob blob("hugepage-bitmap", 1);
+  blob.put("pages_per_huge_page", pages_per_huge_)
+      .put_u64s("huge", huge)
+      .put_u64s("given_back", given_back)
+      .put_u64s("released", released)
+      .put_u64s("bits", bits);
+  return blob;
 }
 
 // ---- MemoryReclaimer ------------------------------------------------------------------------
@@ -350,6 +434,79 @@ std::optional<MemoryReclaimer::Backing> MemoryReclaimer::backing_at(uint64_t gpa
     if (page >= area.first_page && page - area.first_page < area.page_count) return area.backing;
   }
   return std::nullopt;
+}
+
+state::StateBlob MemoryReclaimer::save_state() const {
+  std::lock_guard lock(mutex_);
+  std::vector<state::StateBlob> hugetlb;
+  for (const Area& area : areas_) {
+    if (!area.bitmap) continue;
+    state::StateBlob region("hugetlb-region", 1);
+    region.put("first_page", area.first_page).put_blob("bitmap", area.bitmap->save_state());
+    hugetlb.push_back(std::move(region));
+  }
+  state::StateBlob blob("memory-reclaimer", 1);
+  blob.put("pages_discarded", counters_.pages_discarded)
+      .put("pages_reused", counters_.pages_reused)
+      .put("pages_reported_free", counters_.pages_reported_free)
+      .put("bytes_released", counters_.bytes_released)
+      .put("huge_pages_released", counters_.huge_pages_released)
+      .put("huge_pages_repopulated", counters_.huge_pages_repopulated)
+      .put("out_of_range_pages", counters_.out_of_range_pages)
+      .put("failures", counters_.failures)
+      .put_blobs("hugetlb_regions", hugetlb);
+  return blob;
+}
+
+Result<void> MemoryReclaimer::restore_state(const state::StateBlob& blob) {
+  using state::read_field;
+  if (auto expected = blob.expect("memory-reclaimer", 1); !expected) return expected;
+  ReclaimCounters counters;
+  for (auto read : {read_field(blob, "pages_discarded", counters.pages_discarded),
+                    read_field(blob, "pages_reused", counters.pages_reused),
+                    read_field(blob, "pages_reported_free", counters.pages_reported_free),
+                    read_field(blob, "bytes_released", counters.bytes_released),
+                    read_field(blob, "huge_pages_released", counters.huge_pages_released),
+                    read_field(blob, "huge_pages_repopulated", counters.huge_pages_repopulated),
+                    read_field(blob, "out_of_range_pages", counters.out_of_range_pages),
+                    read_field(blob, "failures", counters.failures)}) {
+    if (!read) return read;
+  }
+  std::lock_guard lock(mutex_);
+  size_t hugetlb_areas = 0;
+  for (const Area& area : areas_) hugetlb_areas += area.bitmap ? 1 : 0;
+  auto regions = blob.blobs("hugetlb_regions", hugetlb_areas);
+  if (!regions) return std::unexpected(regions.error());
+  if (regions->size() != hugetlb_areas) {
+    return config_error(fmt::format("state of memory-reclaimer: {} hugetlbfs regions where this guest RAM has {}",
+                                    regions->size(), hugetlb_areas));
+  }
+  // Checked into new bitmaps first, swapped in only when every region is valid.
+  std::vector<std::unique_ptr<HugePageBitmap>> bitmaps;
+  size_t next = 0;
+  for (const Area& area : areas_) {
+    if (!area.bitmap) continue;
+    const state::StateBlob& region = (*regions)[next++];
+    if (auto expected = region.expect("hugetlb-region", 1); !expected) return expected;
+    uint64_t first_page = 0;
+    if (auto r = read_field(region, "first_page", first_page); !r) return r;
+    if (first_page != area.first_page) {
+      return config_error(fmt::format("state of memory-reclaimer: hugetlbfs region at page {:#x} where this guest "
+                                      "RAM has one at {:#x}",
+                                      first_page, area.first_page));
+    }
+    auto saved = region.blob("bitmap");
+    if (!saved) return std::unexpected(saved.error());
+    auto bitmap = std::make_unique<HugePageBitmap>(area.pages_per_huge_page);
+    if (auto r = bitmap->restore_state(*saved, area.page_count / area.pages_per_huge_page); !r) return r;
+    bitmaps.push_back(std::move(bitmap));
+  }
+  next = 0;
+  for (Area& area : areas_) {
+    if (area.bitmap) area.bitmap = std::move(bitmaps[next++]);
+  }
+  counters_ = counters;
+  return {};
 }
 
 }  // namespace skiff

@@ -40,6 +40,7 @@
 
 #include "memory/guest_memory.h"
 #include "skiff/error.h"
+#include "state/state_blob.h"
 
 namespace skiff {
 
@@ -82,6 +83,16 @@ class HugePageBitmap {
   uint64_t pages_per_huge_page() const { return pages_per_huge_; }
   // Forgets everything (the guest reset: its balloon is empty again).
   void clear() { entries_.clear(); }
+
+  // State: kind "hugepage-bitmap", version 1: pages_per_huge_page and, for each huge page
+  // with pages given back (by huge page number), how many, whether it was released, and the
+  // bits of the partial ones.
+  state::StateBlob save_state() const;
+  // Replaces this bitmap's contents with a save_state() blob of a bitmap of the same huge
+  // page size over `huge_pages` huge pages. Every entry is checked (numbers in range and
+  // increasing, counts matching the bits, released only when complete); on error nothing
+  // changes.
+  Result<void> restore_state(const state::StateBlob& blob, uint64_t huge_pages);
 
  private:
   struct Entry {
@@ -145,6 +156,14 @@ class MemoryReclaimer {
   void forget_given_back();
 
   ReclaimCounters counters() const;
+
+  // State: kind "memory-reclaimer", version 1: the counters and, for each hugetlbfs region,
+  // its HugePageBitmap (the host's view of which 4 KiB pages the guest gave back; other
+  // backings keep nothing: their pages are released at once). restore_state() expects a
+  // reclaimer over the same RAM layout (the same spec) and refuses anything else.
+  state::StateBlob save_state() const;
+  Result<void> restore_state(const state::StateBlob& blob);
+
   // The backing of the region holding `gpa`, or nullopt outside RAM (for tests and logs).
   std::optional<Backing> backing_at(uint64_t gpa) const;
 

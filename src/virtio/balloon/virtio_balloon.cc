@@ -8,13 +8,18 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "security/filtered_thread.h"
+#include "state/read_field.h"
 #include "virtio/balloon/balloon_constants.h"
 #include "virtio/core/virtio_constants.h"
 
@@ -67,9 +72,11 @@ Result<std::shared_ptr<VirtioBalloon>> VirtioBalloon::create(const BalloonSpec& 
   }
   UniqueFd timer(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   if (!timer.valid()) return std::unexpected(errno_error("balloon: timerfd for the statistics", errno));
+  UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake.valid()) return std::unexpected(errno_error("balloon: eventfd for the worker", errno));
   const uint64_t ram_pages = memory.total_size() >> kPfnShift;
-  std::shared_ptr<VirtioBalloon> balloon(
-      new VirtioBalloon(spec, ram_pages, std::move(*reclaimer), std::move(notify), std::move(timer)));
+  std::shared_ptr<VirtioBalloon> balloon(new VirtioBalloon(spec, ram_pages, std::move(*reclaimer), std::move(notify),
+                                                           std::move(timer), std::move(wake)));
   if (auto target = balloon->set_target_mib(spec.target_mib); !target) {
     return config_error(fmt::format("/balloon/target_mib: {}", target.error().message()));
   }
@@ -77,13 +84,14 @@ Result<std::shared_ptr<VirtioBalloon>> VirtioBalloon::create(const BalloonSpec& 
 }
 
 VirtioBalloon::VirtioBalloon(const BalloonSpec& spec, uint64_t ram_pages, std::unique_ptr<MemoryReclaimer> reclaimer,
-                             std::vector<UniqueFd> notify, UniqueFd stats_timer)
+                             std::vector<UniqueFd> notify, UniqueFd stats_timer, UniqueFd wake)
     : features_(offered_features(spec)),
       stats_interval_s_(spec.stats_interval_s),
       ram_pages_(ram_pages),
       reclaimer_(std::move(reclaimer)),
       notify_(std::move(notify)),
-      stats_timer_(std::move(stats_timer)) {}
+      stats_timer_(std::move(stats_timer)),
+      wake_(std::move(wake)) {}
 
 VirtioBalloon::~VirtioBalloon() { reset(); }
 
@@ -141,6 +149,7 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
     if (auto added = (*worker)->add(notify_[i].get(), [this, index] { on_notify(index); }); !added) return added;
   }
   if (auto added = (*worker)->add(stats_timer_.get(), [this] { on_stats_timer(); }); !added) return added;
+  if (auto added = (*worker)->add(wake_.get(), [this] { on_wake(); }); !added) return added;
 
   queues_.clear();
   for (Queue* queue : queues) queues_.push_back(queue != nullptr && queue->active() ? queue : nullptr);
@@ -150,13 +159,17 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
   for (size_t i = 0; i < roles_.size(); ++i) {
     if (roles_[i] == Role::kStats) stats_index_ = static_cast<uint16_t>(i);
   }
-  const bool stats = stats_interval_s_ > 0 && has_feature(acked_features, kFeatureStatsVq) &&
-                     queues_[stats_index_] != nullptr;
+  stats_timer_enabled_ = stats_interval_s_ > 0 && has_feature(acked_features, kFeatureStatsVq) &&
+                         queues_[stats_index_] != nullptr;
+  paused_ = false;
+  check_notifications_ = true;
   worker_ = std::move(*worker);
   if (auto started = worker_->start(); !started) return started;
-  arm_stats_timer(stats);
-  // Buffers posted before activation (or before the ioeventfds exist) are served now.
+  arm_stats_timer(stats_timer_enabled_);
+  // Buffers posted before activation (or before the ioeventfds exist) are served now, and
+  // what a restored device still owes the driver (interrupts, a target change) is raised.
   for (size_t i = 0; i < notify_.size(); ++i) notify_queue(static_cast<uint16_t>(i));
+  wake_worker();
   return {};
 }
 
@@ -193,6 +206,10 @@ void VirtioBalloon::reset() {
   queues_.clear();
   roles_.clear();
   interrupt_.reset();
+  paused_ = false;
+  stats_timer_enabled_ = false;
+  config_change_pending_.store(false);
+  drain_fd(wake_.get());
   for (const UniqueFd& fd : notify_) drain_fd(fd.get());
   {
     std::lock_guard config_lock(config_mutex_);
@@ -222,13 +239,14 @@ Result<void> VirtioBalloon::set_target_pages(uint64_t pages) {
     if (num_pages_ == pages) return {};
     num_pages_ = static_cast<uint32_t>(pages);
   }
-  std::shared_ptr<VirtioInterrupt> interrupt;
-  {
-    std::lock_guard lock(mutex_);
-    interrupt = interrupt_;
-  }
-  // With no lock held: the transport takes its own lock, which it holds while calling us.
-  if (interrupt) interrupt->signal_config_change();
+  std::lock_guard lock(mutex_);
+  // Before activation the driver reads num_pages when it starts. After it, the worker
+  // raises the notification: this thread must not wait for the transport's lock (the
+  // transport holds it while it calls activate() or pause(), which take mutex_), and a
+  // paused device raises nothing until resume().
+  if (interrupt_ == nullptr) return {};
+  config_change_pending_.store(true);
+  wake_worker();
   return {};
 }
 
@@ -270,6 +288,23 @@ void VirtioBalloon::arm_stats_timer(bool enabled) {
   if (::timerfd_settime(stats_timer_.get(), 0, &spec, nullptr) != 0) {
     spdlog::error("balloon: timerfd_settime: {}", std::strerror(errno));
   }
+}
+
+void VirtioBalloon::wake_worker() {
+  uint64_t one = 1;
+  if (::write(wake_.get(), &one, sizeof(one)) != sizeof(one) && errno != EAGAIN) {
+    spdlog::error("balloon: cannot wake the worker: {}", std::strerror(errno));
+  }
+}
+
+void VirtioBalloon::on_wake() {
+  drain_fd(wake_.get());
+  if (std::exchange(check_notifications_, false)) {
+    for (size_t i = 0; i < queues_.size(); ++i) {
+      if (queues_[i] != nullptr) signal_used(static_cast<uint16_t>(i));
+    }
+  }
+  if (config_change_pending_.exchange(false)) interrupt_->signal_config_change();
 }
 
 void VirtioBalloon::on_notify(uint16_t index) {
@@ -392,6 +427,210 @@ void VirtioBalloon::process_reports(uint16_t index) {
     used_any = true;
   }
   if (used_any) signal_used(index);
+}
+
+// ---- State ------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kBalloonStateKind = "virtio-balloon";
+constexpr uint32_t kBalloonStateVersion = 1;
+constexpr const char* kStatsStateKind = "balloon-stats";
+constexpr uint32_t kStatsStateVersion = 1;
+
+// The named statistics, by the names named_stats() uses.
+struct NamedStat {
+  const char* name;
+  std::optional<uint64_t> BalloonStats::*field;
+};
+constexpr NamedStat kNamedStats[] = {
+    {"swap_in", &BalloonStats::swap_in},
+    {"swap_out", &BalloonStats::swap_out},
+    {"major_faults", &BalloonStats::major_faults},
+    {"minor_faults", &BalloonStats::minor_faults},
+    {"free_memory", &BalloonStats::free_memory},
+    {"total_memory", &BalloonStats::total_memory},
+    {"available_memory", &BalloonStats::available_memory},
+    {"disk_caches", &BalloonStats::disk_caches},
+    {"hugetlb_allocations", &BalloonStats::hugetlb_allocations},
+    {"hugetlb_failures", &BalloonStats::hugetlb_failures},
+};
+
+state::StateBlob save_stats(const BalloonStats& stats) {
+  state::StateBlob blob(kStatsStateKind, kStatsStateVersion);
+  for (const NamedStat& named : kNamedStats) {
+    if (const auto& value = stats.*named.field) blob.put(named.name, *value);
+  }
+  std::vector<uint64_t> tags;
+  std::vector<uint64_t> values;
+  for (const BalloonStats::Tagged& tagged : stats.other) {
+    tags.push_back(tagged.tag);
+    values.push_back(tagged.value);
+  }
+  const auto since_epoch = std::chrono::duration_cast<std::chrono::nanoseconds>(stats.received_at.time_since_epoch());
+  blob.put_u64s("other_tags", tags)
+      .put_u64s("other_values", values)
+      .put("received_at_ns", static_cast<uint64_t>(std::max<int64_t>(since_epoch.count(), 0)))
+      .put("sequence", stats.sequence);
+  return blob;
+}
+
+Result<BalloonStats> restore_stats(const state::StateBlob& blob) {
+  if (auto expected = blob.expect(kStatsStateKind, kStatsStateVersion); !expected) {
+    return std::unexpected(expected.error());
+  }
+  BalloonStats stats;
+  for (const NamedStat& named : kNamedStats) {
+    if (!blob.has(named.name)) continue;  // not reported by the driver
+    uint64_t value = 0;
+    if (auto r = state::read_field(blob, named.name, value); !r) return std::unexpected(r.error());
+    stats.*named.field = value;
+  }
+  // A stats buffer holds at most kMaxStatsEntries entries of 16-bit tags.
+  auto tags = blob.u64s("other_tags", kMaxStatsEntries, UINT16_MAX);
+  if (!tags) return std::unexpected(tags.error());
+  auto values = blob.u64s("other_values", kMaxStatsEntries);
+  if (!values) return std::unexpected(values.error());
+  if (tags->size() != values->size()) {
+    return config_error("state of balloon-stats: other_tags and other_values differ in length");
+  }
+  for (size_t i = 0; i < tags->size(); ++i) {
+    stats.other.push_back({static_cast<uint16_t>((*tags)[i]), (*values)[i]});
+  }
+  // Nanoseconds since the epoch fit the clock's signed 64-bit count until 2262.
+  uint64_t received_ns = 0;
+  if (auto r = state::read_field(blob, "received_at_ns", received_ns, uint64_t{INT64_MAX}); !r) {
+    return std::unexpected(r.error());
+  }
+  stats.received_at = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::nanoseconds(received_ns)));
+  if (auto r = state::read_field(blob, "sequence", stats.sequence); !r) return std::unexpected(r.error());
+  return stats;
+}
+
+}  // namespace
+
+Result<void> VirtioBalloon::pause() {
+  std::lock_guard lock(mutex_);
+  if (worker_ == nullptr || paused_) return {};
+  // Joins after the current handler: every inflate, deflate and report buffer it popped is
+  // released (or taken back) and returned by then. The worker never takes mutex_.
+  worker_->stop();
+  arm_stats_timer(false);
+  drain_fd(stats_timer_.get());
+  if (stats_chain_) {
+    // Returning the held stats buffer asks the driver for new statistics (§5.5.6.3), which
+    // is what the timer does: the device holds nothing across the snapshot, and the driver
+    // answers the resumed or the restored device alike.
+    if (stats_index_ < queues_.size() && queues_[stats_index_] != nullptr) {
+      queues_[stats_index_]->add_used(std::move(*stats_chain_), 0);
+    }
+    stats_chain_.reset();
+  }
+  // Its interrupt comes from the worker's first pass after resume(), or on the restored
+  // device (pending in the queue state): the transport may hold its lock now.
+  paused_ = true;
+  return {};
+}
+
+Result<void> VirtioBalloon::resume() {
+  std::lock_guard lock(mutex_);
+  if (worker_ == nullptr || !paused_) return {};
+  check_notifications_ = true;
+  if (auto started = worker_->start(); !started) return started;
+  paused_ = false;
+  arm_stats_timer(stats_timer_enabled_);
+  // Buffers posted while paused (their kicks may be pending already), pending interrupts.
+  for (size_t i = 0; i < notify_.size(); ++i) notify_queue(static_cast<uint16_t>(i));
+  wake_worker();
+  return {};
+}
+
+Result<state::StateBlob> VirtioBalloon::save_state() const {
+  state::StateBlob blob(kBalloonStateKind, kBalloonStateVersion);
+  {
+    std::lock_guard lock(config_mutex_);
+    blob.put("num_pages", num_pages_).put("actual", actual_).put("poison_val", poison_val_);
+  }
+  blob.put_bool("config_change_pending", config_change_pending_.load())
+      .put("inflate_buffers", inflate_buffers_.load())
+      .put("deflate_buffers", deflate_buffers_.load())
+      .put("report_buffers", report_buffers_.load())
+      .put("stats_received", stats_received_.load())
+      .put("stats_rejected", stats_rejected_.load())
+      .put("malformed_buffers", malformed_buffers_.load());
+  {
+    std::lock_guard lock(stats_mutex_);
+    blob.put_bool("has_stats", latest_stats_.has_value());
+    if (latest_stats_) blob.put_blob("stats", save_stats(*latest_stats_));
+  }
+  blob.put_blob("reclaimer", reclaimer_->save_state());
+  return blob;
+}
+
+Result<void> VirtioBalloon::restore_state(const state::StateBlob& blob) {
+  using state::read_field;
+  std::lock_guard lock(mutex_);
+  if (worker_ != nullptr) return internal_error("balloon: restore_state() after activate()");
+  if (auto expected = blob.expect(kBalloonStateKind, kBalloonStateVersion); !expected) return expected;
+  uint32_t num_pages = 0;
+  uint32_t actual = 0;
+  uint32_t poison_val = 0;
+  bool config_change_pending = false;
+  uint64_t inflate = 0;
+  uint64_t deflate = 0;
+  uint64_t report = 0;
+  uint64_t stats_received = 0;
+  uint64_t stats_rejected = 0;
+  uint64_t malformed = 0;
+  bool has_stats = false;
+  for (auto read : {read_field(blob, "num_pages", num_pages), read_field(blob, "actual", actual),
+                    read_field(blob, "poison_val", poison_val),
+                    read_field(blob, "config_change_pending", config_change_pending),
+                    read_field(blob, "inflate_buffers", inflate), read_field(blob, "deflate_buffers", deflate),
+                    read_field(blob, "report_buffers", report), read_field(blob, "stats_received", stats_received),
+                    read_field(blob, "stats_rejected", stats_rejected),
+                    read_field(blob, "malformed_buffers", malformed), read_field(blob, "has_stats", has_stats)}) {
+    if (!read) return read;
+  }
+  // The same rule as set_target_pages(): a target below the guest's RAM.
+  if (num_pages != 0 && num_pages >= ram_pages_) {
+    return config_error(fmt::format("state of virtio-balloon: num_pages {} is not below the guest's {} pages of RAM",
+                                    num_pages, ram_pages_));
+  }
+  std::optional<BalloonStats> stats;
+  if (has_stats) {
+    auto nested = blob.blob("stats");
+    if (!nested) return std::unexpected(nested.error());
+    auto parsed = restore_stats(*nested);
+    if (!parsed) return std::unexpected(parsed.error());
+    // The latest set is one of those received: its sequence number counts them.
+    if (parsed->sequence == 0 || parsed->sequence > stats_received) {
+      return config_error(fmt::format("state of virtio-balloon: statistics number {} of {} received",
+                                      parsed->sequence, stats_received));
+    }
+    stats = std::move(*parsed);
+  }
+  auto reclaimer = blob.blob("reclaimer");
+  if (!reclaimer) return std::unexpected(reclaimer.error());
+  // Last, as it is applied at once: everything before it was only checked.
+  if (auto restored = reclaimer_->restore_state(*reclaimer); !restored) return restored;
+  {
+    std::lock_guard config_lock(config_mutex_);
+    num_pages_ = num_pages;
+    actual_ = actual;
+    poison_val_ = poison_val;
+  }
+  config_change_pending_.store(config_change_pending);
+  inflate_buffers_.store(inflate);
+  deflate_buffers_.store(deflate);
+  report_buffers_.store(report);
+  stats_received_.store(stats_received);
+  stats_rejected_.store(stats_rejected);
+  malformed_buffers_.store(malformed);
+  std::lock_guard stats_lock(stats_mutex_);
+  latest_stats_ = std::move(stats);
+  return {};
 }
 
 }  // namespace skiff::virtio::balloon

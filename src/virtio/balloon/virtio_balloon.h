@@ -20,7 +20,7 @@
 // anyway). Not FREE_PAGE_HINT (a migration aid) or PAGE_POISON.
 //
 // Protocol, all on one worker thread "skiff-balloon" (an EventLoop over one notify eventfd
-// per queue and a stats timerfd):
+// per queue, a stats timerfd and a wake eventfd for the host side):
 //   - inflateq / deflateq: each buffer is an array of le32 4 KiB page numbers (§5.5.6);
 //     every page is checked against guest RAM (outside: ignored and counted), duplicates
 //     are harmless, and at most kMaxPfnsPerBuffer are read from one buffer. Buffers go back
@@ -31,14 +31,24 @@
 //     same so the protocol keeps going.
 //   - reporting_vq (§5.5.6.7): each buffer of a chain is a range of guest pages the guest
 //     found free; they are released (MemoryReclaimer::discard_free) and the chain returned.
-//   - config (§5.5.4): num_pages is the host's target (set_target_pages(): a configuration
-//     change notification follows), actual is written by the driver (actual_pages()).
+//   - config (§5.5.4): num_pages is the host's target (set_target_pages(): the worker sends
+//     a configuration change notification), actual is written by the driver
+//     (actual_pages()).
 //
-// Threads and locks: activate() and reset() run on the transport's thread (with its lock
-// held) and take mutex_; the worker runs only between them. set_target_*() may be called
-// from any thread: it takes config_mutex_ (a leaf) and then mutex_ only to copy the
-// interrupt, which it raises with no lock held. stats_mutex_ is a leaf lock. The
-// MemoryReclaimer has its own lock.
+// Pause (the snapshot seam, virtio_device.h): pause() stops the worker, whose handlers
+// finish every inflate, deflate and report buffer they pop before they return, and gives
+// the held stats buffer back to the driver, which is the device's request for new
+// statistics (§5.5.6.3), as if the stats timer had fired: the driver answers after
+// resume(), or to the device restored from this state. A target set while paused is
+// announced by the worker after resume().
+//
+// Threads and locks: activate(), reset(), pause() and resume() run on the transport's
+// thread (with its lock held) and take mutex_; the worker runs only between activate() and
+// reset(), and not while paused. set_target_*() may be called from any thread: it takes
+// config_mutex_ (a leaf) and then mutex_ to mark the change pending and wake the worker,
+// which alone raises interrupts (so a paused device raises none, and the host thread never
+// waits for the transport's lock). stats_mutex_ is a leaf lock. The MemoryReclaimer has its
+// own lock.
 #pragma once
 
 #include <atomic>
@@ -68,6 +78,7 @@ struct BalloonCounters {
   uint64_t stats_received = 0;     // stats buffers parsed
   uint64_t stats_rejected = 0;     // stats buffers the parser refused
   uint64_t malformed_buffers = 0;  // malformed chains, PFN arrays with a partial entry
+  bool operator==(const BalloonCounters&) const = default;
 };
 
 class VirtioBalloon : public VirtioDevice {
@@ -99,10 +110,20 @@ class VirtioBalloon : public VirtioDevice {
   // pages the guest had given back (a new driver starts with an empty balloon).
   void reset() override;
 
+  // State: kind "virtio-balloon", version 1: num_pages (the target), actual and poison_val
+  // (what the driver wrote), config_change_pending, the counters, the latest statistics
+  // with their sequence number (nested "balloon-stats"), and the reclaimer's state (nested
+  // "memory-reclaimer": its counters and, on hugetlbfs, which pages the guest gave back).
+  Result<void> pause() override;
+  Result<void> resume() override;
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
   // ---- Host side (library API) --------------------------------------------------------------
   // Asks the guest to hold `mib` MiB (`pages` 4 KiB pages) in its balloon. The target must be
-  // below the guest's RAM. Raises a configuration change interrupt when the driver is active;
-  // before that the driver reads it when it starts.
+  // below the guest's RAM. When the driver is active the worker raises a configuration
+  // change interrupt (soon after this returns; after resume() when paused); before that the
+  // driver reads the target when it starts.
   Result<void> set_target_mib(uint64_t mib);
   Result<void> set_target_pages(uint64_t pages);
   uint32_t target_pages() const;
@@ -116,10 +137,14 @@ class VirtioBalloon : public VirtioDevice {
   enum class Role { kNone, kInflate, kDeflate, kStats, kReporting };
 
   VirtioBalloon(const BalloonSpec& spec, uint64_t ram_pages, std::unique_ptr<MemoryReclaimer> reclaimer,
-                std::vector<UniqueFd> notify, UniqueFd stats_timer);
+                std::vector<UniqueFd> notify, UniqueFd stats_timer, UniqueFd wake);
 
   // Worker side.
   void on_notify(uint16_t index);
+  // The wake eventfd: a pending configuration change, and after activate() / resume() the
+  // used-buffer interrupts still pending in the queues.
+  void on_wake();
+  void wake_worker();
   void on_stats_timer();
   void process_pages(uint16_t index, bool inflate);
   void process_stats(uint16_t index);
@@ -133,6 +158,7 @@ class VirtioBalloon : public VirtioDevice {
   std::unique_ptr<MemoryReclaimer> reclaimer_;
   std::vector<UniqueFd> notify_;  // one eventfd per offered queue (a KVM ioeventfd when registered)
   UniqueFd stats_timer_;
+  UniqueFd wake_;  // eventfd: the host side (or activate()/resume()) has something for the worker
 
   mutable std::mutex config_mutex_;  // leaf lock
   uint32_t num_pages_ = 0;
@@ -146,6 +172,13 @@ class VirtioBalloon : public VirtioDevice {
   std::unique_ptr<EventLoop> worker_;
   std::optional<DescriptorChain> stats_chain_;  // the stats buffer the device holds (worker)
   uint16_t stats_index_ = 0;
+  bool stats_timer_enabled_ = false;
+  bool paused_ = false;
+  // The worker's next on_wake() asks needs_notification() on every queue. Set before the
+  // worker (re)starts; then the worker's.
+  bool check_notifications_ = false;
+  // A target change the driver has not been told about (the worker raises it).
+  std::atomic<bool> config_change_pending_{false};
 
   mutable std::mutex stats_mutex_;  // leaf lock
   std::optional<BalloonStats> latest_stats_;

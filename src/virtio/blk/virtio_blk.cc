@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "security/filtered_thread.h"
+#include "state/read_field.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
@@ -198,6 +199,7 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
   }
   if (interrupt == nullptr) return internal_error(fmt::format("disk \"{}\": no interrupt", spec_.id));
   stop_queues();  // a second activation without reset() replaces the first
+  paused_ = false;
   // Requests of a feature the driver did not accept are answered UNSUPP.
   limits_ = offered_limits_;
   limits_.discard = limits_.discard && has_feature(acked_features, kBlkFeatureDiscard);
@@ -217,6 +219,9 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
     q.slots.resize(depth);
     q.free_slots.clear();
     for (uint32_t s = depth; s > 0; --s) q.free_slots.push_back(s - 1);
+    // The first pass asks needs_notification() even if it uses nothing: a restored queue may
+    // carry used buffers whose interrupt the saved device had not raised yet.
+    q.used_pending = true;
     auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i),
                                   security::filtered_thread_starter(security::ThreadKind::blk_io, worker_seccomp()));
     if (!loop) {
@@ -363,9 +368,9 @@ void VirtioBlk::arm_timer(QueueState& q, std::chrono::nanoseconds wait) {
   }
 }
 
-bool VirtioBlk::start_request(QueueState& q, DescriptorChain chain) {
+bool VirtioBlk::start_request(QueueState& q, DescriptorChain chain, bool charge_limiter) {
   BlkRequest request = parse_blk_request(chain, limits_);
-  if (request.status == kBlkStatusOk && limiter_) {
+  if (request.status == kBlkStatusOk && limiter_ && charge_limiter) {
     const bool transfer = request.type == BlkRequestType::kIn || request.type == BlkRequestType::kOut;
     const uint64_t bytes = transfer ? request.data_len : 0;
     std::lock_guard lock(limiter_mutex_);
@@ -587,13 +592,7 @@ void VirtioBlk::stop_queues() {
   }
   resetting_ = true;
   for (auto& q : queues_) {
-    if (q->engine) {
-      // Let the kernel finish what it has (it writes into guest memory), then answer the
-      // driver as usual.
-      q->completions.clear();
-      q->engine->drain(q->completions);
-      for (const IoCompletion& completion : q->completions) handle_completion(*q, completion);
-    }
+    complete_in_flight(*q);
     // Anything still held (a deferred chain, a request the engine lost) goes back with
     // length 0 through the chain's destructor.
     q->deferred.reset();
@@ -613,9 +612,19 @@ void VirtioBlk::stop_queues() {
   interrupt_.reset();
 }
 
+void VirtioBlk::complete_in_flight(QueueState& q) {
+  if (!q.engine) return;
+  // Let the kernel finish what it has (it writes into guest memory), then answer the driver
+  // as usual; the interrupt is left to the caller.
+  q.completions.clear();
+  q.engine->drain(q.completions);
+  for (const IoCompletion& completion : q.completions) handle_completion(q, completion);
+}
+
 void VirtioBlk::reset() {
   std::lock_guard lock(activation_mutex_);
   stop_queues();
+  paused_ = false;
   limits_ = offered_limits_;  // for the next negotiation
 }
 
@@ -646,6 +655,138 @@ BlkStats VirtioBlk::stats() const {
   out.latency_total_ns = stats_.latency_total_ns.load();
   out.latency_max_ns = stats_.latency_max_ns.load();
   return out;
+}
+
+// ---- State ------------------------------------------------------------------------------------
+
+namespace {
+constexpr const char* kBlkStateKind = "virtio-blk";
+constexpr uint32_t kBlkStateVersion = 1;
+}  // namespace
+
+Result<void> VirtioBlk::pause() {
+  std::lock_guard lock(activation_mutex_);
+  if (paused_) return {};
+  bool running = false;
+  for (auto& q : queues_) running = running || q->loop != nullptr;
+  if (!running) return {};
+  // Threads first (the handler running now finishes; the threads never take
+  // activation_mutex_): after this their queue state is ours until resume().
+  for (auto& q : queues_) {
+    if (q->loop) q->loop->stop();
+  }
+  for (auto& q : queues_) {
+    if (q->queue == nullptr || q->engine == nullptr) continue;
+    if (q->deferred) {
+      // A request the rate limiter held back was popped last (nothing is popped while one
+      // waits): the ring gets it back untouched and the next pass pops it again, after
+      // resume() or on the device restored from this state. If that ever fails, the request
+      // is run now without charging the limiter, so it is still answered before the pause.
+      DescriptorChain chain = std::move(*q->deferred);
+      q->deferred.reset();
+      if (!q->queue->undo_pop(chain)) {
+        start_request(*q, std::move(chain), /*charge_limiter=*/false);
+        q->engine->kick();
+      }
+    }
+    // Wait for the engine and answer every request it had, in guest memory and in the used
+    // ring. The interrupt is not raised here (the transport may hold its lock): the used
+    // buffers stay pending in the queue, and the first pass after resume() or on the
+    // restored device asks needs_notification() (used_pending).
+    complete_in_flight(*q);
+    q->used_pending = true;
+    // The limiter's pause ends with this one: resume() asks the limiter again.
+    q->throttled = false;
+    itimerspec disarm{};
+    timerfd_settime(q->timer.get(), 0, &disarm, nullptr);
+    drain_fd(q->timer.get());
+  }
+  paused_ = true;
+  return {};
+}
+
+Result<void> VirtioBlk::resume() {
+  std::lock_guard lock(activation_mutex_);
+  if (!paused_) return {};
+  for (auto& q : queues_) {
+    if (q->loop == nullptr) continue;
+    if (auto started = q->loop->start(); !started) return started;
+    // Requests posted while paused, and the interrupt for what pause() completed.
+    notify_queue(q->index);
+  }
+  paused_ = false;
+  return {};
+}
+
+Result<state::StateBlob> VirtioBlk::save_state() const {
+  const BlkStats s = stats();
+  state::StateBlob blob(kBlkStateKind, kBlkStateVersion);
+  blob.put("reads", s.reads)
+      .put("writes", s.writes)
+      .put("read_bytes", s.read_bytes)
+      .put("write_bytes", s.write_bytes)
+      .put("flushes", s.flushes)
+      .put("discards", s.discards)
+      .put("write_zeroes", s.write_zeroes)
+      .put("errors", s.errors)
+      .put("unsupported", s.unsupported)
+      .put("throttled", s.throttled)
+      .put("timed_requests", s.timed_requests)
+      .put("latency_total_ns", s.latency_total_ns)
+      .put("latency_max_ns", s.latency_max_ns);
+  return blob;
+}
+
+Result<void> VirtioBlk::restore_state(const state::StateBlob& blob) {
+  using state::read_field;
+  std::lock_guard lock(activation_mutex_);
+  for (auto& q : queues_) {
+    if (q->loop != nullptr) {
+      return internal_error(fmt::format("disk \"{}\": restore_state() after activate()", spec_.id));
+    }
+  }
+  if (auto expected = blob.expect(kBlkStateKind, kBlkStateVersion); !expected) return expected;
+  BlkStats s;
+  for (auto read : {read_field(blob, "reads", s.reads), read_field(blob, "writes", s.writes),
+                    read_field(blob, "read_bytes", s.read_bytes), read_field(blob, "write_bytes", s.write_bytes),
+                    read_field(blob, "flushes", s.flushes), read_field(blob, "discards", s.discards),
+                    read_field(blob, "write_zeroes", s.write_zeroes), read_field(blob, "errors", s.errors),
+                    read_field(blob, "unsupported", s.unsupported), read_field(blob, "throttled", s.throttled),
+                    read_field(blob, "timed_requests", s.timed_requests),
+                    read_field(blob, "latency_total_ns", s.latency_total_ns),
+                    read_field(blob, "latency_max_ns", s.latency_max_ns)}) {
+    if (!read) return read;
+  }
+  // Every successful engine request was timed once (finish()), and the longest took no more
+  // than all of them together: counters that break this were not written by this device.
+  const uint64_t completed[] = {s.reads, s.writes, s.flushes, s.discards, s.write_zeroes};
+  uint64_t sum = 0;
+  for (uint64_t n : completed) {
+    if (n > s.timed_requests - sum) {
+      return config_error(fmt::format("state of virtio-blk for disk \"{}\": {} requests timed, fewer than the "
+                                      "reads, writes, flushes, discards and write-zeroes completed",
+                                      spec_.id, s.timed_requests));
+    }
+    sum += n;
+  }
+  if (s.latency_max_ns > s.latency_total_ns) {
+    return config_error(fmt::format("state of virtio-blk for disk \"{}\": latency_max_ns {} above latency_total_ns {}",
+                                    spec_.id, s.latency_max_ns, s.latency_total_ns));
+  }
+  stats_.reads.store(s.reads);
+  stats_.writes.store(s.writes);
+  stats_.read_bytes.store(s.read_bytes);
+  stats_.write_bytes.store(s.write_bytes);
+  stats_.flushes.store(s.flushes);
+  stats_.discards.store(s.discards);
+  stats_.write_zeroes.store(s.write_zeroes);
+  stats_.errors.store(s.errors);
+  stats_.unsupported.store(s.unsupported);
+  stats_.throttled.store(s.throttled);
+  stats_.timed_requests.store(s.timed_requests);
+  stats_.latency_total_ns.store(s.latency_total_ns);
+  stats_.latency_max_ns.store(s.latency_max_ns);
+  return {};
 }
 
 }  // namespace skiff::virtio

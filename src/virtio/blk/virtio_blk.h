@@ -10,6 +10,11 @@
 // reset() stops the threads, then completes what was in flight (draining the engines)
 // before it returns, so the kernel writes into guest memory no more after that.
 //
+// pause() (the snapshot seam, virtio_device.h) stops the threads the same way, then answers
+// what the engines had in flight (drain) and gives a request held for the rate limiter back
+// to the ring (Queue::undo_pop), keeping the queues, engines and interrupt; resume() starts
+// the same threads again.
+//
 // Data moves between the disk and guest memory without a copy: iovecs point straight at
 // the guest buffers. Exception: with O_DIRECT (cache=none), a request whose guest buffers
 // are not aligned as the disk requires (DiskInfo::memory_alignment for addresses, the
@@ -105,6 +110,15 @@ class VirtioBlk : public VirtioDevice {
   std::optional<int> queue_notify_fd(uint16_t queue_index) const override;
   void reset() override;
 
+  // State: kind "virtio-blk", version 1, the BlkStats counters. The configuration space is
+  // read-only (no VIRTIO_BLK_F_CONFIG_WCE: the cache mode is the spec's), so the guest
+  // changes nothing else the device keeps. The rate limiter starts full after a restore,
+  // as after creation.
+  Result<void> pause() override;
+  Result<void> resume() override;
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
   // ---- For the VMM -------------------------------------------------------------------------
   // Makes every completed write durable (fdatasync; nothing for cache=unsafe). The VMM
   // calls it on clean shutdown, after reset() or while the queues run.
@@ -170,8 +184,9 @@ class VirtioBlk : public VirtioDevice {
   // that arrives in the window needs no wake-up of this thread.
   void poll_queue(QueueState& q);
   // Parses and starts one request; false when the rate limiter paused the queue (the chain
-  // is kept in q.deferred).
-  bool start_request(QueueState& q, DescriptorChain chain);
+  // is kept in q.deferred). With `charge_limiter` false the limiter is not asked (pause()
+  // finishing a deferred request it could not give back).
+  bool start_request(QueueState& q, DescriptorChain chain, bool charge_limiter = true);
   bool submit_transfer(QueueState& q, uint32_t slot);
   void reap(QueueState& q);
   void handle_completion(QueueState& q, const IoCompletion& completion);
@@ -181,6 +196,9 @@ class VirtioBlk : public VirtioDevice {
   uint32_t alloc_slot(QueueState& q);
   void arm_timer(QueueState& q, std::chrono::nanoseconds wait);
   void stop_queues();
+  // Answers everything the engines have in flight, on the calling thread, without
+  // interrupts (reset() and pause(); the threads are stopped).
+  void complete_in_flight(QueueState& q);
 
   const DiskSpec spec_;
   const GuestMemory& memory_;
@@ -198,6 +216,7 @@ class VirtioBlk : public VirtioDevice {
   std::shared_ptr<VirtioInterrupt> interrupt_;
   std::vector<std::unique_ptr<QueueState>> queues_;
   bool resetting_ = false;  // reset() is completing requests: no interrupts
+  bool paused_ = false;     // pause() stopped the threads (activation_mutex_)
 
   std::mutex limiter_mutex_;  // the queues share the disk's rate limit
   std::optional<RateLimiter> limiter_;

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "state/read_field.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
@@ -101,6 +102,7 @@ DescriptorChain::DescriptorChain(DescriptorChain&& other) noexcept
     : queue_(std::exchange(other.queue_, nullptr)),
       memory_(other.memory_),
       generation_(other.generation_),
+      avail_position_(other.avail_position_),
       head_(other.head_),
       malformed_(other.malformed_),
       error_(std::move(other.error_)),
@@ -118,6 +120,7 @@ DescriptorChain& DescriptorChain::operator=(DescriptorChain&& other) noexcept {
     queue_ = std::exchange(other.queue_, nullptr);
     memory_ = other.memory_;
     generation_ = other.generation_;
+    avail_position_ = other.avail_position_;
     head_ = other.head_;
     malformed_ = other.malformed_;
     error_ = std::move(other.error_);
@@ -214,7 +217,7 @@ Result<void> Queue::validate(const GuestMemory& memory) const {
   return {};
 }
 
-Result<void> Queue::activate(const GuestMemory& memory, uint64_t features) {
+Result<void> Queue::map_rings(const GuestMemory& memory, uint64_t features) {
   if (has_feature(features, kFeatureRingPacked)) {
     return internal_error(fmt::format("{}: VIRTIO_F_RING_PACKED was negotiated but only split "
                                       "virtqueues are implemented", label_));
@@ -228,6 +231,11 @@ Result<void> Queue::activate(const GuestMemory& memory, uint64_t features) {
   ++generation_;
   event_idx_ = has_feature(features, kFeatureRingEventIdx);
   indirect_ = has_feature(features, kFeatureRingIndirectDesc);
+  return {};
+}
+
+Result<void> Queue::activate(const GuestMemory& memory, uint64_t features) {
+  if (auto mapped = map_rings(memory, features); !mapped) return mapped;
   next_avail_ = 0;
   next_used_ = 0;
   signalled_used_ = 0;
@@ -313,14 +321,14 @@ std::optional<DescriptorChain> Queue::pop() {
   }
   uint16_t head = load_u16(avail_ring_, kRingEntriesOffset + 2 * (next_avail_ % size_),
                            std::memory_order_relaxed);
-  ++next_avail_;
-  ++stats_.chains_popped;
-
   DescriptorChain chain;
   chain.queue_ = this;
   chain.memory_ = memory_;
   chain.generation_ = generation_;
+  chain.avail_position_ = next_avail_;
   chain.head_ = head;
+  ++next_avail_;
+  ++stats_.chains_popped;
   if (auto error = walk_chain(head, chain)) {
     chain.malformed_ = true;
     chain.error_ = std::move(*error);
@@ -333,6 +341,20 @@ std::optional<DescriptorChain> Queue::pop() {
                     label_, head, chain.error_);
   }
   return chain;
+}
+
+bool Queue::undo_pop(DescriptorChain& chain) {
+  if (chain.queue_ != this || chain.generation_ != generation_ || !active()) return false;
+  if (static_cast<uint16_t>(chain.avail_position_ + 1) != next_avail_) return false;
+  --next_avail_;
+  --stats_.chains_popped;
+  if (chain.malformed_) --stats_.malformed_chains;
+  chain.queue_ = nullptr;
+  chain.readable_.clear();
+  chain.writable_.clear();
+  chain.readable_len_ = 0;
+  chain.writable_len_ = 0;
+  return true;
 }
 
 std::optional<std::string> Queue::walk_chain(uint16_t head, DescriptorChain& chain) const {
@@ -510,6 +532,152 @@ void Queue::set_notification(bool enabled) {
   // Pairs with the driver's barrier between its idx store and its flags/avail_event load:
   // after this, a pop() sees every buffer the driver published without notifying us.
   std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// ---- Queue: state ------------------------------------------------------------------------------
+
+namespace {
+constexpr const char* kQueueStateKind = "virtqueue";
+constexpr uint32_t kQueueStateVersion = 1;
+}  // namespace
+
+state::StateBlob Queue::save_state() const {
+  state::StateBlob blob(kQueueStateKind, kQueueStateVersion);
+  blob.put("max_size", max_size_)
+      .put("size", size_)
+      .put("desc_table_address", desc_table_address_)
+      .put("avail_ring_address", avail_ring_address_)
+      .put("used_ring_address", used_ring_address_)
+      .put_bool("ready", ready_)
+      .put_bool("active", active())
+      .put_bool("event_idx", event_idx_)
+      .put_bool("indirect", indirect_)
+      .put("next_avail", next_avail_)
+      .put("next_used", next_used_)
+      .put("signalled_used", signalled_used_)
+      .put_bool("notification_enabled", notification_enabled_)
+      .put_bool("broken", broken_)
+      .put_string("fatal_error", fatal_error_)
+      .put("chains_popped", stats_.chains_popped)
+      .put("malformed_chains", stats_.malformed_chains)
+      .put("dropped_chains", stats_.dropped_chains)
+      .put("used_notifications", stats_.used_notifications)
+      .put("suppressed_notifications", stats_.suppressed_notifications);
+  return blob;
+}
+
+Result<void> Queue::restore_state(const state::StateBlob& blob, const GuestMemory& memory,
+                                  uint64_t driver_features) {
+  using state::read_field;
+  if (active()) {
+    return internal_error(fmt::format("{}: restore_state() on an active queue (reset it first)", label_));
+  }
+  if (auto expected = blob.expect(kQueueStateKind, kQueueStateVersion); !expected) return expected;
+  const auto bad = [this](std::string_view what) {
+    return config_error(fmt::format("state of virtqueue for {}: {}", label_, what));
+  };
+
+  uint16_t saved_max_size = 0;
+  uint16_t size = 0;
+  uint64_t desc = 0;
+  uint64_t avail = 0;
+  uint64_t used = 0;
+  bool ready = false;
+  bool active = false;
+  bool event_idx = false;
+  bool indirect = false;
+  uint16_t next_avail = 0;
+  uint16_t next_used = 0;
+  uint16_t signalled_used = 0;
+  bool notification_enabled = true;
+  bool broken = false;
+  std::string fatal_error;
+  QueueStats stats;
+  for (auto read : {read_field(blob, "max_size", saved_max_size),
+                    read_field(blob, "size", size),
+                    read_field(blob, "desc_table_address", desc),
+                    read_field(blob, "avail_ring_address", avail),
+                    read_field(blob, "used_ring_address", used),
+                    read_field(blob, "ready", ready),
+                    read_field(blob, "active", active),
+                    read_field(blob, "event_idx", event_idx),
+                    read_field(blob, "indirect", indirect),
+                    read_field(blob, "next_avail", next_avail),
+                    read_field(blob, "next_used", next_used),
+                    read_field(blob, "signalled_used", signalled_used),
+                    read_field(blob, "notification_enabled", notification_enabled),
+                    read_field(blob, "broken", broken),
+                    read_field(blob, "fatal_error", fatal_error),
+                    read_field(blob, "chains_popped", stats.chains_popped),
+                    read_field(blob, "malformed_chains", stats.malformed_chains),
+                    read_field(blob, "dropped_chains", stats.dropped_chains),
+                    read_field(blob, "used_notifications", stats.used_notifications),
+                    read_field(blob, "suppressed_notifications", stats.suppressed_notifications)}) {
+    if (!read) return read;
+  }
+
+  // The device built from the same spec must offer the same queue: a different maximum
+  // means the blob belongs to another device (or another build of it).
+  if (saved_max_size != max_size_) {
+    return bad(fmt::format("max_size {} differs from this queue's {}", saved_max_size, max_size_));
+  }
+  if (broken != !fatal_error.empty()) {
+    return bad(broken ? "broken without a fatal_error" : "a fatal_error on a queue that is not broken");
+  }
+  if (!active) {
+    // Before activation (or after reset()) a queue has no progress: anything else means the
+    // blob was not written by save_state(). The configuration registers may hold any value
+    // the driver wrote; activate() checks them when the driver sets DRIVER_OK.
+    if (event_idx || indirect || next_avail != 0 || next_used != 0 || signalled_used != 0 ||
+        !notification_enabled || broken) {
+      return bad("an inactive queue with ring progress or negotiated ring features");
+    }
+    size_ = size;
+    desc_table_address_ = desc;
+    avail_ring_address_ = avail;
+    used_ring_address_ = used;
+    ready_ = ready;
+    stats_ = stats;
+    return {};
+  }
+  if (event_idx != has_feature(driver_features, kFeatureRingEventIdx) ||
+      indirect != has_feature(driver_features, kFeatureRingIndirectDesc)) {
+    return bad(fmt::format("event_idx {} / indirect {} do not match the negotiated features {:#x}", event_idx,
+                           indirect, driver_features));
+  }
+
+  size_ = size;
+  desc_table_address_ = desc;
+  avail_ring_address_ = avail;
+  used_ring_address_ = used;
+  ready_ = ready;
+  // The same checks as activate(): size a power of two <= max_size, every ring aligned and
+  // inside guest RAM. A blob pointing the rings anywhere else is refused here, before any
+  // ring is read.
+  if (auto mapped = map_rings(memory, driver_features); !mapped) {
+    Error error = mapped.error();
+    reset();
+    return bad(error.message());
+  }
+  // Unlike activate(), nothing is written to guest memory. The used ring's flags and
+  // avail_event are what this device last wrote there (set_notification(), pop() on an
+  // empty ring), and the snapshot's copy of guest memory already holds them, consistent
+  // with notification_enabled and next_avail. activate() writes 0 to both because a new
+  // ring starts at index 0; here that would be wrong: with EVENT_IDX, avail_event 0 on a
+  // ring the driver has filled to idx 1000 tells it not to notify until its idx wraps around
+  // to 0 again (vring_need_event(0, 1001, 1000) is false, §2.7.10), so the device would
+  // sleep on a full ring; without it, flags 0 would turn on notifications the device had
+  // turned off. Leaving guest memory alone also keeps the restored memory identical to the
+  // snapshot.
+  next_avail_ = next_avail;
+  next_used_ = next_used;
+  signalled_used_ = signalled_used;
+  notification_enabled_ = notification_enabled;
+  broken_ = broken;
+  fatal_error_ = std::move(fatal_error);
+  dropped_logged_ = false;
+  stats_ = stats;
+  return {};
 }
 
 }  // namespace skiff::virtio

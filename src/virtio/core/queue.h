@@ -17,6 +17,13 @@
 //      asks needs_notification() whether to interrupt the driver.
 //   4. reset() (device reset, or queue reset) returns the queue to its power-on state.
 //
+// State (snapshot, restore, migration): save_state() describes the configuration, the
+// device's progress through the rings and the counters; restore_state() on a fresh (or
+// reset) queue puts all of it back, activating the queue when the saved one was active, so
+// the next pop() continues where the saved queue stopped. The rings themselves live in guest
+// memory, which the snapshot carries separately. A device first gives back every chain it
+// holds (add_used(), or undo_pop() for one it has not started on), so nothing is in flight.
+//
 // A typical device loop:
 //   while (auto chain = queue.pop()) {
 //     uint32_t written = handle(*chain);           // malformed chains have no buffers
@@ -43,6 +50,7 @@
 
 #include "memory/guest_memory.h"
 #include "skiff/error.h"
+#include "state/state_blob.h"
 #include "virtio/core/rate_limited_log.h"
 
 namespace skiff::virtio {
@@ -116,6 +124,7 @@ class DescriptorChain {
   Queue* queue_ = nullptr;  // set while pending
   const GuestMemory* memory_ = nullptr;
   uint64_t generation_ = 0;  // the queue activation this chain belongs to
+  uint16_t avail_position_ = 0;  // the queue's next_avail when it popped this chain
   uint16_t head_ = 0;
   bool malformed_ = false;
   std::string error_;
@@ -186,6 +195,19 @@ class Queue {
   // True when pop() would return a chain (or find the ring broken).
   bool has_available() const;
 
+  // Gives back `chain`, the chain the latest pop() returned, without using it: the next
+  // pop() reads the same available ring entry again and returns the same chain (its
+  // descriptors are read anew). For a device that must let go of a chain it has not started
+  // on (a request held for the rate limiter, a receive buffer waiting for a frame) before a
+  // snapshot, where answering it would be visible to the driver. Chains popped one after
+  // another can be given back in reverse order. Returns false, leaving `chain` with the
+  // caller, when another chain was popped after it (or it is not this activation's); on
+  // success `chain` is empty afterwards. Nothing in guest memory changes, and the available
+  // ring entry is still there to read again: the driver writes that slot only when it makes
+  // a buffer available `size` entries later, and it cannot while the chain's descriptors are
+  // still its device's (a ring of `size` descriptors has no room for `size` more heads).
+  bool undo_pop(DescriptorChain& chain);
+
   // Returns `chain` to the driver: writes the used element {head, written_len}, then
   // publishes the used idx with release ordering (§2.7.8.2: len before idx). written_len
   // is clamped to the chain's writable length. A chain from another queue or from an
@@ -219,10 +241,37 @@ class Queue {
   // The device's free-running indexes (for tests and state save).
   uint16_t next_avail() const { return next_avail_; }
   uint16_t next_used() const { return next_used_; }
+  // next_used at the last needs_notification(): used buffers past it have not been
+  // considered for an interrupt yet.
+  uint16_t signalled_used() const { return signalled_used_; }
+  bool notification_enabled() const { return notification_enabled_; }
+
+  // ---- State (state/stateful.h) ----------------------------------------------------------
+  // Kind "virtqueue", version 1: max_size, size, the ring addresses, ready, active,
+  // event_idx, indirect, next_avail, next_used, signalled_used, notification_enabled,
+  // broken, fatal_error and the QueueStats counters. Called while the device is paused (no
+  // thread pops or uses), after the device gave back every chain it held: chains in flight
+  // are not part of the state.
+  state::StateBlob save_state() const;
+  // Applies a save_state() blob to a queue fresh from construction or reset(), with the
+  // features the transport restored. Every field is checked (the blob is untrusted): the
+  // kind and version, max_size equal to this queue's, and for an active queue the same
+  // checks as activate() (size, alignment, every ring inside `memory`) and event_idx /
+  // indirect matching `driver_features`. An active queue is activated over `memory` (which
+  // must outlive the activation, as for activate()) and then gets its indexes and
+  // notification state back, so the next pop() continues where the saved queue stopped;
+  // guest memory is not written (see restore_state() in queue.cc for why). The fatal-error
+  // handler is not called for a queue saved broken: the transport restores
+  // DEVICE_NEEDS_RESET itself. On error the queue is left reset.
+  Result<void> restore_state(const state::StateBlob& blob, const GuestMemory& memory,
+                             uint64_t driver_features);
 
  private:
   friend class DescriptorChain;
 
+  // The part of activate() that maps the rings and starts a new activation, without
+  // touching the indexes or guest memory (restore_state() shares it).
+  Result<void> map_rings(const GuestMemory& memory, uint64_t features);
   uint16_t load_avail_idx() const;
   void write_used(uint32_t id, uint32_t len);
   void return_dropped(DescriptorChain& chain);

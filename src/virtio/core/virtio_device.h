@@ -102,22 +102,36 @@ class VirtioDevice : public state::Stateful {
   // Snapshot order, as a transport drives it: pause() (workers stop once every chain they
   // popped is back in the used ring, so no request is half done), then save_state(), then
   // resume() or reset(). pause() and resume() are only called between activate() and
-  // reset(); pause() on a paused device and resume() on a running one do nothing.
+  // reset(); pause() on a paused device and resume() on a running one do nothing. reset()
+  // of a paused device is fine (it stops nothing more and drops what pause() kept).
   //
   // Restore order: restore_state() on a freshly built device, before activate() is
   // called with queues that already carry their saved progress.
-  virtual Result<void> pause() {
-    return internal_error("this virtio device cannot pause its workers yet");
-  }
-  virtual Result<void> resume() {
-    return internal_error("this virtio device cannot resume its workers yet");
-  }
-  Result<state::StateBlob> save_state() const override {
-    return internal_error("this virtio device cannot save its state yet");
-  }
-  Result<void> restore_state(const state::StateBlob& /*blob*/) override {
-    return internal_error("this virtio device cannot restore its state yet");
-  }
+  //
+  // What pause() guarantees when it returns: no device thread runs, and until resume() or
+  // reset() nothing of the device touches guest memory, the queues or the interrupt. Every
+  // chain a worker popped went back with Queue::add_used(), or, when the device had not
+  // started on it (a request waiting for the rate limiter, a receive buffer waiting for a
+  // frame), with Queue::undo_pop(), so the next pop() finds it again. Requests in flight in a
+  // backend were waited for and answered. The device keeps its queues and interrupt.
+  //
+  // Interrupts: pause() and resume() run on the transport's thread, which may hold its own
+  // lock, and VirtioInterrupt takes that lock: so neither calls the interrupt. What pause()
+  // completed is left for Queue::needs_notification(), i.e. pending in the queue's state
+  // (next_used past signalled_used), which the queue blob carries. A device's workers ask
+  // needs_notification() on every queue on their first pass after resume() and after
+  // activate(), so the driver gets the interrupts it asked for, on the resumed device and on
+  // a restored one alike. Device-level interrupts (a configuration change requested while
+  // paused) are kept by the device, saved in its blob, and raised by its worker the same way.
+  //
+  // notify_queue() may come from a vCPU at any time, paused or not: while paused it only
+  // leaves the notification pending (an eventfd stays signalled), never blocks on pause().
+  virtual Result<void> pause() = 0;
+  virtual Result<void> resume() = 0;
+  // Only while paused, before activate() or after reset(): a running device's state changes
+  // under it.
+  Result<state::StateBlob> save_state() const override = 0;
+  Result<void> restore_state(const state::StateBlob& blob) override = 0;
 
   // The seccomp mode of the worker threads activate() starts, each under its device's
   // thread kind (docs/security.md). The VM sets it before the guest runs; a device built

@@ -12,11 +12,13 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "security/filtered_thread.h"
+#include "state/read_field.h"
 #include "virtio/core/rate_limited_log.h"
 #include "virtio/core/virtio_constants.h"
 #include "virtio/net/mac.h"
@@ -104,7 +106,11 @@ struct VirtioNet::Pair {
   std::optional<DescriptorChain> tx_held;  // waiting for rate-limit tokens
   std::vector<iovec> iov;
   std::vector<uint8_t> bounce;
-  bool used_rx = false;  // published RX buffers since the last interrupt check
+  // Published buffers since the last interrupt check (the worker's). Also set before the
+  // worker (re)starts, so its first pass asks needs_notification(): buffers used while
+  // pausing, or by the device a restored queue was saved from, may await their interrupt.
+  bool used_rx = false;
+  bool used_tx = false;
   RateLimitedLog guest_log;
 };
 
@@ -277,7 +283,11 @@ Result<void> VirtioNet::activate(uint64_t acked_features, std::vector<Queue*> qu
   rx_target_ = kNetHeaderSize + (guest_gso ? kMaxFrameSize : backend_->mtu() + kEthernetHeaderWithVlan);
   const unsigned offloads = tun_offload_flags(acked_features) & backend_->supported_offloads();
   if (auto set = backend_->set_offloads(offloads); !set) return std::unexpected(set.error());
-  active_pairs_.store(1);
+  // active_pairs_ is 1 after creation and reset(), or what restore_state() put back. Without
+  // MQ the driver cannot have changed it (§5.1.6.5.5), whatever a state blob says.
+  if (!has_feature(acked_features, kFeatureMq)) active_pairs_.store(1);
+  paused_ = false;
+  ctrl_check_ = true;
   interrupt_ = std::move(interrupt);
   auto active = [](Queue* queue) { return queue != nullptr && queue->active() ? queue : nullptr; };
   ctrl_ = active(queues[2 * pairs_]);
@@ -300,7 +310,8 @@ Result<void> VirtioNet::activate(uint64_t acked_features, std::vector<Queue*> qu
     const bool serves_ctrl = pair.index == 0 && ctrl_ != nullptr;
     // Only pair 0 carries traffic until VQ_PAIRS_SET (§5.1.6.5.5): the others' tap queues are
     // detached so the kernel does not steer frames where nobody reads.
-    pair.attached = pair.index == 0;
+    pair.attached = pair.index < active_pairs_.load();
+    pair.used_rx = pair.used_tx = true;
     if (auto steered = backend_->set_queue_enabled(pair.index, pair.attached); !steered) {
       return fail(steered.error());
     }
@@ -400,6 +411,7 @@ void VirtioNet::reset() {
   ctrl_ = nullptr;
   interrupt_.reset();
   active_pairs_.store(1);
+  paused_ = false;
 }
 
 NetCounters VirtioNet::counters() const {
@@ -443,23 +455,38 @@ void VirtioNet::set_tap_polling(Pair& pair, bool enabled) {
 void VirtioNet::on_rx(Pair& pair) {
   drain_fd(pair.rx_notify.get());
   process_rx(pair);
+  signal_used(pair);
 }
 
 void VirtioNet::on_rx_timer(Pair& pair) {
   drain_fd(pair.rx_timer.get());
   pair.rx_throttled = false;
   process_rx(pair);
+  signal_used(pair);
 }
 
 void VirtioNet::on_tx(Pair& pair) {
   drain_fd(pair.tx_notify.get());
   process_tx(pair);
+  signal_used(pair);
 }
 
 void VirtioNet::on_tx_timer(Pair& pair) {
   drain_fd(pair.tx_timer.get());
   pair.tx_throttled = false;
   process_tx(pair);
+  signal_used(pair);
+}
+
+void VirtioNet::signal_used(Pair& pair) {
+  if (pair.used_rx && pair.rx != nullptr) {
+    pair.used_rx = false;
+    if (pair.rx->needs_notification()) interrupt_->signal_used_queue(pair.rx_index);
+  }
+  if (pair.used_tx && pair.tx != nullptr) {
+    pair.used_tx = false;
+    if (pair.tx->needs_notification()) interrupt_->signal_used_queue(pair.tx_index);
+  }
 }
 
 // Pops RX chains until the held ones could take the largest frame (with MRG_RXBUF) or one
@@ -656,37 +683,36 @@ void VirtioNet::process_rx(Pair& pair) {
         break;
       }
     }
-    // §5.1.6.4: num_buffers counts the chains the frame occupies (1 without MRG_RXBUF). The
-    // tap leaves the field alone, so it is always written here.
-    const uint16_t num_buffers = static_cast<uint16_t>(pair.frame_chains);
-    const uint8_t field[2] = {static_cast<uint8_t>(num_buffers), static_cast<uint8_t>(num_buffers >> 8)};
-    pair.rx_chains.front().chain.write_at(kHeaderNumBuffersOffset, field);
-    for (size_t i = 0; i < pair.frame_chains; ++i) {
-      HeldChain held = std::move(pair.rx_chains.front());
-      pair.rx_chains.pop_front();
-      rx->add_used(std::move(held.chain), static_cast<uint32_t>(held.filled));
-    }
-    for (HeldChain& held : pair.rx_chains) held.filled = 0;
-    pair.frame_active = false;
-    pair.frame_chains = 0;
-    pair.used_rx = true;
-    counters_.rx_packets.fetch_add(1, std::memory_order_relaxed);
-    counters_.rx_bytes.fetch_add(payload, std::memory_order_relaxed);
+    deliver_frame(pair);
   }
   // The budget ran out with frames possibly still in the tap: nothing else would wake us
   // (the guest's notifications are off while we have buffers), so watch the tap, which is
   // level-triggered and readable while frames remain.
   if (budget == 0 && !pair.rx_throttled) set_tap_polling(pair, true);
-  if (pair.used_rx) {
-    pair.used_rx = false;
-    if (rx->needs_notification()) interrupt_->signal_used_queue(pair.rx_index);
+}
+
+void VirtioNet::deliver_frame(Pair& pair) {
+  // §5.1.6.4: num_buffers counts the chains the frame occupies (1 without MRG_RXBUF). The
+  // tap leaves the field alone, so it is always written here.
+  const uint16_t num_buffers = static_cast<uint16_t>(pair.frame_chains);
+  const uint8_t field[2] = {static_cast<uint8_t>(num_buffers), static_cast<uint8_t>(num_buffers >> 8)};
+  pair.rx_chains.front().chain.write_at(kHeaderNumBuffersOffset, field);
+  for (size_t i = 0; i < pair.frame_chains; ++i) {
+    HeldChain held = std::move(pair.rx_chains.front());
+    pair.rx_chains.pop_front();
+    pair.rx->add_used(std::move(held.chain), static_cast<uint32_t>(held.filled));
   }
+  for (HeldChain& held : pair.rx_chains) held.filled = 0;
+  pair.frame_active = false;
+  pair.frame_chains = 0;
+  pair.used_rx = true;
+  counters_.rx_packets.fetch_add(1, std::memory_order_relaxed);
+  counters_.rx_bytes.fetch_add(pair.frame_length - kNetHeaderSize, std::memory_order_relaxed);
 }
 
 void VirtioNet::process_tx(Pair& pair) {
   Queue* tx = pair.tx;
   if (tx == nullptr || pair.tx_throttled) return;
-  bool used = false;
   int budget = kTxBudget;
   while (true) {
     tx->set_notification(false);
@@ -709,7 +735,7 @@ void VirtioNet::process_tx(Pair& pair) {
                                                              chain->writable_len()));
         counters_.tx_dropped.fetch_add(1, std::memory_order_relaxed);
         tx->add_used(std::move(*chain), 0);
-        used = true;
+        pair.used_tx = true;
         continue;
       }
       const uint64_t payload = chain->readable_len() - kNetHeaderSize;
@@ -722,27 +748,7 @@ void VirtioNet::process_tx(Pair& pair) {
           break;
         }
       }
-      pair.iov.clear();
-      auto bytes = append_iovecs(memory_, chain->readable(), chain->readable_len(), pair.iov);
-      if (!bytes || *bytes != chain->readable_len()) {
-        pair.guest_log.warn("{}: TX chain {} dropped: more than {} buffers", pair.label, chain->head_index(),
-                            kMaxIovecs);
-        counters_.tx_dropped.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        ssize_t n;
-        do {
-          n = backend_->write_frame(pair.index, pair.iov.data(), static_cast<int>(pair.iov.size()));
-        } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-          pair.guest_log.warn("{}: writing a {}-byte frame to the tap: {}", pair.label, payload, std::strerror(errno));
-          counters_.tx_dropped.fetch_add(1, std::memory_order_relaxed);
-        } else {
-          counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
-          counters_.tx_bytes.fetch_add(payload, std::memory_order_relaxed);
-        }
-      }
-      tx->add_used(std::move(*chain), 0);
-      used = true;
+      transmit(pair, std::move(*chain));
     }
     if (pair.tx_throttled) break;  // the timer resumes; kicks meanwhile are not needed
     if (budget == 0) {
@@ -755,7 +761,30 @@ void VirtioNet::process_tx(Pair& pair) {
     tx->set_notification(true);
     if (!tx->has_available()) break;
   }
-  if (used && tx->needs_notification()) interrupt_->signal_used_queue(pair.tx_index);
+}
+
+void VirtioNet::transmit(Pair& pair, DescriptorChain chain) {
+  const uint64_t payload = chain.readable_len() - kNetHeaderSize;
+  pair.iov.clear();
+  auto bytes = append_iovecs(memory_, chain.readable(), chain.readable_len(), pair.iov);
+  if (!bytes || *bytes != chain.readable_len()) {
+    pair.guest_log.warn("{}: TX chain {} dropped: more than {} buffers", pair.label, chain.head_index(), kMaxIovecs);
+    counters_.tx_dropped.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    ssize_t n;
+    do {
+      n = backend_->write_frame(pair.index, pair.iov.data(), static_cast<int>(pair.iov.size()));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      pair.guest_log.warn("{}: writing a {}-byte frame to the tap: {}", pair.label, payload, std::strerror(errno));
+      counters_.tx_dropped.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      counters_.tx_packets.fetch_add(1, std::memory_order_relaxed);
+      counters_.tx_bytes.fetch_add(payload, std::memory_order_relaxed);
+    }
+  }
+  pair.tx->add_used(std::move(chain), 0);
+  pair.used_tx = true;
 }
 
 void VirtioNet::on_ctrl() {
@@ -774,7 +803,8 @@ void VirtioNet::on_ctrl() {
     const size_t written = chain->write_at(0, std::span<const uint8_t>(&ack, 1));
     ctrl->add_used(std::move(*chain), static_cast<uint32_t>(written));
   }
-  if (used && ctrl->needs_notification()) interrupt_->signal_used_queue(ctrl_queue_index());
+  const bool check = std::exchange(ctrl_check_, false);
+  if ((used || check) && ctrl->needs_notification()) interrupt_->signal_used_queue(ctrl_queue_index());
 }
 
 uint8_t VirtioNet::handle_ctrl(const DescriptorChain& chain) {
@@ -820,6 +850,134 @@ uint8_t VirtioNet::handle_ctrl(const DescriptorChain& chain) {
     default:
       return kCtrlErr;
   }
+}
+
+// ---- State ------------------------------------------------------------------------------------
+
+namespace {
+constexpr const char* kNetStateKind = "virtio-net";
+constexpr uint32_t kNetStateVersion = 1;
+}  // namespace
+
+Result<void> VirtioNet::pause() {
+  std::lock_guard lock(mutex_);
+  if (workers_.empty() || paused_) return {};
+  // Joins each worker after its current handler: a handler answers (or keeps) every chain
+  // it pops before it returns, and the workers never take mutex_.
+  for (auto& worker : workers_) worker->stop();
+  for (auto& pair : pair_state_) release_held_chains(*pair);
+  paused_ = true;
+  return {};
+}
+
+void VirtioNet::release_held_chains(Pair& pair) {
+  if (pair.rx != nullptr) {
+    if (pair.frame_active) {
+      if (pair.overflow_copied >= pair.overflow) {
+        // Wholly in the guest's buffers, waiting only for the RX limiter: delivered now (the
+        // limiter is not charged), which is what the guest would have seen a moment later.
+        deliver_frame(pair);
+      } else {
+        // Part of it is still in the bounce buffer, waiting for buffers the guest has not
+        // posted: dropped, as a NIC drops a frame it has no room for.
+        pair.guest_log.warn("{}: {}-byte frame waiting for RX buffers dropped by a pause", pair.label,
+                            pair.frame_length - kNetHeaderSize);
+        counters_.rx_dropped.fetch_add(1, std::memory_order_relaxed);
+        for (HeldChain& held : pair.rx_chains) held.filled = 0;
+        pair.frame_active = false;
+        pair.frame_chains = 0;
+      }
+    }
+    // Buffers waiting for a frame were popped in ring order: give them back newest first, so
+    // the ring holds them as the driver posted them. One that cannot go back (a chain
+    // returned in between, e.g. an unusable one) is returned empty, as reset() does.
+    while (!pair.rx_chains.empty()) {
+      DescriptorChain& chain = pair.rx_chains.back().chain;
+      if (!pair.rx->undo_pop(chain)) break;
+      pair.rx_chains.pop_back();
+    }
+    while (!pair.rx_chains.empty()) {
+      pair.rx->add_used(std::move(pair.rx_chains.front().chain), 0);
+      pair.rx_chains.pop_front();
+      pair.used_rx = true;
+    }
+  }
+  if (pair.tx_held) {
+    // Popped last (nothing is popped while it waits): back to the ring. If that ever fails
+    // it is sent now without charging the limiter.
+    DescriptorChain chain = std::move(*pair.tx_held);
+    pair.tx_held.reset();
+    if (pair.tx != nullptr && !pair.tx->undo_pop(chain)) transmit(pair, std::move(chain));
+  }
+  // The limiter's pauses end here; the workers ask the limiters again after resume().
+  pair.rx_throttled = pair.tx_throttled = false;
+  itimerspec disarm{};
+  for (const UniqueFd* timer : {&pair.rx_timer, &pair.tx_timer}) {
+    if (!timer->valid()) continue;
+    ::timerfd_settime(timer->get(), 0, &disarm, nullptr);
+    drain_fd(timer->get());
+  }
+  if (pair.tap_poll.valid()) set_tap_polling(pair, false);
+  // Whatever was used here gets its interrupt from the worker's first pass after resume()
+  // (or on the device restored from this state): the transport may hold its lock now.
+  pair.used_rx = pair.used_tx = true;
+}
+
+Result<void> VirtioNet::resume() {
+  std::lock_guard lock(mutex_);
+  if (!paused_) return {};
+  ctrl_check_ = true;
+  for (auto& worker : workers_) {
+    if (auto started = worker->start(); !started) return started;
+  }
+  paused_ = false;
+  // Buffers posted while paused, frames that waited in the tap, pending interrupts.
+  for (auto& pair : pair_state_) {
+    if (pair->rx != nullptr) wake(pair->rx_notify.get());
+    if (pair->tx != nullptr) wake(pair->tx_notify.get());
+  }
+  if (ctrl_ != nullptr) wake(ctrl_notify_.get());
+  return {};
+}
+
+Result<state::StateBlob> VirtioNet::save_state() const {
+  const NetCounters c = counters();
+  state::StateBlob blob(kNetStateKind, kNetStateVersion);
+  blob.put("active_queue_pairs", active_pairs_.load())
+      .put("rx_bytes", c.rx_bytes)
+      .put("rx_packets", c.rx_packets)
+      .put("rx_dropped", c.rx_dropped)
+      .put("tx_bytes", c.tx_bytes)
+      .put("tx_packets", c.tx_packets)
+      .put("tx_dropped", c.tx_dropped);
+  return blob;
+}
+
+Result<void> VirtioNet::restore_state(const state::StateBlob& blob) {
+  using state::read_field;
+  std::lock_guard lock(mutex_);
+  if (!workers_.empty()) return internal_error(fmt::format("{}: restore_state() after activate()", id_));
+  if (auto expected = blob.expect(kNetStateKind, kNetStateVersion); !expected) return expected;
+  uint16_t active_pairs = 0;
+  NetCounters c;
+  for (auto read : {read_field(blob, "active_queue_pairs", active_pairs, pairs_), read_field(blob, "rx_bytes", c.rx_bytes),
+                    read_field(blob, "rx_packets", c.rx_packets), read_field(blob, "rx_dropped", c.rx_dropped),
+                    read_field(blob, "tx_bytes", c.tx_bytes), read_field(blob, "tx_packets", c.tx_packets),
+                    read_field(blob, "tx_dropped", c.tx_dropped)}) {
+    if (!read) return read;
+  }
+  // §5.1.6.5.5: virtqueue_pairs is between 1 and max_virtqueue_pairs (this spec's queues).
+  if (active_pairs < 1) {
+    return config_error(fmt::format("state of virtio-net for {}: active_queue_pairs 0 (at least 1)", id_));
+  }
+  active_pairs_.store(active_pairs);
+  counters_.rx_bytes.store(c.rx_bytes);
+  counters_.rx_packets.store(c.rx_packets);
+  counters_.rx_dropped.store(c.rx_dropped);
+  counters_.tx_bytes.store(c.tx_bytes);
+  counters_.tx_packets.store(c.tx_packets);
+  counters_.tx_dropped.store(c.tx_dropped);
+  return {};
 }
 
 }  // namespace skiff::virtio::net

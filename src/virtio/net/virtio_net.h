@@ -21,8 +21,16 @@
 //   - Rate limits (skiff::RateLimiter, per NIC and direction): when a frame is refused the
 //     worker parks it, stops reading the tap (RX) or popping (TX), and arms a timerfd.
 //
-// Threads and locks: activate() and reset() run on the transport's thread with mutex_ held
-// while no worker runs; each pair's state is touched only by its own worker after that.
+// Pause (the snapshot seam, virtio_device.h): pause() stops the workers, then, on the
+// transport's thread, gives every held chain back: RX buffers waiting for a frame and a TX
+// chain waiting for the rate limiter go back to their rings untouched (Queue::undo_pop); a
+// received frame that only waited for the RX limiter is delivered; a frame still waiting
+// for more RX buffers (its tail in the bounce buffer) is dropped and counted, as when the
+// ring is too small. Frames arriving meanwhile wait in the tap. resume() restarts the same
+// workers.
+//
+// Threads and locks: activate(), reset(), pause() and resume() run on the transport's
+// thread with mutex_ held while no worker runs; each pair's state is touched only by its own worker after that.
 // The control queue handler changes the number of active pairs (an atomic) and wakes the
 // other workers through their RX eventfds; each worker attaches or detaches its own tap
 // queue. The rate limiters are shared by all workers under limiter_mutex_ (a leaf lock).
@@ -89,6 +97,15 @@ class VirtioNet : public VirtioDevice {
   // activation.
   void reset() override;
 
+  // State: kind "virtio-net", version 1: active_queue_pairs (the driver's VQ_PAIRS_SET) and
+  // the NetCounters. The configuration space is read-only and CTRL_MAC_ADDR is not offered,
+  // so the MAC stays the spec's; the CTRL_RX modes and MAC table are acknowledged without
+  // being kept (skiff does not filter). The rate limiters start full after a restore.
+  Result<void> pause() override;
+  Result<void> resume() override;
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
   NetCounters counters() const;
   const MacAddress& mac() const { return mac_; }
   const std::string& id() const { return id_; }
@@ -117,6 +134,14 @@ class VirtioNet : public VirtioDevice {
 
   void process_rx(Pair& pair);
   void process_tx(Pair& pair);
+  // Returns the RX chains that hold the frame received (num_buffers written) and counts it.
+  void deliver_frame(Pair& pair);
+  // Writes one well-formed TX chain to the backend and returns it.
+  void transmit(Pair& pair, DescriptorChain chain);
+  // The used-buffer interrupts of the pair's queues, when something was used (used_rx/tx).
+  void signal_used(Pair& pair);
+  // pause(): gives back the chains a stopped worker held.
+  void release_held_chains(Pair& pair);
   bool fill_rx_chains(Pair& pair);
   void set_tap_polling(Pair& pair, bool enabled);
   void arm_timer(int timer_fd, std::chrono::nanoseconds delay);
@@ -141,6 +166,9 @@ class VirtioNet : public VirtioDevice {
   Queue* ctrl_ = nullptr;
   std::shared_ptr<VirtioInterrupt> interrupt_;
   std::vector<std::unique_ptr<EventLoop>> workers_;
+  bool paused_ = false;
+  // The control queue's next pass asks needs_notification() (as Pair::used_rx does).
+  bool ctrl_check_ = false;
 
   std::atomic<uint16_t> active_pairs_{1};
 

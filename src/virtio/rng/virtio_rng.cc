@@ -8,11 +8,14 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdint>
+#include <utility>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "security/filtered_thread.h"
+#include "state/read_field.h"
 #include "virtio/core/virtio_constants.h"
 
 namespace skiff::virtio {
@@ -50,6 +53,8 @@ Result<void> VirtioRng::activate(uint64_t, std::vector<Queue*> queues, std::shar
   interrupt_ = std::move(interrupt);
   if (auto added = (*worker)->add(notify_.get(), [this] { process_requests(); }); !added) return added;
   worker_ = std::move(*worker);
+  paused_ = false;
+  check_notification_ = true;
   if (auto started = worker_->start(); !started) return started;
   // Requests posted before activation (or before the ioeventfd existed) are served now.
   notify_queue(0);
@@ -100,7 +105,8 @@ void VirtioRng::process_requests() {
     queue_->add_used(std::move(*chain), written);
     used_any = true;
   }
-  if (used_any && queue_->needs_notification()) interrupt_->signal_used_queue(0);
+  const bool check = std::exchange(check_notification_, false);
+  if ((used_any || check) && queue_->needs_notification()) interrupt_->signal_used_queue(0);
 }
 
 void VirtioRng::reset() {
@@ -113,9 +119,62 @@ void VirtioRng::reset() {
   std::lock_guard lock(mutex_);
   queue_ = nullptr;
   interrupt_.reset();
+  paused_ = false;
   uint64_t count = 0;
   while (::read(notify_.get(), &count, sizeof(count)) > 0) {
   }
+}
+
+// ---- State --------------------------------------------------------------------------------
+
+namespace {
+constexpr const char* kRngStateKind = "virtio-rng";
+constexpr uint32_t kRngStateVersion = 1;
+}  // namespace
+
+Result<void> VirtioRng::pause() {
+  std::lock_guard lock(mutex_);
+  if (worker_ == nullptr || paused_) return {};
+  // Joins: process_requests() answers and signals every chain it pops before it returns, so
+  // nothing is held after this. The worker never takes mutex_.
+  worker_->stop();
+  paused_ = true;
+  return {};
+}
+
+Result<void> VirtioRng::resume() {
+  std::lock_guard lock(mutex_);
+  if (worker_ == nullptr || !paused_) return {};
+  check_notification_ = true;
+  if (auto started = worker_->start(); !started) return started;
+  paused_ = false;
+  // Requests the driver posted while paused (their kick may be pending already).
+  notify_queue(0);
+  return {};
+}
+
+Result<state::StateBlob> VirtioRng::save_state() const {
+  state::StateBlob blob(kRngStateKind, kRngStateVersion);
+  blob.put("bytes_served", bytes_served_.load()).put("requests_served", requests_served_.load());
+  return blob;
+}
+
+Result<void> VirtioRng::restore_state(const state::StateBlob& blob) {
+  std::lock_guard lock(mutex_);
+  if (worker_ != nullptr) return internal_error(fmt::format("{}: restore_state() after activate()", name_));
+  if (auto expected = blob.expect(kRngStateKind, kRngStateVersion); !expected) return expected;
+  uint64_t bytes = 0;
+  uint64_t requests = 0;
+  if (auto r = state::read_field(blob, "bytes_served", bytes); !r) return r;
+  if (auto r = state::read_field(blob, "requests_served", requests); !r) return r;
+  // Each request is answered with at most kMaxBytesPerRequest bytes.
+  if (requests <= UINT64_MAX / kMaxBytesPerRequest && bytes > requests * kMaxBytesPerRequest) {
+    return config_error(fmt::format("state of virtio-rng for {}: {} bytes served cannot come from {} requests", name_,
+                                    bytes, requests));
+  }
+  bytes_served_.store(bytes);
+  requests_served_.store(requests);
+  return {};
 }
 
 }  // namespace skiff::virtio

@@ -39,6 +39,14 @@ class VirtioRng : public VirtioDevice {
   std::optional<int> queue_notify_fd(uint16_t queue_index) const override;
   void reset() override;
 
+  // State: kind "virtio-rng", version 1, the counters bytes_served and requests_served (the
+  // device has no configuration space and answers every request on its worker's pass, so
+  // pause() only stops the worker).
+  Result<void> pause() override;
+  Result<void> resume() override;
+  Result<state::StateBlob> save_state() const override;
+  Result<void> restore_state(const state::StateBlob& blob) override;
+
   uint64_t bytes_served() const { return bytes_served_.load(); }
   uint64_t requests_served() const { return requests_served_.load(); }
 
@@ -53,6 +61,11 @@ class VirtioRng : public VirtioDevice {
   Queue* queue_ = nullptr;
   std::shared_ptr<VirtioInterrupt> interrupt_;
   std::unique_ptr<EventLoop> worker_;
+  bool paused_ = false;
+  // The worker's next pass asks needs_notification() even if it uses nothing: buffers used
+  // before a pause, or by the device a restored queue was saved from, may still be waiting
+  // for their interrupt. Set before the worker (re)starts; then the worker's.
+  bool check_notification_ = false;
   std::atomic<uint64_t> bytes_served_{0};
   std::atomic<uint64_t> requests_served_{0};
 };

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/hugepage_pool_lock.h"
+#include "state/state_blob.h"
 
 namespace skiff {
 namespace {
@@ -133,6 +134,78 @@ TEST(HugePageBitmapTest, OneGigabytePages) {
   EXPECT_TRUE(bitmap.give_back(0, kPagesPer1G - 1, 1).complete);
 }
 
+// ---- HugePageBitmap state ---------------------------------------------------------------------
+
+state::StateBlob round_trip(const state::StateBlob& blob) {
+  auto decoded = state::StateBlob::decode(blob.encode());
+  EXPECT_TRUE(decoded) << (decoded ? "" : decoded.error().message());
+  return decoded ? *decoded : state::StateBlob("broken", 1);
+}
+
+// Partial, complete-and-released and complete-not-released huge pages.
+HugePageBitmap sample_bitmap() {
+  HugePageBitmap bitmap(kPagesPer2M);
+  bitmap.give_back(3, 7, 100);
+  bitmap.give_back(5, 0, kPagesPer2M);
+  bitmap.mark_released(5);
+  bitmap.give_back(9, 0, kPagesPer2M - 1);
+  bitmap.give_back(9, kPagesPer2M - 1, 1);
+  return bitmap;
+}
+
+TEST(HugePageBitmapStateTest, RestoredBitmapBehavesTheSame) {
+  HugePageBitmap original = sample_bitmap();
+  HugePageBitmap restored(kPagesPer2M);
+  auto ok = restored.restore_state(round_trip(original.save_state()), 16);
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(restored.save_state(), original.save_state());
+  for (uint64_t huge : {3, 5, 9}) {
+    EXPECT_EQ(restored.given_back(huge), original.given_back(huge)) << huge;
+    EXPECT_EQ(restored.released(huge), original.released(huge)) << huge;
+  }
+  EXPECT_EQ(restored.partial_count(), 1u);
+  EXPECT_EQ(restored.released_count(), 1u);
+  // The same next steps give the same answers: completing the partial one, taking a page
+  // of the released one back.
+  for (HugePageBitmap* bitmap : {&original, &restored}) {
+    EXPECT_EQ(bitmap->give_back(3, 0, 7).newly_given_back, 7u);
+    EXPECT_FALSE(bitmap->give_back(3, 200, 5).complete);
+    EXPECT_TRUE(bitmap->take_back(5, 1, 1).was_released);
+    EXPECT_TRUE(bitmap->give_back(9, 0, 1).complete) << "complete and not released yet";
+  }
+  EXPECT_EQ(restored.save_state(), original.save_state());
+}
+
+TEST(HugePageBitmapStateTest, BadBlobsAreRefusedAndChangeNothing) {
+  const state::StateBlob good = sample_bitmap().save_state();
+  auto expect_refused = [](const state::StateBlob& blob, uint64_t huge_pages, const std::string& what) {
+    HugePageBitmap bitmap(kPagesPer2M);
+    bitmap.give_back(1, 0, 1);
+    auto result = bitmap.restore_state(blob, huge_pages);
+    ASSERT_FALSE(result) << blob.describe();
+    EXPECT_NE(result.error().message().find(what), std::string::npos) << result.error().message();
+    EXPECT_EQ(bitmap.given_back(1), 1u) << "changed by a refused blob";
+  };
+  expect_refused(state::StateBlob("virtqueue", 1), 16, "hugepage-bitmap");
+  expect_refused(good, 9, "\"huge\"");  // huge page 9 beyond a region of 9 huge pages
+  expect_refused(state::StateBlob(good).put("pages_per_huge_page", 262144), 16, "pages_per_huge_page");
+  expect_refused(state::StateBlob(good).put_u64s("huge", std::vector<uint64_t>{5, 3, 9}), 16, "strictly increasing");
+  expect_refused(state::StateBlob(good).put_u64s("given_back", std::vector<uint64_t>{99, 512, 512}), 16,
+                 "do not describe");
+  expect_refused(state::StateBlob(good).put_u64s("given_back", std::vector<uint64_t>{0, 512, 512}), 16,
+                 "no page given back");
+  expect_refused(state::StateBlob(good).put_u64s("given_back", std::vector<uint64_t>{100, 513, 512}), 16,
+                 "\"given_back\"");
+  expect_refused(state::StateBlob(good).put_u64s("released", std::vector<uint64_t>{1, 1, 0}), 16,
+                 "released with only 100");
+  expect_refused(state::StateBlob(good).put_u64s("released", std::vector<uint64_t>{0, 2, 0}), 16, "\"released\"");
+  expect_refused(state::StateBlob(good).put_u64s("released", std::vector<uint64_t>{0, 1}), 16, "differ in length");
+  expect_refused(state::StateBlob(good).put_u64s("bits", std::vector<uint64_t>{}), 16, "fewer bit words");
+  std::vector<uint64_t> extra = good.u64s("bits", 100).value();
+  extra.push_back(0);
+  expect_refused(state::StateBlob(good).put_u64s("bits", extra), 16, "more bit words");
+}
+
 // ---- Anonymous memory -------------------------------------------------------------------------
 
 // Two anonymous regions with a hole between them, like RAM around the 32-bit MMIO hole:
@@ -160,6 +233,27 @@ class AnonymousReclaimTest : public ::testing::Test {
   GuestMemory memory_;
   std::unique_ptr<MemoryReclaimer> reclaimer_;
 };
+
+TEST_F(AnonymousReclaimTest, StateCarriesTheCountersOnly) {
+  const uint32_t pfns[] = {1, 2, 3, 1000};
+  reclaimer_->discard_pfns(pfns);
+  auto saved = round_trip(reclaimer_->save_state());
+  auto fresh = MemoryReclaimer::create(memory_);
+  ASSERT_TRUE(fresh);
+  auto ok = (*fresh)->restore_state(saved);
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ((*fresh)->counters(), reclaimer_->counters());
+  EXPECT_EQ((*fresh)->counters().pages_discarded, 3u);
+  EXPECT_EQ((*fresh)->counters().out_of_range_pages, 1u);
+  // A hugetlbfs region this RAM does not have, or a missing counter, is refused.
+  state::StateBlob region("hugetlb-region", 1);
+  region.put("first_page", 0).put_blob("bitmap", HugePageBitmap(kPagesPer2M).save_state());
+  EXPECT_FALSE((*fresh)->restore_state(state::StateBlob(saved).put_blobs("hugetlb_regions", std::vector{region})));
+  state::StateBlob missing("memory-reclaimer", 1);
+  missing.put("pages_discarded", 1);
+  EXPECT_FALSE((*fresh)->restore_state(missing));
+  EXPECT_EQ((*fresh)->counters().pages_discarded, 3u);
+}
 
 TEST_F(AnonymousReclaimTest, DiscardReleasesTouchedPages) {
   EXPECT_EQ(reclaimer_->backing_at(0), MemoryReclaimer::Backing::kAnonymous);
@@ -422,6 +516,30 @@ TEST_F(HugetlbReclaimTest, FreePageReportsReleaseOnlyCoveredHugePages) {
   EXPECT_EQ(free_huge_pages(), free_before);
   // A report covering a whole huge page releases it.
   reclaimer_->discard_free(kBase + kHuge2M - kPage, kHuge2M + 2 * kPage);
+  EXPECT_EQ(free_huge_pages(), free_before + 1);
+}
+
+TEST_F(HugetlbReclaimTest, StateCarriesPartialHugePagesToANewReclaimer) {
+  const uint64_t free_before = free_huge_pages();
+  reclaimer_->discard_pfns(pfns(0, 0, kPagesPer2M - 1));
+  reclaimer_->discard_pfns(pfns(1, 0, kPagesPer2M));  // released
+  EXPECT_EQ(free_huge_pages(), free_before + 1);
+  auto saved = round_trip(reclaimer_->save_state());
+  // A reclaimer built afresh over the same RAM (as a restored VM's would be) knows nothing
+  // until it is restored.
+  auto fresh = MemoryReclaimer::create(memory_);
+  ASSERT_TRUE(fresh);
+  auto ok = (*fresh)->restore_state(saved);
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ((*fresh)->counters(), reclaimer_->counters());
+  EXPECT_EQ((*fresh)->counters().partial_huge_pages, 1u);
+  // The last page of huge page 0 completes it on the restored reclaimer: back to the pool.
+  (*fresh)->discard_pfns(pfns(0, kPagesPer2M - 1, 1));
+  EXPECT_EQ(free_huge_pages(), free_before + 2);
+  // Deflating a page of the released huge page 1 allocates it again.
+  const auto one = pfns(1, 3, 1);
+  (*fresh)->reuse_pfns(one);
+  EXPECT_EQ((*fresh)->counters().huge_pages_repopulated, 1u);
   EXPECT_EQ(free_huge_pages(), free_before + 1);
 }
 

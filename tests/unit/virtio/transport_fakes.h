@@ -48,10 +48,33 @@ class RecordingDevice : public VirtioDevice {
     interrupt.reset();
     active_queues.clear();
   }
+  Result<void> pause() override {
+    ++pauses;
+    return {};
+  }
+  Result<void> resume() override {
+    ++resumes;
+    return {};
+  }
+  // The device's own state: its configuration bytes.
+  Result<state::StateBlob> save_state() const override {
+    state::StateBlob blob("recording-device", 1);
+    blob.put_bytes("config", config);
+    return blob;
+  }
+  Result<void> restore_state(const state::StateBlob& blob) override {
+    if (auto expected = blob.expect("recording-device", 1); !expected) return expected;
+    auto bytes = blob.bytes_exact("config", config.size());
+    if (!bytes) return std::unexpected(bytes.error());
+    config = std::move(*bytes);
+    return {};
+  }
 
   std::vector<uint8_t> config = {1, 2, 3, 4, 5, 6, 7, 8};
   int activations = 0;
   int resets = 0;
+  int pauses = 0;
+  int resumes = 0;
   bool fail_activation = false;
   uint64_t acked = 0;
   std::vector<Queue*> active_queues;

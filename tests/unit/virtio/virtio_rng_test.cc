@@ -8,6 +8,7 @@
 #include <chrono>
 #include <thread>
 
+#include "state/state_blob.h"
 #include "unit/virtio/virtqueue_fake.h"
 #include "virtio/core/virtio_constants.h"
 
@@ -124,6 +125,102 @@ TEST_F(VirtioRngTest, ResetStopsServingAndCanReactivate) {
 
 TEST_F(VirtioRngTest, WrongQueueCountIsRefused) {
   EXPECT_FALSE(rng_->activate(kFakeDefaultFeatures, {}, interrupt_));
+}
+
+// ---- State: pause, save, restore -------------------------------------------------------------
+
+state::StateBlob round_trip(const state::StateBlob& blob) {
+  auto decoded = state::StateBlob::decode(blob.encode());
+  EXPECT_TRUE(decoded) << (decoded ? "" : decoded.error().message());
+  return decoded ? *decoded : state::StateBlob("broken", 1);
+}
+
+TEST_F(VirtioRngTest, PausedDeviceServesNothingAndResumes) {
+  testing::VirtqueueFake fake;
+  ASSERT_TRUE(rng_->activate(kFakeDefaultFeatures, {&fake.queue()}, interrupt_));
+  ASSERT_TRUE(rng_->pause());
+  ASSERT_TRUE(rng_->pause()) << "pausing twice is harmless";
+  fake.chain().writable(16).add();
+  rng_->notify_queue(0);  // a vCPU's kick: must not block or be lost
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(fake.used_idx(), 0u) << "served while paused";
+  EXPECT_EQ(interrupt_->used.load(), 0);
+  ASSERT_TRUE(rng_->resume());
+  ASSERT_TRUE(rng_->resume()) << "resuming a running device is harmless";
+  ASSERT_TRUE(wait_for_used(fake, 1));
+  EXPECT_EQ(rng_->requests_served(), 1u);
+  // Paused, then reset: nothing left running or held.
+  ASSERT_TRUE(rng_->pause());
+  rng_->reset();
+}
+
+TEST_F(VirtioRngTest, RestoredDeviceContinuesLikeTheResumedOne) {
+  testing::VirtqueueFake original(16, kFakeDefaultFeatures | feature_mask(kFeatureRingEventIdx));
+  original.chain().writable(64).add();
+  original.chain().writable(32).add();
+  ASSERT_TRUE(rng_->activate(original.features(), {&original.queue()}, interrupt_));
+  ASSERT_TRUE(wait_for_used(original, 2));
+  ASSERT_TRUE(rng_->pause());
+  // The driver posts more while the device is paused.
+  original.chain().writable(100).add();
+  original.chain().writable(8).writable(8).indirect().add();
+  original.set_used_event(2);  // the driver wants an interrupt for the next used buffer
+  rng_->notify_queue(0);
+  const int interrupts_before = interrupt_->used.load();
+
+  // Snapshot: the queue, then the device; the guest memory is copied.
+  const state::StateBlob queue_state = round_trip(original.queue().save_state());
+  auto device_state = rng_->save_state();
+  ASSERT_TRUE(device_state);
+  EXPECT_EQ(device_state->kind(), "virtio-rng");
+  testing::VirtqueueFake copy(testing::VirtqueueFake::CopyOf{original});
+
+  // Restore: a fresh device from the same spec, a fresh queue over the copy.
+  auto restored = VirtioRng::create("rng-restored");
+  ASSERT_TRUE(restored);
+  auto restored_interrupt = std::make_shared<CountingInterrupt>();
+  ASSERT_TRUE((*restored)->restore_state(round_trip(*device_state)));
+  EXPECT_EQ((*restored)->requests_served(), 2u);
+  EXPECT_EQ((*restored)->bytes_served(), 96u);
+  ASSERT_TRUE(copy.restore(queue_state));
+  ASSERT_TRUE((*restored)->activate(copy.features(), {&copy.queue()}, restored_interrupt));
+  ASSERT_TRUE(rng_->resume());
+
+  ASSERT_TRUE(wait_for_used(original, 4));
+  ASSERT_TRUE(wait_for_used(copy, 4));
+  EXPECT_EQ(copy.take_used(), original.take_used());
+  EXPECT_EQ((*restored)->requests_served(), rng_->requests_served());
+  EXPECT_EQ((*restored)->bytes_served(), rng_->bytes_served());
+  EXPECT_EQ(rng_->bytes_served(), 96u + 100u + 16u);
+  EXPECT_EQ(restored_interrupt->used.load(), interrupt_->used.load() - interrupts_before);
+  EXPECT_GE(restored_interrupt->used.load(), 1);
+  EXPECT_EQ(copy.queue().save_state(), original.queue().save_state());
+  (*restored)->reset();
+  rng_->reset();
+}
+
+TEST_F(VirtioRngTest, RestoreRefusesBadState) {
+  EXPECT_FALSE(rng_->restore_state(state::StateBlob("virtio-blk", 1)));
+  state::StateBlob newer("virtio-rng", 2);
+  newer.put("bytes_served", 0).put("requests_served", 0);
+  EXPECT_FALSE(rng_->restore_state(newer));
+  state::StateBlob missing("virtio-rng", 1);
+  missing.put("bytes_served", 0);
+  auto result = rng_->restore_state(missing);
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message().find("\"requests_served\" is missing"), std::string::npos);
+  state::StateBlob impossible("virtio-rng", 1);
+  impossible.put("bytes_served", uint64_t{VirtioRng::kMaxBytesPerRequest} + 1).put("requests_served", 1);
+  EXPECT_FALSE(rng_->restore_state(impossible));
+  EXPECT_EQ(rng_->bytes_served(), 0u);
+  // A running device is not overwritten.
+  testing::VirtqueueFake fake;
+  ASSERT_TRUE(rng_->activate(kFakeDefaultFeatures, {&fake.queue()}, interrupt_));
+  state::StateBlob good("virtio-rng", 1);
+  good.put("bytes_served", 1).put("requests_served", 1);
+  EXPECT_FALSE(rng_->restore_state(good));
+  rng_->reset();
+  EXPECT_TRUE(rng_->restore_state(good)) << "after reset it is a fresh device again";
 }
 
 }  // namespace

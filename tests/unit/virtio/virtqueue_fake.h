@@ -116,7 +116,30 @@ class VirtqueueFake {
     }
   }
 
+  // A second fake over a copy of `original`'s guest RAM (as a snapshot carries it), with a
+  // queue fresh from construction: restore_state() gives it the original's state. The chain
+  // builder and take_used() go on where the original's are.
+  struct CopyOf {
+    const VirtqueueFake& original;
+  };
+  explicit VirtqueueFake(CopyOf copy)
+      : ram_(copy.original.ram_),
+        size_(copy.original.size_),
+        features_(copy.original.features_),
+        queue_(copy.original.queue_.max_size(), "fake queue"),
+        next_data_(copy.original.next_data_),
+        next_descriptor_(copy.original.next_descriptor_),
+        last_seen_used_(copy.original.last_seen_used_) {
+    GuestRegion region{kRamBase, ram_.size(), ram_.data()};
+    memory_ = GuestMemory::from_host_buffers(std::span(&region, 1));
+  }
+
   Result<void> activate() { return queue_.activate(memory_, features_); }
+  // Restores the queue from `blob` over this fake's memory, with the fake's features.
+  Result<void> restore(const state::StateBlob& blob) { return queue_.restore_state(blob, memory_, features_); }
+  uint64_t features() const { return features_; }
+  // The whole guest RAM, to compare two fakes byte for byte.
+  const std::vector<uint8_t>& ram() const { return ram_; }
 
   const GuestMemory& memory() const { return memory_; }
   Queue& queue() { return queue_; }

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "state/state_blob.h"
 #include "unit/virtio/virtqueue_fake.h"
 #include "virtio/balloon/balloon_constants.h"
 #include "virtio/core/virtio_constants.h"
@@ -192,7 +193,8 @@ TEST_F(VirtioBalloonTest, ConfigTargetAndActual) {
   ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
   ASSERT_TRUE(balloon_->set_target_mib(4));
   EXPECT_EQ(config_word(kConfigNumPages), 1024u);
-  EXPECT_EQ(interrupt_->config_changes.load(), 1);
+  // Raised by the worker thread, just after.
+  EXPECT_TRUE(wait_until([&] { return interrupt_->config_changes.load() == 1; }));
   ASSERT_TRUE(balloon_->set_target_mib(4));  // unchanged: no interrupt
   EXPECT_EQ(interrupt_->config_changes.load(), 1);
 
@@ -416,6 +418,209 @@ TEST_F(VirtioBalloonTest, WrongQueueCountIsRefusedAndResetStopsServing) {
   EXPECT_EQ(inflate.used_idx(), 0u) << "served after reset";
   ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
   EXPECT_TRUE(wait_for_used(inflate, 1));
+}
+
+// ---- State: pause, save, restore -------------------------------------------------------------
+
+state::StateBlob round_trip(const state::StateBlob& blob) {
+  auto decoded = state::StateBlob::decode(blob.encode());
+  EXPECT_TRUE(decoded) << (decoded ? "" : decoded.error().message());
+  return decoded ? *decoded : state::StateBlob("broken", 1);
+}
+
+// A second guest RAM like the fixture's, for the restored device.
+struct SecondRam {
+  SecondRam() {
+    // SAFETY: a fresh private mapping owned by this object, unmapped in the destructor.
+    void* mapped = mmap(nullptr, kRamBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(mapped, MAP_FAILED);
+    host = static_cast<uint8_t*>(mapped);
+    GuestRegion region{kRamBase, kRamBytes, host};
+    memory = GuestMemory::from_host_buffers(std::span(&region, 1));
+  }
+  ~SecondRam() {
+    memory = GuestMemory();
+    munmap(host, kRamBytes);
+  }
+  SecondRam(const SecondRam&) = delete;
+  SecondRam& operator=(const SecondRam&) = delete;
+  void touch(uint32_t pfn, uint32_t count) {
+    for (uint32_t i = 0; i < count; ++i) host[(pfn - kFirstPfn + i) * kPage] = 0xa5;
+  }
+  uint32_t resident(uint32_t pfn, uint32_t count) {
+    std::vector<unsigned char> vec(count);
+    EXPECT_EQ(mincore(host + (pfn - kFirstPfn) * kPage, count * kPage, vec.data()), 0);
+    uint32_t n = 0;
+    for (unsigned char v : vec) n += v & 1;
+    return n;
+  }
+  uint8_t* host = nullptr;
+  GuestMemory memory;
+};
+
+TEST_F(VirtioBalloonTest, RestoredBalloonContinuesLikeTheResumedOne) {
+  const BalloonSpec spec{.target_mib = 2, .stats_interval_s = 60};
+  make(spec);
+  // Without EVENT_IDX the driver wants an interrupt for every used buffer: the counts below
+  // show each one.
+  const uint64_t acked = kFakeDefaultFeatures | feature_mask(kFeatureStatsVq);
+  VirtqueueFake inflate, deflate, stats;
+  ResetAtExit stop(balloon_);
+  auto first_stats = stats.chain().readable(stat_bytes({{kStatFreeMemory, 1234}, {77, 5}})).add();
+  const uint32_t first = kFirstPfn + 512;
+  touch(first, 8);
+  std::vector<uint32_t> some = {first, first + 1, first + 2, first + 3};
+  inflate.chain().readable(pfn_bytes(some)).add();
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue()}, interrupt_));
+  ASSERT_TRUE(wait_for_used(inflate, 1));
+  ASSERT_TRUE(wait_until([&] { return balloon_->latest_stats().has_value(); }));
+  write_actual(4);  // the driver's count
+  EXPECT_EQ(resident(first, 4), 0u);
+  EXPECT_EQ(stats.used_idx(), 0u) << "the stats buffer is held";
+  const int used_before = interrupt_->used.load();
+
+  ASSERT_TRUE(balloon_->pause());
+  // The held stats buffer went back (the request for new statistics); its interrupt waits.
+  EXPECT_EQ(stats.used_idx(), 1u);
+  EXPECT_EQ(stats.used_elem(0), (testing::FakeUsedElement{first_stats.head, 0}));
+  // While paused: a new target (announced after resume), another inflate buffer.
+  ASSERT_TRUE(balloon_->set_target_mib(3));
+  std::vector<uint32_t> more = {first + 4, first + 5, first + 6, first + 7};
+  auto second_inflate = inflate.chain().readable(pfn_bytes(more)).add();
+  balloon_->notify_queue(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(inflate.used_idx(), 1u) << "served while paused";
+  EXPECT_EQ(interrupt_->used.load(), used_before);
+  EXPECT_EQ(interrupt_->config_changes.load(), 0);
+
+  // Snapshot and restore into a fresh balloon over a second RAM (its pages touched like the
+  // first's, as a restored memory image would be).
+  const state::StateBlob inflate_state = round_trip(inflate.queue().save_state());
+  const state::StateBlob deflate_state = round_trip(deflate.queue().save_state());
+  const state::StateBlob stats_state = round_trip(stats.queue().save_state());
+  auto device_state = balloon_->save_state();
+  ASSERT_TRUE(device_state);
+  EXPECT_EQ(device_state->kind(), "virtio-balloon");
+  VirtqueueFake inflate_copy(VirtqueueFake::CopyOf{inflate}), deflate_copy(VirtqueueFake::CopyOf{deflate}),
+      stats_copy(VirtqueueFake::CopyOf{stats});
+  SecondRam ram2;
+  ram2.touch(first + 4, 4);
+  auto created = VirtioBalloon::create(spec, ram2.memory);
+  ASSERT_TRUE(created) << created.error().message();
+  std::shared_ptr<VirtioBalloon> restored = *created;
+  ResetAtExit stop_restored(restored);
+  auto ok = restored->restore_state(round_trip(*device_state));
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(restored->target_pages(), 768u);
+  EXPECT_EQ(restored->actual_pages(), 4u);
+  EXPECT_EQ(restored->latest_stats(), balloon_->latest_stats());
+  EXPECT_EQ(restored->counters(), balloon_->counters());
+  ASSERT_TRUE(inflate_copy.restore(inflate_state));
+  ASSERT_TRUE(deflate_copy.restore(deflate_state));
+  ASSERT_TRUE(stats_copy.restore(stats_state));
+  auto restored_interrupt = std::make_shared<CountingInterrupt>();
+  ASSERT_TRUE(restored->activate(acked, {&inflate_copy.queue(), &deflate_copy.queue(), &stats_copy.queue()},
+                                 restored_interrupt));
+  ASSERT_TRUE(balloon_->resume());
+
+  // Both serve the pending inflate buffer, raise the interrupts pending since pause() and
+  // announce the new target once.
+  ASSERT_TRUE(wait_for_used(inflate, 2));
+  ASSERT_TRUE(wait_for_used(inflate_copy, 2));
+  EXPECT_EQ(inflate_copy.take_used(), inflate.take_used());
+  EXPECT_EQ(inflate.used_elem(1), (testing::FakeUsedElement{second_inflate.head, 0}));
+  EXPECT_EQ(resident(first + 4, 4), 0u);
+  EXPECT_EQ(ram2.resident(first + 4, 4), 0u);
+  EXPECT_TRUE(wait_until([&] { return interrupt_->config_changes.load() == 1; }));
+  EXPECT_TRUE(wait_until([&] { return restored_interrupt->config_changes.load() == 1; }));
+  // Two used-buffer interrupts each: the stats buffer returned by pause(), the inflate.
+  EXPECT_TRUE(wait_until([&] { return interrupt_->used.load() == used_before + 2; }));
+  EXPECT_TRUE(wait_until([&] { return restored_interrupt->used.load() == 2; }));
+  EXPECT_TRUE(wait_until([&] { return restored->counters() == balloon_->counters(); }));
+  EXPECT_EQ(restored->counters().inflate_buffers, 2u);
+  EXPECT_EQ(restored->counters().reclaim.pages_discarded, 8u);
+
+  // The driver answers the stats request on both: the sequence goes on.
+  stats.chain().readable(stat_bytes({{kStatFreeMemory, 999}})).add();
+  stats_copy.chain().readable(stat_bytes({{kStatFreeMemory, 999}})).add();
+  balloon_->notify_queue(2);
+  restored->notify_queue(2);
+  ASSERT_TRUE(wait_until([&] { return balloon_->latest_stats()->sequence == 2; }));
+  ASSERT_TRUE(wait_until([&] { return restored->latest_stats()->sequence == 2; }));
+  EXPECT_EQ(restored->latest_stats()->free_memory, 999u);
+  EXPECT_EQ(restored->counters().stats_received, 2u);
+  EXPECT_EQ(stats_copy.ram(), stats.ram());
+}
+
+TEST_F(VirtioBalloonTest, PauseWithoutActivationAndResetWhilePaused) {
+  make({.stats_interval_s = 1});
+  EXPECT_TRUE(balloon_->pause());
+  EXPECT_TRUE(balloon_->resume());
+  VirtqueueFake inflate, deflate, stats;
+  ResetAtExit stop(balloon_);
+  const uint64_t acked = kFakeDefaultFeatures | feature_mask(kFeatureStatsVq);
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue()}, interrupt_));
+  ASSERT_TRUE(balloon_->pause());
+  EXPECT_TRUE(balloon_->pause());
+  balloon_->reset();
+  ASSERT_TRUE(balloon_->activate(acked, {&inflate.queue(), &deflate.queue(), &stats.queue()}, interrupt_));
+  ASSERT_TRUE(balloon_->set_target_mib(1));
+  EXPECT_TRUE(wait_until([&] { return interrupt_->config_changes.load() == 1; }));
+}
+
+TEST_F(VirtioBalloonTest, RestoreRefusesBadState) {
+  make({.target_mib = 1});
+  auto good = balloon_->save_state();
+  ASSERT_TRUE(good);
+  EXPECT_TRUE(balloon_->restore_state(*good));
+  EXPECT_FALSE(balloon_->restore_state(state::StateBlob("virtio-rng", 1)));
+  auto expect_refused = [&](const state::StateBlob& bad, const std::string& what) {
+    auto result = balloon_->restore_state(bad);
+    ASSERT_FALSE(result) << bad.describe();
+    EXPECT_NE(result.error().message().find(what), std::string::npos) << result.error().message();
+    EXPECT_EQ(balloon_->target_pages(), 256u) << "nothing applied";
+  };
+  state::StateBlob target_too_large = *good;
+  target_too_large.put("num_pages", kRamPages);
+  expect_refused(target_too_large, "num_pages");
+  state::StateBlob actual_too_wide = *good;
+  actual_too_wide.put("actual", uint64_t{1} << 32);
+  expect_refused(actual_too_wide, "\"actual\"");
+  // Statistics numbered beyond those received.
+  state::StateBlob stats_blob("balloon-stats", 1);
+  stats_blob.put_u64s("other_tags", std::vector<uint64_t>{}).put_u64s("other_values", std::vector<uint64_t>{});
+  stats_blob.put("received_at_ns", 5).put("sequence", 3);
+  state::StateBlob sequence_ahead = *good;
+  sequence_ahead.put_bool("has_stats", true).put("stats_received", 2).put_blob("stats", stats_blob);
+  expect_refused(sequence_ahead, "statistics number 3 of 2");
+  state::StateBlob stats_missing = *good;
+  stats_missing.put_bool("has_stats", true);
+  expect_refused(stats_missing, "\"stats\" is missing");
+  state::StateBlob tag_too_wide = sequence_ahead;
+  tag_too_wide.put("stats_received", 3).put_blob(
+      "stats", state::StateBlob(stats_blob).put_u64s("other_tags", std::vector<uint64_t>{70000}).put_u64s(
+                   "other_values", std::vector<uint64_t>{1}));
+  expect_refused(tag_too_wide, "other_tags");
+  // The reclaimer's part: a hugetlbfs region this RAM does not have.
+  state::StateBlob region("hugetlb-region", 1);
+  region.put("first_page", kFirstPfn).put_blob("bitmap", HugePageBitmap(512).save_state());
+  state::StateBlob reclaimer = good->blob("reclaimer").value();
+  reclaimer.put_blobs("hugetlb_regions", std::vector<state::StateBlob>{region});
+  state::StateBlob foreign_reclaimer = *good;
+  foreign_reclaimer.put_blob("reclaimer", reclaimer);
+  expect_refused(foreign_reclaimer, "hugetlb_regions");
+  state::StateBlob missing("virtio-balloon", 1);
+  expect_refused(missing, "is missing");
+
+  // A restore that is accepted carries the sequence on; after activation it is refused.
+  state::StateBlob with_stats = *good;
+  with_stats.put_bool("has_stats", true).put("stats_received", 3).put_blob("stats", stats_blob);
+  ASSERT_TRUE(balloon_->restore_state(with_stats));
+  EXPECT_EQ(balloon_->latest_stats()->sequence, 3u);
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(balloon_);
+  ASSERT_TRUE(balloon_->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  EXPECT_FALSE(balloon_->restore_state(*good));
 }
 
 // ---- The stats parser on its own ----------------------------------------------------------------

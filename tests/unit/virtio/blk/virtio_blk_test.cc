@@ -10,9 +10,11 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <thread>
 
+#include "state/state_blob.h"
 #include "unit/virtio/blk/blk_test_util.h"
 #include "unit/virtio/virtqueue_fake.h"
 #include "virtio/core/virtio_constants.h"
@@ -426,6 +428,165 @@ TEST_F(VirtioBlkFakeTest, MultiQueueServesEachQueueOnItsOwnThread) {
   device->reset();
 }
 
+// ---- State: pause, save, restore -------------------------------------------------------------
+
+state::StateBlob round_trip(const state::StateBlob& blob) {
+  auto decoded = state::StateBlob::decode(blob.encode());
+  EXPECT_TRUE(decoded) << (decoded ? "" : decoded.error().message());
+  return decoded ? *decoded : state::StateBlob("broken", 1);
+}
+
+bool wait_until(const std::function<bool()>& done, int timeout_ms = 5000) {
+  for (int i = 0; i < timeout_ms && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return done();
+}
+
+TEST_F(VirtioBlkFakeTest, PauseAnswersRequestsInFlightAndLeavesTheirInterruptPending) {
+  control_->hold = true;
+  auto device = make_and_activate();
+  ASSERT_TRUE(device);
+  auto read = fake_.chain().readable(blk_header(kBlkTypeIn, 8)).writable(512).writable(1).add();
+  auto write = fake_.chain().readable(blk_header(kBlkTypeOut, 16)).readable(pattern(512, 3)).writable(1).add();
+  device->notify_queue(0);
+  ASSERT_TRUE(wait_until([&] { return control_->snapshot().size() == 2; }));
+  EXPECT_EQ(fake_.used_idx(), 0u) << "held by the engine";
+  const int interrupts_before = interrupt_->used.load();
+
+  // pause() waits for the engine (drain) and answers both, without an interrupt.
+  ASSERT_TRUE(device->pause());
+  EXPECT_EQ(control_->drains, 1);
+  EXPECT_EQ(fake_.used_idx(), 2u);
+  EXPECT_EQ(status_of(fake_, read), kBlkStatusOk);
+  EXPECT_EQ(status_of(fake_, write), kBlkStatusOk);
+  EXPECT_EQ(fake_.read(read.writable[0].addr, 512), std::vector<uint8_t>(512, 0x5a));
+  EXPECT_EQ(interrupt_->used.load(), interrupts_before) << "the transport may hold its lock in pause()";
+  EXPECT_EQ(device->stats().reads, 1u);
+  EXPECT_EQ(device->stats().writes, 1u);
+
+  // Snapshot, then a fresh device over a copy of the memory.
+  const state::StateBlob queue_state = round_trip(fake_.queue().save_state());
+  auto device_state = device->save_state();
+  ASSERT_TRUE(device_state);
+  EXPECT_EQ(device_state->kind(), "virtio-blk");
+  VirtqueueFake copy(VirtqueueFake::CopyOf{fake_});
+  auto restored = VirtioBlk::create_with_engines(disk_spec("/fake"), copy.memory(), fake_disk_info(),
+                                                 [c = std::make_shared<FakeEngineControl>()](uint16_t, uint32_t) {
+                                                   return std::make_unique<FakeEngine>(c);
+                                                 });
+  ASSERT_TRUE(restored);
+  ASSERT_TRUE((*restored)->restore_state(round_trip(*device_state)));
+  EXPECT_EQ((*restored)->stats().reads, 1u);
+  EXPECT_EQ((*restored)->stats().writes, 1u);
+  EXPECT_EQ((*restored)->stats().timed_requests, 2u);
+  ASSERT_TRUE(copy.restore(queue_state));
+  auto restored_interrupt = std::make_shared<CountingInterrupt>();
+  ASSERT_TRUE((*restored)->activate((*restored)->device_features(), {&copy.queue()}, restored_interrupt));
+
+  // The interrupt pending since pause() is raised by the resumed device and by the restored
+  // one alike, once.
+  ASSERT_TRUE(device->resume());
+  EXPECT_TRUE(wait_until([&] { return interrupt_->used.load() == interrupts_before + 1; }));
+  EXPECT_TRUE(wait_until([&] { return restored_interrupt->used.load() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(interrupt_->used.load(), interrupts_before + 1);
+  EXPECT_EQ(restored_interrupt->used.load(), 1);
+  (*restored)->reset();
+  device->reset();
+  EXPECT_EQ(copy.ram(), fake_.ram());
+}
+
+TEST_F(VirtioBlkFakeTest, RequestHeldByTheRateLimiterGoesBackToTheRing) {
+  DiskSpec spec = disk_spec("/fake");
+  spec.rate_limit.ops_per_second = 1;  // a bucket of one request, refilled each second
+  auto device = make_and_activate(spec);
+  ASSERT_TRUE(device);
+  auto first = fake_.chain().readable(blk_header(kBlkTypeFlush, 0)).writable(1).add();
+  auto second = fake_.chain().readable(blk_header(kBlkTypeFlush, 0)).writable(1).add();
+  device->notify_queue(0);
+  ASSERT_TRUE(wait_until([&] { return fake_.used_idx() == 1 && device->stats().throttled == 1; }));
+  ASSERT_TRUE(device->pause());
+  // The second flush was popped and held for the limiter: it is back in the ring, not
+  // answered.
+  EXPECT_EQ(fake_.used_idx(), 1u);
+  EXPECT_EQ(fake_.queue().next_avail(), 1u);
+  EXPECT_EQ(fake_.queue().next_used(), 1u);
+
+  const state::StateBlob queue_state = round_trip(fake_.queue().save_state());
+  auto device_state = device->save_state();
+  ASSERT_TRUE(device_state);
+  VirtqueueFake copy(VirtqueueFake::CopyOf{fake_});
+  auto restored = VirtioBlk::create_with_engines(spec, copy.memory(), fake_disk_info(),
+                                                 [c = control_](uint16_t, uint32_t) {
+                                                   return std::make_unique<FakeEngine>(c);
+                                                 });
+  ASSERT_TRUE(restored);
+  ASSERT_TRUE((*restored)->restore_state(round_trip(*device_state)));
+  ASSERT_TRUE(copy.restore(queue_state));
+  auto restored_interrupt = std::make_shared<CountingInterrupt>();
+  ASSERT_TRUE((*restored)->activate((*restored)->device_features(), {&copy.queue()}, restored_interrupt));
+  // Both pop the second flush again and answer it (the resumed one once its limiter allows).
+  ASSERT_TRUE(device->resume());
+  ASSERT_TRUE(wait_until([&] { return copy.used_idx() == 2; }));
+  ASSERT_TRUE(wait_until([&] { return fake_.used_idx() == 2; }, 5000));
+  EXPECT_EQ(copy.take_used(), fake_.take_used());
+  EXPECT_EQ(status_of(copy, second), kBlkStatusOk);
+  EXPECT_EQ(status_of(fake_, second), kBlkStatusOk);
+  EXPECT_EQ(status_of(fake_, first), kBlkStatusOk);
+  EXPECT_EQ((*restored)->stats().flushes, 2u);
+  EXPECT_EQ(device->stats().flushes, 2u);
+  EXPECT_EQ(fake_.queue().stats().chains_popped, 2u) << "the given-back chain is popped once more, counted once";
+  (*restored)->reset();
+  device->reset();
+}
+
+TEST_F(VirtioBlkFakeTest, PauseResumeIsHarmlessAndResetWorksWhilePaused) {
+  auto device = make(disk_spec("/fake"));
+  ASSERT_TRUE(device);
+  EXPECT_TRUE(device->pause()) << "not activated: nothing to pause";
+  EXPECT_TRUE(device->resume());
+  ASSERT_TRUE(device->activate(device->device_features(), {&fake_.queue()}, interrupt_));
+  ASSERT_TRUE(device->pause());
+  EXPECT_TRUE(device->pause());
+  auto flush = fake_.chain().readable(blk_header(kBlkTypeFlush, 0)).writable(1).add();
+  device->notify_queue(0);  // a vCPU's kick while paused: recorded, not served
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(fake_.used_idx(), 0u);
+  ASSERT_TRUE(device->resume());
+  EXPECT_TRUE(device->resume());
+  ASSERT_TRUE(wait_until([&] { return fake_.used_idx() == 1; }));
+  EXPECT_EQ(status_of(fake_, flush), kBlkStatusOk);
+  ASSERT_TRUE(device->pause());
+  device->reset();
+  // Activated again after a reset of the paused device (the driver's new activation).
+  ASSERT_TRUE(fake_.activate());
+  ASSERT_TRUE(device->activate(device->device_features(), {&fake_.queue()}, interrupt_));
+  device->reset();
+}
+
+TEST_F(VirtioBlkFakeTest, RestoreRefusesBadState) {
+  auto device = make(disk_spec("/fake"));
+  ASSERT_TRUE(device);
+  auto good = device->save_state();
+  ASSERT_TRUE(good);
+  EXPECT_FALSE(device->restore_state(state::StateBlob("virtio-net", 1)));
+  state::StateBlob reads_untimed = *good;
+  reads_untimed.put("reads", 3);
+  auto result = device->restore_state(reads_untimed);
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message().find("requests timed"), std::string::npos) << result.error().message();
+  state::StateBlob max_above_total = *good;
+  max_above_total.put("latency_max_ns", 10);
+  EXPECT_FALSE(device->restore_state(max_above_total));
+  state::StateBlob mistyped = *good;
+  mistyped.put_bool("errors", true);
+  EXPECT_FALSE(device->restore_state(mistyped));
+  EXPECT_EQ(device->stats().reads, 0u);
+  ASSERT_TRUE(device->activate(device->device_features(), {&fake_.queue()}, interrupt_));
+  EXPECT_FALSE(device->restore_state(*good)) << "restore after activate";
+  device->reset();
+  EXPECT_TRUE(device->restore_state(*good));
+}
+
 // ---- End to end: real files through both engines. -------------------------------------------
 
 class VirtioBlkEndToEnd : public ::testing::TestWithParam<IoEngine> {
@@ -620,6 +781,96 @@ TEST_P(VirtioBlkEndToEnd, LoopDeviceWith4KiBLogicalBlocks) {
   ASSERT_TRUE(device->flush());
   device.reset();  // closes the device before the image is read and the loop detached
   EXPECT_EQ(loop.image().read(16 * 512, 8192), data);
+}
+
+TEST_P(VirtioBlkEndToEnd, RestoredDiskContinuesLikeTheResumedOne) {
+  const uint64_t features = testing::kFakeDefaultFeatures | feature_mask(kFeatureRingEventIdx);
+  VirtqueueFake fake(64, features, 2 << 20);
+  DiskSpec spec = disk_spec(image_.path());
+  spec.serial = "state-serial";
+  auto device = open(spec, fake);
+  ASSERT_TRUE(device);
+  const std::vector<uint8_t> a = pattern(4096, 11);
+  const std::vector<uint8_t> b = pattern(4096, 77);
+  fake.chain().readable(blk_header(kBlkTypeOut, 0)).readable(a).writable(1).add();
+  ASSERT_TRUE(wait_for_used(fake, 1, device.get()));
+  ASSERT_TRUE(device->pause());
+
+  // The driver queues more while the device is paused.
+  auto read = fake.chain().readable(blk_header(kBlkTypeIn, 0)).writable(1000).writable(3096).writable(1).add();
+  auto write = fake.chain().readable(blk_header(kBlkTypeOut, 64)).readable(b).writable(1).add();
+  auto get_id = fake.chain().readable(blk_header(kBlkTypeGetId, 0)).writable(20).writable(1).add();
+  auto flush = fake.chain().readable(blk_header(kBlkTypeFlush, 0)).writable(1).add();
+  fake.set_used_event(1);  // EVENT_IDX: the driver wants an interrupt for what follows
+  device->notify_queue(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(fake.used_idx(), 1u) << "served while paused";
+
+  const state::StateBlob queue_state = round_trip(fake.queue().save_state());
+  auto device_state = device->save_state();
+  ASSERT_TRUE(device_state);
+  VirtqueueFake copy(VirtqueueFake::CopyOf{fake});
+  // The restored device: the same spec over a copy of the disk (the original still holds
+  // the disk's lock, as it would until it goes away), a fresh queue over the copied memory.
+  TempImage disk_copy(4 << 20);
+  disk_copy.write(0, image_.read(0, 4 << 20));
+  DiskSpec restored_spec = spec;
+  restored_spec.path = disk_copy.path();
+  restored_spec.io_engine = GetParam();
+  auto restored = VirtioBlk::create(restored_spec, copy.memory());
+  ASSERT_TRUE(restored) << restored.error().message();
+  ASSERT_TRUE((*restored)->restore_state(round_trip(*device_state)));
+  ASSERT_TRUE(copy.restore(queue_state));
+  auto restored_interrupt = std::make_shared<CountingInterrupt>();
+  ASSERT_TRUE((*restored)->activate((*restored)->device_features(), {&copy.queue()}, restored_interrupt));
+  ASSERT_TRUE(wait_for_used(copy, 5));
+  const int interrupts_before = interrupt_->used.load();
+  ASSERT_TRUE(device->resume());
+  ASSERT_TRUE(wait_for_used(fake, 5));
+
+  auto used_original = fake.take_used();
+  auto used_restored = copy.take_used();
+  auto by_id = [](const testing::FakeUsedElement& x, const testing::FakeUsedElement& y) { return x.id < y.id; };
+  if (GetParam() == IoEngine::kIoUring) {
+    // Completions may come back in another order.
+    std::sort(used_original.begin(), used_original.end(), by_id);
+    std::sort(used_restored.begin(), used_restored.end(), by_id);
+  }
+  EXPECT_EQ(used_restored, used_original);
+  for (const FakeChain* chain : {&read, &write, &get_id, &flush}) {
+    EXPECT_EQ(status_of(copy, *chain), kBlkStatusOk);
+    EXPECT_EQ(status_of(fake, *chain), kBlkStatusOk);
+  }
+  auto read_back = [&read](VirtqueueFake& memory) {
+    auto bytes = memory.read(read.writable[0].addr, 1000);
+    auto rest = memory.read(read.writable[1].addr, 3096);
+    bytes.insert(bytes.end(), rest.begin(), rest.end());
+    return bytes;
+  };
+  EXPECT_EQ(read_back(fake), a);
+  EXPECT_EQ(read_back(copy), a);
+  EXPECT_EQ(copy.read(get_id.writable[0].addr, 20), fake.read(get_id.writable[0].addr, 20));
+  EXPECT_EQ(image_.read(64 * 512, 4096), b);
+  EXPECT_EQ(disk_copy.read(64 * 512, 4096), b);
+  if (GetParam() == IoEngine::kSync) {
+    EXPECT_EQ(copy.ram(), fake.ram());
+  }
+  // Stats continue across the restore.
+  const BlkStats original_stats = device->stats();
+  const BlkStats restored_stats = (*restored)->stats();
+  EXPECT_EQ(restored_stats.reads, 1u);
+  EXPECT_EQ(restored_stats.writes, 2u);
+  EXPECT_EQ(restored_stats.flushes, 1u);
+  EXPECT_EQ(restored_stats.read_bytes, original_stats.read_bytes);
+  EXPECT_EQ(restored_stats.write_bytes, original_stats.write_bytes);
+  EXPECT_EQ(restored_stats.reads, original_stats.reads);
+  EXPECT_EQ(restored_stats.writes, original_stats.writes);
+  EXPECT_EQ(restored_stats.flushes, original_stats.flushes);
+  EXPECT_EQ(restored_stats.timed_requests, original_stats.timed_requests);
+  EXPECT_GE(restored_interrupt->used.load(), 1);
+  EXPECT_GT(interrupt_->used.load(), interrupts_before);
+  (*restored)->reset();
+  device->reset();
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, VirtioBlkEndToEnd, ::testing::Values(IoEngine::kSync, IoEngine::kIoUring),

@@ -165,6 +165,23 @@ class NetQueues {
     }
   }
 
+  // A copy of `original`'s guest RAM (as a snapshot carries it) with queues fresh from
+  // construction, for restore tests: restore_state() gives them the original's state. The
+  // driver-side bookkeeping (next descriptor, avail idx, used entries seen) goes on where the
+  // original's is.
+  struct CopyOf {
+    const NetQueues& original;
+  };
+  explicit NetQueues(CopyOf copy)
+      : ram_(copy.original.ram_),
+        sizes_(copy.original.sizes_),
+        state_(copy.original.state_),
+        next_data_(copy.original.next_data_) {
+    GuestRegion region{kRamBase, ram_.size(), ram_.data()};
+    memory_ = GuestMemory::from_host_buffers(std::span(&region, 1));
+    for (uint16_t size : sizes_) queues_.push_back(std::make_unique<Queue>(size, "net test queue"));
+  }
+
   // Configures and activates queues (all when `which` is empty).
   void activate(uint64_t features, std::vector<size_t> which = {}) {
     if (which.empty()) {

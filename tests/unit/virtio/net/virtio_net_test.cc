@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "state/state_blob.h"
 #include "unit/virtio/net/net_test_fakes.h"
 #include "virtio/net/mac.h"
 #include "virtio/net/net_constants.h"
@@ -626,6 +627,232 @@ TEST_F(VirtioNetTest, ResetReturnsHeldChainsAndAllowsReactivation) {
     EXPECT_EQ(used[0], (UsedElement{chain.head, kNetHeaderSize + 30}));
     net_->reset();
   }
+}
+
+// ---- State: pause, save, restore -------------------------------------------------------------
+
+state::StateBlob round_trip(const state::StateBlob& blob) {
+  auto decoded = state::StateBlob::decode(blob.encode());
+  EXPECT_TRUE(decoded) << (decoded ? "" : decoded.error().message());
+  return decoded ? *decoded : state::StateBlob("broken", 1);
+}
+
+// Used elements of queue `q` of `queues`, waiting until there are `count` new ones.
+std::vector<UsedElement> wait_used_on(NetQueues& queues, size_t q, size_t count) {
+  std::vector<UsedElement> all;
+  wait_until([&] {
+    auto more = queues.take_used(q);
+    all.insert(all.end(), more.begin(), more.end());
+    return all.size() >= count;
+  });
+  return all;
+}
+
+class VirtioNetStateTest : public VirtioNetCtrlTest {
+ protected:
+  void TearDown() override {
+    if (restored_) restored_->reset();
+    restored_.reset();
+    VirtioNetCtrlTest::TearDown();
+  }
+
+  // The snapshot of the paused NIC and its restore: saves every queue and the device
+  // (through encode/decode), builds a NIC from the same spec over a fresh backend, restores
+  // it and fresh queues over a copy of the guest memory, and activates it with `features`.
+  void snapshot_and_restore(uint64_t features, uint16_t pairs = 1) {
+    std::vector<state::StateBlob> queue_states;
+    for (size_t i = 0; i < 2u * pairs + 1; ++i) queue_states.push_back(round_trip(queues_->queue(i).save_state()));
+    auto device_state = net_->save_state();
+    ASSERT_TRUE(device_state);
+    EXPECT_EQ(device_state->kind(), "virtio-net");
+    copy_ = std::make_unique<NetQueues>(NetQueues::CopyOf{*queues_});
+    NetSpec spec;
+    spec.id = "net0";
+    spec.queues = pairs;
+    spec.queue_size = 16;
+    auto backend = std::make_unique<SocketPairBackend>(pairs);
+    restored_backend_ = backend.get();
+    auto net = VirtioNet::create_with_backend(spec, "vm", std::move(backend), copy_->memory());
+    ASSERT_TRUE(net) << net.error().message();
+    restored_ = *net;
+    auto restored = restored_->restore_state(round_trip(*device_state));
+    ASSERT_TRUE(restored) << restored.error().message();
+    for (size_t i = 0; i < queue_states.size(); ++i) {
+      auto queue = copy_->queue(i).restore_state(queue_states[i], copy_->memory(), features);
+      ASSERT_TRUE(queue) << queue.error().message();
+    }
+    restored_interrupt_ = std::make_shared<RecordingInterrupt>();
+    auto activated = restored_->activate(features, copy_->pointers(), restored_interrupt_);
+    ASSERT_TRUE(activated) << activated.error().message();
+  }
+
+  std::unique_ptr<NetQueues> copy_;
+  SocketPairBackend* restored_backend_ = nullptr;
+  std::shared_ptr<VirtioNet> restored_;
+  std::shared_ptr<RecordingInterrupt> restored_interrupt_;
+};
+
+TEST_F(VirtioNetStateTest, RestoredNicContinuesLikeTheResumedOne) {
+  // Without EVENT_IDX (NetQueues' driver never moves used_event) every used buffer asks for
+  // an interrupt, so both NICs must raise some.
+  const uint64_t features = kBaseFeatures;
+  start(features);
+  // Traffic before the snapshot: one frame each way, and a second RX buffer the worker holds
+  // while it waits for a frame.
+  queues_->post(1, {header_bytes(), pattern(60, 1)}, {});
+  net_->notify_queue(1);
+  ASSERT_TRUE(backend_->receive_frame(0));
+  ASSERT_EQ(wait_used(1, 1).size(), 1u);
+  auto rx1 = post_rx(0, {1526});
+  auto rx2 = post_rx(0, {1526});
+  backend_->send_frame(0, pattern(100, 5));
+  ASSERT_EQ(wait_used(0, 1), (std::vector<UsedElement>{{rx1.head, kNetHeaderSize + 100}}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the worker holds rx2
+  ASSERT_TRUE(net_->pause());
+  EXPECT_EQ(queues_->queue(0).next_avail(), 1u) << "the held RX buffer went back to the ring";
+  EXPECT_EQ(queues_->queue(0).next_used(), 1u);
+
+  // While paused: a TX frame, another RX buffer, a frame waiting in the tap.
+  queues_->post(1, {header_bytes(), pattern(80, 9)}, {});
+  net_->notify_queue(1);
+  auto rx3 = post_rx(0, {1526});
+  backend_->send_frame(0, pattern(200, 7));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_TRUE(queues_->take_used(0).empty());
+  EXPECT_TRUE(queues_->take_used(1).empty());
+  const int rx_signals = interrupt_->used_signals(0);
+  const int tx_signals = interrupt_->used_signals(1);
+
+  snapshot_and_restore(features);
+  EXPECT_EQ(restored_->counters().rx_packets, 1u);
+  EXPECT_EQ(restored_->counters().tx_packets, 1u);
+  restored_backend_->send_frame(0, pattern(200, 7));  // the restored tap gets the same frame
+  ASSERT_TRUE(net_->resume());
+
+  // Both send the pending TX frame and receive the waiting frame into rx2, the buffer given
+  // back, exactly alike.
+  auto frame = backend_->receive_frame(0);
+  auto restored_frame = restored_backend_->receive_frame(0);
+  ASSERT_TRUE(frame && restored_frame);
+  EXPECT_EQ(*restored_frame, *frame);
+  const std::vector<UsedElement> expected_rx = {{rx2.head, kNetHeaderSize + 200}};
+  EXPECT_EQ(wait_used(0, 1), expected_rx);
+  EXPECT_EQ(wait_used_on(*copy_, 0, 1), expected_rx);
+  EXPECT_EQ(wait_used(1, 1).size(), 1u);
+  EXPECT_EQ(wait_used_on(*copy_, 1, 1).size(), 1u);
+  EXPECT_EQ(copy_->read(rx2.writable[0].addr, 1526), queues_->read(rx2.writable[0].addr, 1526));
+  EXPECT_EQ(queues_->read(rx2.writable[0].addr + kNetHeaderSize, 200), pattern(200, 7));
+  ASSERT_TRUE(wait_until([&] { return net_->counters().rx_packets == 2 && net_->counters().tx_packets == 2; }));
+  ASSERT_TRUE(
+      wait_until([&] { return restored_->counters().rx_packets == 2 && restored_->counters().tx_packets == 2; }));
+  const NetCounters original = net_->counters();
+  const NetCounters restored = restored_->counters();
+  EXPECT_EQ(restored.rx_bytes, original.rx_bytes);
+  EXPECT_EQ(restored.tx_bytes, original.tx_bytes);
+  EXPECT_EQ(restored.rx_dropped, original.rx_dropped);
+  EXPECT_EQ(restored.tx_dropped, original.tx_dropped);
+  EXPECT_TRUE(wait_until([&] { return restored_interrupt_->used_signals(0) >= 1; }));
+  EXPECT_TRUE(wait_until([&] { return restored_interrupt_->used_signals(1) >= 1; }));
+  EXPECT_TRUE(wait_until([&] { return interrupt_->used_signals(0) > rx_signals; }));
+  EXPECT_TRUE(wait_until([&] { return interrupt_->used_signals(1) > tx_signals; }));
+
+  // rx3 takes the next frame on both.
+  backend_->send_frame(0, pattern(40, 3));
+  restored_backend_->send_frame(0, pattern(40, 3));
+  const std::vector<UsedElement> expected_next = {{rx3.head, kNetHeaderSize + 40}};
+  EXPECT_EQ(wait_used(0, 1), expected_next);
+  EXPECT_EQ(wait_used_on(*copy_, 0, 1), expected_next);
+}
+
+TEST_F(VirtioNetStateTest, ActiveQueuePairsAreRestored) {
+  const uint64_t features = kBaseFeatures | feature_mask(kFeatureMq);
+  start(features, 2);
+  ASSERT_EQ(command({kCtrlClassMq, kCtrlMqVqPairsSet, 2, 0}).second, kCtrlOk);
+  ASSERT_TRUE(wait_until([&] { return backend_->queue_enabled(1); }));
+  ASSERT_TRUE(net_->pause());
+  snapshot_and_restore(features, 2);
+  EXPECT_EQ(restored_->active_queue_pairs(), 2);
+  EXPECT_TRUE(restored_backend_->queue_enabled(1)) << "pair 1 attached at activation";
+  // Pair 1 of the restored NIC carries traffic at once.
+  auto chain = copy_->post(2, {}, {1526});
+  restored_->notify_queue(2);
+  restored_backend_->send_frame(1, pattern(77));
+  EXPECT_EQ(wait_used_on(*copy_, 2, 1), (std::vector<UsedElement>{{chain.head, kNetHeaderSize + 77}}));
+  ASSERT_TRUE(net_->resume());
+}
+
+TEST_F(VirtioNetStateTest, FrameWaitingForBuffersIsDroppedByPauseAndItsBuffersGoBack) {
+  start(kBaseFeatures | feature_mask(kFeatureMrgRxbuf));
+  auto first = post_rx(0, {256});
+  backend_->send_frame(0, pattern(700, 4));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // half placed, waiting
+  ASSERT_TRUE(net_->pause());
+  EXPECT_EQ(net_->counters().rx_dropped, 1u);
+  EXPECT_EQ(queues_->queue(0).next_avail(), 0u) << "the partly filled buffer went back unused";
+  EXPECT_TRUE(queues_->take_used(0).empty());
+  ASSERT_TRUE(net_->resume());
+  backend_->send_frame(0, pattern(100, 6));
+  EXPECT_EQ(wait_used(0, 1), (std::vector<UsedElement>{{first.head, kNetHeaderSize + 100}}));
+  EXPECT_EQ(num_buffers(first), 1);
+}
+
+TEST_F(VirtioNetStateTest, TxChainHeldByTheRateLimiterGoesBackToTheRing) {
+  start(kBaseFeatures, 1, 16, [](NetSpec& spec) { spec.tx_rate_limit.ops_per_second = 1; });
+  queues_->post(1, {header_bytes(), pattern(60, 1)}, {});
+  queues_->post(1, {header_bytes(), pattern(60, 2)}, {});
+  net_->notify_queue(1);
+  ASSERT_TRUE(wait_until([&] { return net_->counters().tx_packets == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the second waits for tokens
+  ASSERT_TRUE(net_->pause());
+  EXPECT_EQ(queues_->queue(1).next_avail(), 1u);
+  EXPECT_EQ(queues_->queue(1).next_used(), 1u);
+  ASSERT_TRUE(net_->resume());
+  EXPECT_TRUE(wait_until([&] { return net_->counters().tx_packets == 2; }, std::chrono::milliseconds(3000)));
+  EXPECT_EQ(wait_used(1, 2).size(), 2u);
+  EXPECT_EQ(net_->counters().tx_dropped, 0u);
+}
+
+TEST_F(VirtioNetStateTest, PauseIsIdempotentAndResetWorksWhilePaused) {
+  start(kBaseFeatures);
+  ASSERT_TRUE(net_->pause());
+  ASSERT_TRUE(net_->pause());
+  queues_->post(1, {header_bytes(), pattern(20)}, {});
+  net_->notify_queue(1);  // a vCPU's kick while paused: kept for resume()
+  ASSERT_TRUE(net_->resume());
+  ASSERT_TRUE(net_->resume());
+  ASSERT_TRUE(backend_->receive_frame(0));
+  ASSERT_TRUE(net_->pause());
+  net_->reset();
+}
+
+TEST_F(VirtioNetStateTest, RestoreRefusesBadState) {
+  start(kBaseFeatures | feature_mask(kFeatureMq), 2, 16);
+  ASSERT_TRUE(net_->pause());
+  auto good = net_->save_state();
+  ASSERT_TRUE(good);
+  NetQueues queues({16, 16, 16, 16, VirtioNet::kCtrlQueueSize});
+  NetSpec spec;
+  spec.id = "fresh";
+  spec.queues = 2;
+  spec.queue_size = 16;
+  auto fresh = VirtioNet::create_with_backend(spec, "vm", std::make_unique<SocketPairBackend>(2), queues.memory());
+  ASSERT_TRUE(fresh);
+  EXPECT_FALSE((*fresh)->restore_state(state::StateBlob("virtio-blk", 1)));
+  for (uint64_t pairs : {0, 3, 70000}) {
+    state::StateBlob bad = *good;
+    bad.put("active_queue_pairs", pairs);
+    EXPECT_FALSE((*fresh)->restore_state(bad)) << pairs;
+  }
+  state::StateBlob mistyped = *good;
+  mistyped.put_string("tx_bytes", "many");
+  auto result = (*fresh)->restore_state(mistyped);
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message().find("\"tx_bytes\""), std::string::npos) << result.error().message();
+  EXPECT_EQ((*fresh)->active_queue_pairs(), 1);
+  // A running NIC is not overwritten.
+  ASSERT_TRUE(net_->resume());
+  EXPECT_FALSE(net_->restore_state(*good));
+  EXPECT_TRUE((*fresh)->restore_state(*good));
 }
 
 }  // namespace
