@@ -162,6 +162,7 @@ Result<void> VirtioBalloon::activate(uint64_t acked_features, std::vector<Queue*
   stats_timer_enabled_ = stats_interval_s_ > 0 && has_feature(acked_features, kFeatureStatsVq) &&
                          queues_[stats_index_] != nullptr;
   paused_ = false;
+  restored_ = false;
   check_notifications_ = true;
   worker_ = std::move(*worker);
   if (auto started = worker_->start(); !started) return started;
@@ -207,6 +208,7 @@ void VirtioBalloon::reset() {
   roles_.clear();
   interrupt_.reset();
   paused_ = false;
+  restored_ = false;
   stats_timer_enabled_ = false;
   config_change_pending_.store(false);
   drain_fd(wake_.get());
@@ -240,11 +242,11 @@ Result<void> VirtioBalloon::set_target_pages(uint64_t pages) {
     num_pages_ = static_cast<uint32_t>(pages);
   }
   std::lock_guard lock(mutex_);
-  // Before activation the driver reads num_pages when it starts. After it, the worker
-  // raises the notification: this thread must not wait for the transport's lock (the
-  // transport holds it while it calls activate() or pause(), which take mutex_), and a
-  // paused device raises nothing until resume().
-  if (interrupt_ == nullptr) return {};
+  // Before activation the driver reads num_pages when it starts (unless it is a restored
+  // one, running already). After it, the worker raises the notification: this thread must
+  // not wait for the transport's lock (the transport holds it while it calls activate() or
+  // pause(), which take mutex_), and a paused device raises nothing until resume().
+  if (interrupt_ == nullptr && !restored_) return {};
   config_change_pending_.store(true);
   wake_worker();
   return {};
@@ -628,6 +630,7 @@ Result<void> VirtioBalloon::restore_state(const state::StateBlob& blob) {
   stats_received_.store(stats_received);
   stats_rejected_.store(stats_rejected);
   malformed_buffers_.store(malformed);
+  restored_ = true;
   std::lock_guard stats_lock(stats_mutex_);
   latest_stats_ = std::move(stats);
   return {};

@@ -179,6 +179,9 @@ class VirtioBalloon : public VirtioDevice {
   bool check_notifications_ = false;
   // A target change the driver has not been told about (the worker raises it).
   std::atomic<bool> config_change_pending_{false};
+  // restore_state() ran and activate() has not yet: the driver is already running in the
+  // restored guest, so a target set now must be announced once the worker starts.
+  bool restored_ = false;
 
   mutable std::mutex stats_mutex_;  // leaf lock
   std::optional<BalloonStats> latest_stats_;

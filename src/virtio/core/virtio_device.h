@@ -100,7 +100,8 @@ class VirtioDevice : public state::Stateful {
   // a disk's cache mode), counters the stats report.
   //
   // Snapshot order, as a transport drives it: pause() (workers stop once every chain they
-  // popped is back in the used ring, so no request is half done), then save_state(), then
+  // popped is back in the used ring, or in the available ring when not started on, so no
+  // request is half done), then save_state(), then
   // resume() or reset(). pause() and resume() are only called between activate() and
   // reset(); pause() on a paused device and resume() on a running one do nothing. reset()
   // of a paused device is fine (it stops nothing more and drops what pause() kept).

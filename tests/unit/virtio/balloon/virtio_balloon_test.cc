@@ -552,6 +552,23 @@ TEST_F(VirtioBalloonTest, RestoredBalloonContinuesLikeTheResumedOne) {
   EXPECT_EQ(stats_copy.ram(), stats.ram());
 }
 
+TEST_F(VirtioBalloonTest, TargetSetBetweenRestoreAndActivationIsAnnounced) {
+  make({});
+  auto saved = balloon_->save_state();
+  ASSERT_TRUE(saved);
+  auto created = VirtioBalloon::create({}, memory_);
+  ASSERT_TRUE(created);
+  std::shared_ptr<VirtioBalloon> restored = *created;
+  ASSERT_TRUE(restored->restore_state(*saved));
+  // The restored guest's driver is running already: it learns the target only from a
+  // configuration change notification.
+  ASSERT_TRUE(restored->set_target_mib(2));
+  VirtqueueFake inflate, deflate;
+  ResetAtExit stop(restored);
+  ASSERT_TRUE(restored->activate(kFakeDefaultFeatures, {&inflate.queue(), &deflate.queue()}, interrupt_));
+  EXPECT_TRUE(wait_until([&] { return interrupt_->config_changes.load() == 1; }));
+}
+
 TEST_F(VirtioBalloonTest, PauseWithoutActivationAndResetWhilePaused) {
   make({.stats_interval_s = 1});
   EXPECT_TRUE(balloon_->pause());
