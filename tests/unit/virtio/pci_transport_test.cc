@@ -836,8 +836,8 @@ TEST_F(VirtioPciStateTest, RestoreCarriesConfigSpaceMsixAndPendingVectors) {
   enable_msix();
   program_vector(0, 0x41);
   program_vector(2, 0x43);
+  initialise(/*features_high=*/1, /*queue_vector=*/0);  // resets first: vectors after it
   set_common(kCommonConfigMsixVector, 2, 2);
-  initialise(/*features_high=*/1, /*queue_vector=*/0);
   driver_ok();
   ASSERT_EQ(stateful_->activations, 1);
   stateful_->config[5] = 0x55;
