@@ -72,7 +72,7 @@ const DeviceKind kDeviceKinds[] = {
      .build = build_disks,
      .collect_stats =
          [](const virtio::VirtioDevice& device, const std::string& id, VmStats& stats) {
-           stats.disks.push_back(api::to_disk_stats(id, as<virtio::VirtioBlk>(device).stats()));
+           stats.disks.push_back(to_disk_stats(id, as<virtio::VirtioBlk>(device).stats()));
          },
      // The vCPUs are stopped: what the guest wrote is in the engine's hands. Make it
      // durable before the VM is reported gone, whether or not the guest flushed.
@@ -81,14 +81,14 @@ const DeviceKind kDeviceKinds[] = {
      .build = build_nets,
      .collect_stats =
          [](const virtio::VirtioDevice& device, const std::string& id, VmStats& stats) {
-           stats.nets.push_back(api::to_net_stats(id, as<virtio::net::VirtioNet>(device).counters()));
+           stats.nets.push_back(to_net_stats(id, as<virtio::net::VirtioNet>(device).counters()));
          },
      .flush = {}},
     {.name = "virtio-balloon",
      .build = build_balloon,
      .collect_stats =
          [](const virtio::VirtioDevice& device, const std::string&, VmStats& stats) {
-           stats.balloon = api::to_balloon_stats(balloon_status(as<virtio::balloon::VirtioBalloon>(device)),
+           stats.balloon = to_balloon_stats(balloon_status(as<virtio::balloon::VirtioBalloon>(device)),
                                                  std::chrono::system_clock::now());
          },
      .flush = {}},

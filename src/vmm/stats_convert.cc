@@ -3,7 +3,7 @@
 
 #include <utility>
 
-namespace skiff::api {
+namespace skiff {
 
 VcpuStats to_vcpu_stats(uint32_t id, const VcpuExitCounters& counters) {
   VcpuStats out;
@@ -60,4 +60,4 @@ BalloonStats to_balloon_stats(const BalloonStatus& status, std::chrono::system_c
   return out;
 }
 
-}  // namespace skiff::api
+}  // namespace skiff

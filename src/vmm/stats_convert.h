@@ -12,7 +12,7 @@
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
 
-namespace skiff::api {
+namespace skiff {
 
 VcpuStats to_vcpu_stats(uint32_t id, const VcpuExitCounters& counters);
 DiskStats to_disk_stats(std::string id, const virtio::BlkStats& stats);
@@ -20,4 +20,4 @@ NetStats to_net_stats(std::string id, const virtio::net::NetCounters& counters);
 // `now` dates the guest statistics (guest_stats_age_s).
 BalloonStats to_balloon_stats(const BalloonStatus& status, std::chrono::system_clock::time_point now);
 
-}  // namespace skiff::api
+}  // namespace skiff

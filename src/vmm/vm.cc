@@ -605,7 +605,7 @@ VmStats Vm::Impl::stats() const {
   VmStats out;
   out.state = state();
   out.uptime_s = uptime_s();
-  for (const auto& runner : runners_) out.vcpus.push_back(api::to_vcpu_stats(runner->id(), runner->counters()));
+  for (const auto& runner : runners_) out.vcpus.push_back(to_vcpu_stats(runner->id(), runner->counters()));
   if (devices_) devices_->collect_stats(out);
   return out;
 }

@@ -229,36 +229,6 @@ TEST_F(MmioTransportTest, BrokenDriverOnTheDeviceThreadSetsNeedsReset) {
 namespace skiff::virtio {
 namespace {
 
-// A RecordingDevice whose own state is its config bytes, counting pause/resume/restore.
-class StatefulDevice : public testing::RecordingDevice {
- public:
-  using RecordingDevice::RecordingDevice;
-  Result<void> pause() override {
-    ++pauses;
-    return {};
-  }
-  Result<void> resume() override {
-    ++resumes;
-    return {};
-  }
-  Result<state::StateBlob> save_state() const override {
-    state::StateBlob blob("recording-device", 1);
-    blob.put_bytes("config", config);
-    return blob;
-  }
-  Result<void> restore_state(const state::StateBlob& blob) override {
-    if (auto r = blob.expect("recording-device", 1); !r) return r;
-    auto bytes = blob.bytes_exact("config", config.size());
-    if (!bytes) return std::unexpected(bytes.error());
-    config = *bytes;
-    ++restores;
-    return {};
-  }
-  int pauses = 0;
-  int resumes = 0;
-  int restores = 0;
-};
-
 class MmioTransportStateTest : public MmioTransportTest {
  protected:
   MmioTransportStateTest() {
@@ -268,7 +238,7 @@ class MmioTransportStateTest : public MmioTransportTest {
   struct Copy {
     std::vector<uint8_t> ram;
     GuestMemory memory;
-    std::shared_ptr<StatefulDevice> device = std::make_shared<StatefulDevice>(kDeviceIdEntropy);
+    std::shared_ptr<RecordingDevice> device = std::make_shared<RecordingDevice>(kDeviceIdEntropy);
     std::shared_ptr<skiff::testing::FakeIrqLine> irq = std::make_shared<skiff::testing::FakeIrqLine>();
     std::shared_ptr<FakeRegistrar> registrar = std::make_shared<FakeRegistrar>();
     std::shared_ptr<MmioTransport> transport;
@@ -293,7 +263,7 @@ class MmioTransportStateTest : public MmioTransportTest {
     write32(kMmioStatus, kStatusAcknowledge | kStatusDriver | kStatusFeaturesOk | kStatusDriverOk);
   }
 
-  std::shared_ptr<StatefulDevice> stateful_ = std::make_shared<StatefulDevice>(kDeviceIdEntropy);
+  std::shared_ptr<RecordingDevice> stateful_ = std::make_shared<RecordingDevice>(kDeviceIdEntropy);
 };
 
 TEST_F(MmioTransportStateTest, SaveNeedsAPausedDevice) {

@@ -759,24 +759,6 @@ TEST_F(VirtioPciRngTest, EntropyRoundTripWithMsix) {
 namespace skiff::virtio {
 namespace {
 
-// A RecordingDevice whose own state is its config bytes.
-class StatefulPciDevice : public testing::RecordingDevice {
- public:
-  Result<void> pause() override { return {}; }
-  Result<void> resume() override { return {}; }
-  Result<state::StateBlob> save_state() const override {
-    state::StateBlob blob("recording-device", 1);
-    blob.put_bytes("config", config);
-    return blob;
-  }
-  Result<void> restore_state(const state::StateBlob& blob) override {
-    auto bytes = blob.bytes_exact("config", config.size());
-    if (!bytes) return std::unexpected(bytes.error());
-    config = *bytes;
-    return {};
-  }
-};
-
 class VirtioPciStateTest : public VirtioPciTest {
  protected:
   void SetUp() override { make(stateful_); }
@@ -785,7 +767,7 @@ class VirtioPciStateTest : public VirtioPciTest {
   struct Copy {
     std::vector<uint8_t> ram;
     GuestMemory memory;
-    std::shared_ptr<StatefulPciDevice> device = std::make_shared<StatefulPciDevice>();
+    std::shared_ptr<RecordingDevice> device = std::make_shared<RecordingDevice>();
     std::shared_ptr<skiff::testing::FakeIrqLine> irq = std::make_shared<skiff::testing::FakeIrqLine>();
     std::shared_ptr<FakeRegistrar> registrar = std::make_shared<FakeRegistrar>();
     std::vector<std::pair<uint64_t, uint32_t>> delivered;  // only this thread signals here
@@ -828,7 +810,7 @@ class VirtioPciStateTest : public VirtioPciTest {
     return state::StateBlob::decode(saved->encode());
   }
 
-  std::shared_ptr<StatefulPciDevice> stateful_ = std::make_shared<StatefulPciDevice>();
+  std::shared_ptr<RecordingDevice> stateful_ = std::make_shared<RecordingDevice>();
 };
 
 TEST_F(VirtioPciStateTest, RestoreCarriesConfigSpaceMsixAndPendingVectors) {

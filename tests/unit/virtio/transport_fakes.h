@@ -67,6 +67,7 @@ class RecordingDevice : public VirtioDevice {
     auto bytes = blob.bytes_exact("config", config.size());
     if (!bytes) return std::unexpected(bytes.error());
     config = std::move(*bytes);
+    ++restores;
     return {};
   }
 
@@ -75,6 +76,7 @@ class RecordingDevice : public VirtioDevice {
   int resets = 0;
   int pauses = 0;
   int resumes = 0;
+  int restores = 0;
   bool fail_activation = false;
   uint64_t acked = 0;
   std::vector<Queue*> active_queues;
