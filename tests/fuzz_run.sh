@@ -5,13 +5,15 @@
 # Usage: fuzz_run.sh SOURCE_DIR WORK_DIR SECONDS_PER_TARGET
 set -euo pipefail
 source_dir=$1 work=$2 seconds=$3
-targets=(virtqueue blk_request net balloon pci_config kernel_loader spec)
+targets=(virtqueue blk_request net balloon pci_config kernel_loader spec state)
 clangxx=$(command -v clang++-16 || true)
 if [ -z "$clangxx" ]; then
   echo "SKIP: clang++-16 not installed (tools/install-deps.sh installs clang-16 and libclang-rt-16-dev)"
   exit 77
 fi
-cmake -S "$source_dir/fuzz" -B "$work" -G Ninja -DCMAKE_CXX_COMPILER="$clangxx" > "$work.configure.log" 2>&1 ||
+launcher=()  # ccache where the machine has it (repeated runs on one machine)
+if command -v ccache >/dev/null 2>&1; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+cmake -S "$source_dir/fuzz" -B "$work" -G Ninja "${launcher[@]}" -DCMAKE_CXX_COMPILER="$clangxx" > "$work.configure.log" 2>&1 ||
   { cat "$work.configure.log"; exit 1; }
 cmake --build "$work" > "$work.build.log" 2>&1 || { tail -50 "$work.build.log"; exit 1; }
 failed=()

@@ -3,5 +3,11 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${SKIFF_BUILD_DIR:-$root/build}
-cmake -S "$root" -B "$build_dir" -G Ninja "$@"
+# ccache, where the machine has it, makes repeated builds on one machine fast; a clean CI
+# machine builds without it.
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+cmake -S "$root" -B "$build_dir" -G Ninja "${launcher[@]}" "$@"
 cmake --build "$build_dir" -j "$(nproc)"

@@ -29,7 +29,11 @@ if [ "${SKIFF_SANITIZERS:-1}" != 0 ]; then
   # symbolized reports. Only what the two tiers run is built (no examples, fuzzers, benches).
   asan_dir=${SKIFF_ASAN_BUILD_DIR:-$root/build-asan}
   sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-  cmake -S "$root" -B "$asan_dir" -G Ninja -DSKIFF_WERROR=OFF -DCMAKE_BUILD_TYPE= \
+  launcher=()
+  if command -v ccache >/dev/null 2>&1; then
+    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
+  cmake -S "$root" -B "$asan_dir" -G Ninja "${launcher[@]}" -DSKIFF_WERROR=OFF -DCMAKE_BUILD_TYPE= \
     -DSKIFF_LEAN_LINK=OFF -DSKIFF_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS="$sanitize -O1 -g1" \
     -DCMAKE_EXE_LINKER_FLAGS="$sanitize" -DCMAKE_SHARED_LINKER_FLAGS="$sanitize"
   cmake --build "$asan_dir" -j "$(nproc)" --target skiff_unit_tests skiff_integration_tests skiff_cli

@@ -219,6 +219,12 @@ StateBlob& StateBlob::put_blobs(std::string_view field, std::span<const StateBlo
 
 bool StateBlob::has(std::string_view field) const { return impl_->field(field) != nullptr; }
 
+std::vector<std::string> StateBlob::field_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : impl_->doc.at(kFieldsKey).items()) names.push_back(name);
+  return names;
+}
+
 Result<uint64_t> StateBlob::u64(std::string_view field, uint64_t max) const {
   const Json* value = impl_->field(field);
   if (!value) return std::unexpected(field_error(field, "is missing"));

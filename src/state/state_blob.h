@@ -63,6 +63,8 @@ class StateBlob {
 
   // ---- Reading: each checks presence, type and range. -------------------------------------
   bool has(std::string_view field) const;
+  // The names of the fields, in the encoding's (sorted) order.
+  std::vector<std::string> field_names() const;
   // An unsigned integer no larger than `max`.
   Result<uint64_t> u64(std::string_view field, uint64_t max = std::numeric_limits<uint64_t>::max()) const;
   // An unsigned integer that fits T (uint8_t, uint16_t, uint32_t, ...) and `max`.

@@ -101,6 +101,8 @@ TEST(StateBlob, ReadersRefuseMissingWrongTypeAndOutOfRange) {
   EXPECT_FALSE(blob.blobs("list", 5));
   EXPECT_TRUE(blob.has("rx"));
   EXPECT_FALSE(blob.has("tx"));
+  EXPECT_EQ(blob.field_names(),
+            (std::vector<std::string>{"ier", "inner", "label", "list", "queues", "rx", "thre"}));
 }
 
 TEST(StateBlob, StructsRoundTripAsExactByteStrings) {
