@@ -12,9 +12,10 @@
 namespace skiff {
 namespace {
 
-// tests/unit/config/<this file> -> <source root>/configs
+// The source tree's configs/, named by the build (not __FILE__, which a compiler cache may
+// have made relative to a build directory the test does not run in).
 std::filesystem::path configs_dir() {
-  return std::filesystem::path(__FILE__).parent_path() / ".." / ".." / ".." / "configs";
+  return std::filesystem::path(SKIFF_SOURCE_DIR) / "configs";
 }
 
 std::vector<std::filesystem::path> example_specs() {
