@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include "arch/x86_64/irqchip_state.h"
+#include "arch/x86_64/vcpu_setup.h"
 #include "arch/x86_64/vcpu_state.h"
 #include "kvm_machine.h"
 
@@ -31,14 +32,6 @@ constexpr size_t kApicSvr = 0xf0;
 constexpr size_t kApicLvtTimer = 0x320;
 constexpr size_t kApicTimerDivide = 0x3e0;
 
-uint32_t apic_reg(const kvm_lapic_state& lapic, size_t offset) {
-  uint32_t value = 0;
-  std::memcpy(&value, lapic.regs + offset, sizeof(value));
-  return value;
-}
-void set_apic_reg(kvm_lapic_state& lapic, size_t offset, uint32_t value) {
-  std::memcpy(lapic.regs + offset, &value, sizeof(value));
-}
 
 bool listed(std::span<const uint32_t> list, uint32_t index) {
   return std::find(list.begin(), list.end(), index) != list.end();
@@ -84,10 +77,10 @@ TEST_F(VcpuStateTest, CarriesOverToASecondVm) {
   // LAPIC: enabled, TPR, a masked periodic timer LVT, a divider.
   auto lapic = first.vcpu->get_lapic();
   ASSERT_TRUE(lapic);
-  set_apic_reg(*lapic, kApicSvr, 0x1ff);
-  set_apic_reg(*lapic, kApicTpr, 0x20);
-  set_apic_reg(*lapic, kApicLvtTimer, (1u << 17) | (1u << 16) | 0xec);
-  set_apic_reg(*lapic, kApicTimerDivide, 0x3);
+  x86::write_apic_register(*lapic, kApicSvr, 0x1ff);
+  x86::write_apic_register(*lapic, kApicTpr, 0x20);
+  x86::write_apic_register(*lapic, kApicLvtTimer, (1u << 17) | (1u << 16) | 0xec);
+  x86::write_apic_register(*lapic, kApicTimerDivide, 0x3);
   ASSERT_TRUE(first.vcpu->set_lapic(*lapic));
 
   // Debug registers, NMI masking and an interrupt shadow, and a halted vCPU.
@@ -168,9 +161,9 @@ TEST_F(VcpuStateTest, CarriesOverToASecondVm) {
   auto lapic_a = first.vcpu->get_lapic();
   auto lapic_b = second.vcpu->get_lapic();
   ASSERT_TRUE(lapic_a && lapic_b);
-  EXPECT_EQ(apic_reg(*lapic_b, kApicTpr), 0x20u);
-  EXPECT_EQ(apic_reg(*lapic_b, kApicLvtTimer), (1u << 17) | (1u << 16) | 0xec);
-  EXPECT_EQ(apic_reg(*lapic_b, kApicTimerDivide), 0x3u);
+  EXPECT_EQ(x86::read_apic_register(*lapic_b, kApicTpr), 0x20u);
+  EXPECT_EQ(x86::read_apic_register(*lapic_b, kApicLvtTimer), (1u << 17) | (1u << 16) | 0xec);
+  EXPECT_EQ(x86::read_apic_register(*lapic_b, kApicTimerDivide), 0x3u);
   EXPECT_TRUE(same_bytes(*lapic_a, *lapic_b));
 
   auto debugregs_b = second.vcpu->get_debugregs();

@@ -17,15 +17,6 @@ constexpr uint32_t kApicDeliveryModeMask = 0x700;
 constexpr uint32_t kApicDeliveryExtInt = 0x700;
 constexpr uint32_t kApicDeliveryNmi = 0x400;
 
-uint32_t read_apic_register(const kvm_lapic_state& lapic, size_t offset) {
-  uint32_t value = 0;
-  std::memcpy(&value, lapic.regs + offset, sizeof(value));
-  return value;
-}
-
-void write_apic_register(kvm_lapic_state& lapic, size_t offset, uint32_t value) {
-  std::memcpy(lapic.regs + offset, &value, sizeof(value));
-}
 
 }  // namespace
 
@@ -83,6 +74,16 @@ Result<void> configure_vcpu(const KvmVcpu& vcpu, std::span<const kvm_cpuid_entry
   write_apic_register(*lapic, kApicLvtLint0, (lint0 & ~kApicDeliveryModeMask) | kApicDeliveryExtInt);
   write_apic_register(*lapic, kApicLvtLint1, (lint1 & ~kApicDeliveryModeMask) | kApicDeliveryNmi);
   return vcpu.set_lapic(*lapic);
+}
+
+uint32_t read_apic_register(const kvm_lapic_state& lapic, size_t offset) {
+  uint32_t value = 0;
+  std::memcpy(&value, lapic.regs + offset, sizeof(value));
+  return value;
+}
+
+void write_apic_register(kvm_lapic_state& lapic, size_t offset, uint32_t value) {
+  std::memcpy(lapic.regs + offset, &value, sizeof(value));
 }
 
 }  // namespace skiff::x86

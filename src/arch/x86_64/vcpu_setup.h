@@ -34,4 +34,8 @@ std::vector<std::pair<uint32_t, uint64_t>> boot_msrs(std::span<const uint32_t> s
 Result<void> configure_vcpu(const KvmVcpu& vcpu, std::span<const kvm_cpuid_entry2> cpuid,
                             std::span<const uint32_t> supported_msrs);
 
+// A 32-bit register of a LAPIC state page at `offset` (Intel SDM Vol. 3A, table 11-1).
+uint32_t read_apic_register(const kvm_lapic_state& lapic, size_t offset);
+void write_apic_register(kvm_lapic_state& lapic, size_t offset, uint32_t value);
+
 }  // namespace skiff::x86
