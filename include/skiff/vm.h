@@ -50,6 +50,14 @@ struct VmOptions {
   // control API, the shutdown timer), each installed by the thread itself before it touches
   // guest memory. The embedder's own threads are left alone.
   SeccompMode seccomp = SeccompMode::enforce;
+  // For a process that exits once this Vm is destroyed (the skiff command line): KVM's own
+  // destruction of the VM, which waits for kernel grace periods (~15 ms on our hosts),
+  // then runs in a short-lived orphaned child process instead of delaying the exit after
+  // the verdict is known. Everything of skiff's (disks flushed and closed, guest memory
+  // unmapped, threads joined) is done before ~Vm returns either way; the child only holds
+  // the VM fd, exits by itself and is reaped by init or a subreaper, never left a zombie of
+  // the embedder. Off by default: a long-lived embedder gains nothing from it.
+  bool background_kvm_teardown = false;
 };
 
 // Timestamps of a VM's life, for boot-time reports.

@@ -409,6 +409,9 @@ int run_command(const RunOptions& options, Clock::time_point process_start) {
   std::shared_ptr<WatchedConsole> console;
   VmOptions vm_options;
   vm_options.seccomp = *seccomp;
+  // This process ends once the VM is gone: the caller gets the exit code without waiting
+  // for KVM's own teardown of the VM (docs/architecture.md, "Exit").
+  vm_options.background_kvm_teardown = true;
   if (watched) {
     auto made = watch_console(options, *spec, std::move(expect), std::move(fail_on));
     if (!made) return fail_before_run(result_file, made.error(), process_start);

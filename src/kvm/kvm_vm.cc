@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "kvm/kvm_vm.h"
 
+#include "kvm/background_close.h"
 #include "kvm/kvm_uapi.h"
 
 #include <sys/ioctl.h>
@@ -13,6 +14,10 @@
 #include <fmt/format.h>
 
 namespace skiff {
+
+KvmVm::~KvmVm() {
+  if (background_close_) close_vm_fd_in_background(std::move(fd_));
+}
 
 int KvmVm::check_extension(int capability) const {
   // SAFETY: KVM_CHECK_EXTENSION takes the capability number by value.

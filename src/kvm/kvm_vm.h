@@ -17,6 +17,16 @@ namespace skiff {
 class KvmVm {
  public:
   KvmVm(UniqueFd fd, int vcpu_mmap_size) : fd_(std::move(fd)), vcpu_mmap_size_(vcpu_mmap_size) {}
+  KvmVm(KvmVm&& other) noexcept = default;
+  KvmVm& operator=(KvmVm&& other) noexcept = default;
+  KvmVm(const KvmVm&) = delete;
+  KvmVm& operator=(const KvmVm&) = delete;
+  ~KvmVm();
+
+  // With `enabled`, the destructor leaves KVM's teardown of the VM to a short-lived orphaned
+  // process (close_vm_fd_in_background) instead of waiting for it: for a process that exits
+  // once the VM is gone (VmOptions::background_kvm_teardown).
+  void set_background_close(bool enabled) { background_close_ = enabled; }
 
   int fd() const { return fd_.get(); }
 
@@ -57,6 +67,7 @@ class KvmVm {
  private:
   UniqueFd fd_;
   int vcpu_mmap_size_;
+  bool background_close_ = false;
 };
 
 }  // namespace skiff

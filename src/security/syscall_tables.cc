@@ -12,6 +12,7 @@
 #include <linux/io_uring.h>
 #include <linux/kvm.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -305,6 +306,14 @@ const RuleGroup& main_group() {
           SKIFF_IOCTL(TCSETS, "ConsoleInput::restore puts the terminal back (tcsetattr TCSANOW)"),
           SKIFF_SYSCALL(newfstatat, "remove_unix_socket at teardown: lstat checks the API socket path is still ours"),
           SKIFF_SYSCALL(unlink, "remove_unix_socket at teardown: removes the API socket (clients connect by path)"),
+          // close_vm_fd_in_background (VmOptions::background_kvm_teardown): two plain forks, the
+          // grandchild keeps only the VM fd and a pipe, waits for the pipe's EOF and closes the
+          // VM fd. The children inherit this filter: no exec, no new threads, no namespaces.
+          rule_if(__NR_clone, "clone", 0, ~uint64_t{0}, SIGCHLD, "SIGCHLD only (a plain fork)",
+                  "close_vm_fd_in_background: a child that only closes fds and waits on a pipe"),
+          SKIFF_SYSCALL(pipe2, "close_vm_fd_in_background: the pipe that tells the grandchild to close the VM fd"),
+          SKIFF_SYSCALL(wait4, "close_vm_fd_in_background reaps the middle process at once (no zombie)"),
+          SKIFF_SYSCALL(close_range, "close_vm_fd_in_background: the grandchild drops every fd but the VM fd"),
       }};
   return group;
 }

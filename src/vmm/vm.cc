@@ -681,6 +681,7 @@ Result<std::unique_ptr<Vm>> Vm::create(const VmSpec& spec, VmOptions options) {
   }
   auto kvm_vm = kvm->create_vm();
   if (!kvm_vm) return std::unexpected(kvm_vm.error());
+  kvm_vm->set_background_close(options.background_kvm_teardown);
   auto impl = std::make_unique<Impl>(spec, std::move(options), std::move(*kvm), std::move(*kvm_vm));
   if (auto built = impl->build(); !built) return std::unexpected(built.error());
   return std::unique_ptr<Vm>(new Vm(std::move(impl)));
