@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -135,8 +137,16 @@ std::map<std::string, ThreadStat> thread_stats(pid_t pid) {
     for (std::string word; rest >> word;) f.push_back(word);
     if (f.size() < 13) continue;  // fields 3.. of proc(5); utime, stime are fields 14, 15
     ThreadStat& t = out[comm];
-    t.cpu_s += static_cast<double>(std::strtoull(f[11].c_str(), nullptr, 10) +
-                                   std::strtoull(f[12].c_str(), nullptr, 10)) / ticks;
+    // schedstat's first field is the time on a CPU in nanoseconds; stat's utime and stime are
+    // clock ticks (10 ms), too coarse for CPU time per request in a short run.
+    std::string schedstat;
+    std::getline(std::ifstream(dir + "/schedstat"), schedstat);
+    if (!schedstat.empty()) {
+      t.cpu_s += static_cast<double>(std::strtoull(schedstat.c_str(), nullptr, 10)) / 1e9;
+    } else {
+      t.cpu_s += static_cast<double>(std::strtoull(f[11].c_str(), nullptr, 10) +
+                                     std::strtoull(f[12].c_str(), nullptr, 10)) / ticks;
+    }
     std::ifstream status(dir + "/status");
     for (std::string line; std::getline(status, line);) {
       if (line.starts_with("voluntary_ctxt_switches:")) t.voluntary += std::strtoull(line.c_str() + 24, nullptr, 10);
@@ -204,6 +214,57 @@ void UniqueFd::reset() {
   fd_ = -1;
 }
 
+namespace {
+struct ChildPlacement {
+  std::string list;
+  cpu_set_t set{};
+  unsigned count = 0;
+};
+ChildPlacement& placement() {
+  static ChildPlacement value;
+  return value;
+}
+}  // namespace
+
+std::expected<void, std::string> set_child_cpus(const std::string& list) {
+  ChildPlacement next;
+  next.list = list;
+  CPU_ZERO(&next.set);
+  if (!list.empty()) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return std::unexpected(errno_text("sched_getaffinity"));
+    size_t at = 0;
+    while (at <= list.size()) {
+      size_t end = list.find(',', at);
+      std::string part = list.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      unsigned first = 0;
+      unsigned last = 0;
+      char extra = 0;
+      if (std::sscanf(part.c_str(), "%u-%u%c", &first, &last, &extra) == 2 && first <= last) {
+      } else if (std::sscanf(part.c_str(), "%u%c", &first, &extra) == 1) {
+        last = first;
+      } else {
+        return std::unexpected(fmt::format("--cpus {}: \"{}\" is not a CPU number or range (e.g. 1 or 0,2-3)", list, part));
+      }
+      for (unsigned cpu = first; cpu <= last; ++cpu) {
+        if (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+          return std::unexpected(fmt::format("--cpus {}: CPU {} is not one this process may run on", list, cpu));
+        }
+        CPU_SET(cpu, &next.set);
+      }
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+    next.count = static_cast<unsigned>(CPU_COUNT(&next.set));
+  }
+  placement() = next;
+  return {};
+}
+
+const std::string& child_cpus() { return placement().list; }
+unsigned child_cpu_count() { return placement().count; }
+
 std::expected<Child, std::string> Child::spawn(const std::string& program, const std::vector<std::string>& argv) {
   Child child;
   int pipe_fds[2];
@@ -226,6 +287,7 @@ std::expected<Child, std::string> Child::spawn(const std::string& program, const
         dup2(child.stderr_.get(), STDERR_FILENO) < 0) {
       _exit(127);
     }
+    if (placement().count > 0 && sched_setaffinity(0, sizeof placement().set, &placement().set) != 0) _exit(126);
     execve(program.c_str(), raw_argv.data(), environ);
     _exit(127);
   }

@@ -39,6 +39,15 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+// CPU placement of every child started from now on (VMMs, fio): a list such as "1" or
+// "0,2-3", applied with sched_setaffinity in the child before execve, so that all of the
+// child's threads (vCPUs, I/O threads) share those CPUs. Empty: no placement (the default).
+// Returns why the list is not usable: malformed, or naming a CPU this process may not use.
+std::expected<void, std::string> set_child_cpus(const std::string& list);
+// The list given to set_child_cpus, "" when none; and how many CPUs it names.
+const std::string& child_cpus();
+unsigned child_cpu_count();
+
 // As execvp would find it, but before fork, so a missing program is reported by name.
 std::expected<std::string, std::string> resolve_program(const std::string& name);
 

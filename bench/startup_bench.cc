@@ -50,8 +50,12 @@ namespace {
 // it the guest sits in `hlt` forever, so the VMM stays alive to be measured.
 constexpr std::string_view kHaltLine = "SKIFF-GUEST action=halt";
 constexpr std::string_view kGuestLinePrefix = "SKIFF-GUEST ";
-constexpr double kStartupTargetRatio = 0.2;  // skiff at most one fifth of QEMU
-constexpr double kOverheadTargetMib = 5.0;
+// The exiting guest's report line (skiff.action=exit): it then writes 0 to the debug-exit
+// port and the VMM ends.
+constexpr std::string_view kExitLine = "SKIFF-GUEST action=exit";
+constexpr double kStartupTargetRatio = 0.15;  // skiff at most 0.15 x QEMU
+constexpr double kExitTargetRatio = 0.25;     // exec -> process exit at most 0.25 x QEMU
+constexpr double kOverheadTargetMib = 4.0;
 constexpr size_t kStderrTailBytes = 2000;
 
 struct Options {
@@ -230,6 +234,16 @@ class Child {
     pid_ = -1;
   }
 
+  // Waits until `deadline_ns` for the child to exit by itself; the time its exit was seen
+  // (polled every 50 µs: fine enough for millisecond figures, cheap for a 2-CPU host).
+  std::optional<int64_t> wait_exit(int64_t deadline_ns) {
+    while (alive()) {
+      if (monotonic_ns() >= deadline_ns) return std::nullopt;
+      usleep(50);
+    }
+    return monotonic_ns();
+  }
+
   // Waits up to `timeout_ns` for the child to exit by itself, then kills it.
   void wait_or_kill(int64_t timeout_ns) {
     int64_t deadline = monotonic_ns() + timeout_ns;
@@ -300,6 +314,7 @@ struct Vmm {
   std::string label;  // "skiff", "QEMU"
   std::string program;
   std::vector<std::string> argv;
+  std::vector<std::string> exit_argv;  // the same VM, its guest ending with the debug-exit port
   std::string version;
 };
 
@@ -318,6 +333,7 @@ struct RunResult {
   double fork_to_exec_ms = 0;    // parent before fork → child right before execve
   double first_output_ms = 0;    // child right before execve → first byte on stdout
   double guest_halted_ms = 0;    // child right before execve → the guest's halt line
+  std::optional<double> process_exit_ms;  // exit run: child right before execve → the VMM reaped
   std::optional<MemoryBreakdown> memory;
   std::string memory_error;
   std::vector<MappingGroup> non_guest_groups;  // largest first
@@ -440,6 +456,40 @@ RunResult run_once(const Vmm& vmm, const Options& options) {
   return result;
 }
 
+// A second process per round: the guest prints its report and writes to the debug-exit port;
+// the figure is exec -> the VMM's exit as its parent sees it (waitpid), i.e. what a CI job
+// that boot-tests a kernel waits for, teardown included.
+std::expected<double, std::string> run_exit_once(const Vmm& vmm, const Options& options) {
+  auto spawned = Child::spawn(vmm.program, vmm.exit_argv);
+  if (!spawned) return std::unexpected(spawned.error());
+  Child& child = *spawned;
+  const int64_t deadline = child.before_fork_ns() + static_cast<int64_t>(options.timeout_s * 1e9);
+  std::string console;
+  // Drain stdout to EOF (the pipe must not fill), then wait for the exit itself: a VMM's
+  // stdout closes when its files do, before the kernel has finished tearing it down.
+  while (monotonic_ns() < deadline) {
+    pollfd poll_fd{child.stdout_fd(), POLLIN, 0};
+    int left_ms = static_cast<int>((deadline - monotonic_ns() + 999'999) / 1'000'000);
+    if (poll(&poll_fd, 1, std::max(left_ms, 1)) <= 0) continue;
+    char buffer[4096];
+    ssize_t n = read(child.stdout_fd(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    console.append(buffer, static_cast<size_t>(n));
+  }
+  auto exited = child.wait_exit(deadline);
+  if (child.exec_errno() != 0) {
+    return std::unexpected(fmt::format("execve {}: {}", vmm.program, std::strerror(child.exec_errno())));
+  }
+  if (!exited) return std::unexpected(fmt::format("still running after {} s", options.timeout_s));
+  if (console.find(kExitLine) == std::string::npos) {
+    return std::unexpected(fmt::format("{} without the guest's \"{}\" line ({} bytes of console output); stderr: {}",
+                                       child.exit_description(), kExitLine, console.size(),
+                                       tail(child.stderr_text(), kStderrTailBytes)));
+  }
+  return ns_to_ms(*exited - child.before_exec_ns());
+}
+
 struct Metric {
   std::string_view key;
   std::string_view label;
@@ -450,6 +500,7 @@ const std::vector<Metric>& metrics() {
   static const std::vector<Metric> kMetrics = {
       {"first_output_ms", "exec -> first guest output (ms)", [](const RunResult& r) { return std::optional(r.first_output_ms); }},
       {"guest_halted_ms", "exec -> guest halted (ms)", [](const RunResult& r) { return std::optional(r.guest_halted_ms); }},
+      {"process_exit_ms", "exec -> exit, exiting guest (ms)", [](const RunResult& r) { return r.process_exit_ms; }},
       {"rss_beyond_guest_mib", "RSS beyond guest RAM (MiB)",
        [](const RunResult& r) -> std::optional<double> {
          if (!r.memory) return std::nullopt;
@@ -527,7 +578,8 @@ struct Verdict {
 std::vector<Verdict> verdicts(const VmmRuns* skiff, const VmmRuns* qemu) {
   std::vector<Verdict> out;
   const Metric& startup = metrics()[0];
-  const Metric& overhead = metrics()[2];
+  const Metric& overhead = metrics()[3];
+  const Metric& exit_metric = metrics()[2];
 
   Verdict startup_verdict{"startup", std::nullopt, ""};
   if (skiff == nullptr || qemu == nullptr) {
@@ -547,6 +599,22 @@ std::vector<Verdict> verdicts(const VmmRuns* skiff, const VmmRuns* qemu) {
     }
   }
   out.push_back(startup_verdict);
+
+  Verdict exit_verdict{"exit", std::nullopt, ""};
+  if (skiff == nullptr || qemu == nullptr) {
+    exit_verdict.text = "needs both skiff and QEMU runs";
+  } else {
+    Stats s = stats_of(skiff->runs, exit_metric);
+    Stats q = stats_of(qemu->runs, exit_metric);
+    if (s.count == 0 || q.count == 0) {
+      exit_verdict.text = fmt::format("no successful {} exit runs", s.count == 0 ? "skiff" : "QEMU");
+    } else {
+      exit_verdict.pass = s.median <= q.median * kExitTargetRatio;
+      exit_verdict.text = fmt::format("skiff {:.2f} ms vs QEMU {:.2f} ms from exec to exit: ratio {:.3f} (target <= {:.2f})",
+                                      s.median, q.median, s.median / q.median, kExitTargetRatio);
+    }
+  }
+  out.push_back(exit_verdict);
 
   Verdict overhead_verdict{"overhead", std::nullopt, ""};
   if (skiff == nullptr) {
@@ -731,6 +799,17 @@ void keep_log(const Options& options, const Vmm& vmm, const std::string& run_nam
   std::ofstream(base + ".err") << result.stderr_text;
 }
 
+// The halt runs' command line with the guest told to exit instead.
+std::string exit_cmdline(const std::string& cmdline) {
+  std::string out = cmdline;
+  if (size_t at = out.find("skiff.action=halt"); at != std::string::npos) {
+    out.replace(at, std::string_view("skiff.action=halt").size(), "skiff.action=exit");
+  } else {
+    out += " skiff.action=exit";
+  }
+  return out;
+}
+
 int run(const Options& options) {
   std::vector<VmmRuns> all;
   const std::string memory = fmt::format("{}M", options.memory_mib);
@@ -741,9 +820,13 @@ int run(const Options& options) {
       fmt::print(stderr, "skiff_bench_startup: --skiff: {}\n", program.error());
       return 1;
     }
-    Vmm vmm{"skiff", "skiff", *program, {}, ""};
+    Vmm vmm{"skiff", "skiff", *program, {}, {}, ""};
     vmm.argv = {*program, "run", "--kernel", options.guest, "--memory", memory, "--vcpus", vcpus, "--cmdline", options.cmdline};
     vmm.argv.insert(vmm.argv.end(), options.skiff_args.begin(), options.skiff_args.end());
+    vmm.exit_argv = vmm.argv;
+    for (std::string& arg : vmm.exit_argv) {
+      if (arg == options.cmdline) arg = exit_cmdline(options.cmdline);
+    }
     vmm.version = first_output_line(*program, {*program, "version"});
     all.push_back({std::move(vmm), {}, std::nullopt});
   }
@@ -753,7 +836,7 @@ int run(const Options& options) {
       fmt::print(stderr, "skiff_bench_startup: --qemu: {}\n", program.error());
       return 1;
     }
-    Vmm vmm{"qemu", "QEMU", *program, {}, ""};
+    Vmm vmm{"qemu", "QEMU", *program, {}, {}, ""};
     // The same machine as skiff's: microvm without option ROMs or RTC, one COM1 16550 on
     // stdout, no default devices, the guest's PVH entry through -kernel.
     vmm.argv = {*program,
@@ -768,6 +851,12 @@ int run(const Options& options) {
                 "-kernel", options.guest,
                 "-append", options.cmdline};
     vmm.argv.insert(vmm.argv.end(), options.qemu_args.begin(), options.qemu_args.end());
+    vmm.exit_argv = vmm.argv;
+    for (std::string& arg : vmm.exit_argv) {
+      if (arg == options.cmdline) arg = exit_cmdline(options.cmdline);
+    }
+    // The guest's exit port (skiff has it built in); QEMU exits with (value << 1) | 1.
+    vmm.exit_argv.insert(vmm.exit_argv.end(), {"-device", "isa-debug-exit,iobase=0xf4,iosize=4"});
     vmm.version = first_output_line(*program, {*program, "--version"});
     all.push_back({std::move(vmm), {}, std::nullopt});
   }
@@ -803,8 +892,17 @@ int run(const Options& options) {
       }
       std::string memory_text = result.memory ? fmt::format("{:.2f} MiB", kib_to_mib(result.memory->rss_beyond_guest_kib()))
                                               : fmt::format("? ({})", result.memory_error);
-      fmt::print(stderr, "{}: first output {:.2f} ms, guest halted {:.2f} ms, RSS beyond guest {}\n", progress,
-                 result.first_output_ms, result.guest_halted_ms, memory_text);
+      auto exited = run_exit_once(v.vmm, options);
+      if (!exited) {
+        v.failure = fmt::format("{} (exiting guest): {}", progress, exited.error());
+        fmt::print(stderr, "{} (exiting guest): FAILED: {}\n  command: {}\n", progress, exited.error(),
+                   fmt::join(v.vmm.exit_argv, " "));
+        continue;
+      }
+      result.process_exit_ms = *exited;
+      fmt::print(stderr, "{}: first output {:.2f} ms, guest halted {:.2f} ms, RSS beyond guest {}; exiting guest: "
+                 "exec -> exit {:.2f} ms\n", progress, result.first_output_ms, result.guest_halted_ms, memory_text,
+                 *exited);
       if (!warmup) v.runs.push_back(std::move(result));
     }
   }
