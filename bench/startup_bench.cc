@@ -730,6 +730,7 @@ nlohmann::json to_json(const Options& options, const std::vector<VmmRuns>& all, 
         r["fork_to_exec_ms"] = run.fork_to_exec_ms;
         r["first_output_ms"] = run.first_output_ms;
         r["guest_halted_ms"] = run.guest_halted_ms;
+        if (run.process_exit_ms) r["process_exit_ms"] = *run.process_exit_ms;
         if (run.memory) {
           const MemoryBreakdown& m = *run.memory;
           r["memory_kib"] = {{"rss_total", m.rss_total_kib},

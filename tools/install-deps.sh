@@ -26,8 +26,9 @@ packages=(
   python3
 )
 if [ "$want_tests" -eq 1 ]; then
-  # tier 3 and the QEMU reference runs; libFuzzer targets (fuzz/) need clang >= 16
-  packages+=(qemu-system-x86 busybox-static cpio clang-16 libclang-rt-16-dev)
+  # tier 3 and the QEMU reference runs; libFuzzer targets (fuzz/) need clang >= 16; fio is
+  # the host ceiling in the blk benchmark (its smoke run is a test)
+  packages+=(qemu-system-x86 busybox-static cpio clang-16 libclang-rt-16-dev fio)
 fi
 
 missing=()
