@@ -86,6 +86,9 @@ struct DiskSpec {
   uint16_t queues = 1;
   uint16_t queue_size = 256;
   RateLimitSpec rate_limit;
+  // The most a queue thread busy-polls (µs) before it sleeps; the window adapts below it
+  // (docs/config.md). 0: never poll.
+  uint32_t poll_max_us = 32;
   VirtioTransport transport = VirtioTransport::kPci;
   bool operator==(const DiskSpec&) const = default;
 };

@@ -33,6 +33,16 @@ struct DiskLatency {
   bool operator==(const DiskLatency&) const = default;
 };
 
+// How a disk's queue threads busy-poll for work before they sleep (the spec's
+// disks[].poll_max_us). Absent while the device does not poll.
+struct DiskPolling {
+  uint64_t episodes = 0;   // poll windows run
+  uint64_t hits = 0;       // times polling found a request or a completion
+  uint64_t contended = 0;  // windows cut short: the thread was preempted (shares a CPU)
+  uint64_t window_ns = 0;  // the current window (the longest among the queues); 0: not polling
+  bool operator==(const DiskPolling&) const = default;
+};
+
 // One virtio-blk disk (the spec's disks[].id).
 struct DiskStats {
   std::string id;
@@ -47,6 +57,7 @@ struct DiskStats {
   uint64_t unsupported = 0;  // requests answered "unsupported"
   uint64_t throttled = 0;    // times the rate limiter paused a queue
   std::optional<DiskLatency> latency;
+  std::optional<DiskPolling> polling;
   bool operator==(const DiskStats&) const = default;
 };
 

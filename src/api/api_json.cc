@@ -31,6 +31,12 @@ json disk_to_json(const DiskStats& disk) {
                           {"total_ns", disk.latency->total_ns},
                           {"max_ns", disk.latency->max_ns}};
   }
+  if (disk.polling) {
+    out["polling"] = json{{"episodes", disk.polling->episodes},
+                          {"hits", disk.polling->hits},
+                          {"contended", disk.polling->contended},
+                          {"window_ns", disk.polling->window_ns}};
+  }
   return out;
 }
 

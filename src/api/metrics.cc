@@ -133,6 +133,27 @@ std::string format_prometheus_metrics(const VmStats& stats) {
                    static_cast<double>(disk.latency->max_ns) / kNanosecondsPerSecond);
       }
     }
+    bool any_polling = false;
+    for (const DiskStats& disk : stats.disks) any_polling = any_polling || disk.polling.has_value();
+    if (any_polling) {
+      // The families come one after another (the text format wants a family's samples together).
+      const auto polling_family = [&](std::string_view name, std::string_view type, std::string_view help,
+                                      auto value) {
+        out.family(name, type, help);
+        for (const DiskStats& disk : stats.disks) {
+          if (disk.polling) out.sample(name, label("disk", disk.id), value(*disk.polling));
+        }
+      };
+      polling_family("skiff_disk_poll_episodes_total", "counter", "Busy-poll windows the queue threads ran.",
+                     [](const DiskPolling& p) { return p.episodes; });
+      polling_family("skiff_disk_poll_hits_total", "counter", "Requests or completions found by busy polling.",
+                     [](const DiskPolling& p) { return p.hits; });
+      polling_family("skiff_disk_poll_contended_total", "counter",
+                     "Busy-poll windows cut short because the thread was preempted.",
+                     [](const DiskPolling& p) { return p.contended; });
+      polling_family("skiff_disk_poll_window_seconds", "gauge", "The current busy-poll window (0: not polling).",
+                     [](const DiskPolling& p) { return static_cast<double>(p.window_ns) / kNanosecondsPerSecond; });
+    }
   }
 
   if (!stats.nets.empty()) {

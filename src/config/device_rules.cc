@@ -74,6 +74,10 @@ Result<void> check_disk(const std::string& pointer, const DiskSpec& disk, std::s
     return config_error(fmt::format("{}/serial: contains character {:#04x}; use printable ASCII", pointer,
                                     static_cast<unsigned char>(*bad)));
   }
+  if (disk.poll_max_us > kMaxDiskPollUs) {
+    return config_error(fmt::format("{}/poll_max_us: {} is out of range: must be between 0 (no polling) and {}",
+                                    pointer, disk.poll_max_us, kMaxDiskPollUs));
+  }
   return check_queues(pointer, disk.queues, disk.queue_size, "(one I/O thread each)");
 }
 

@@ -34,9 +34,9 @@ constexpr std::array<std::string_view, 9> kMachineKeys = {
     "vcpus",       "memory_mib",    "hugepages",     "prefault",    "lock_memory",
     "shared_memory", "vcpu_affinity", "numa_node", "mmio_cmdline"};
 constexpr std::array<std::string_view, 1> kRngKeys = {"transport"};
-constexpr std::array<std::string_view, 12> kDiskKeys = {
-    "id",     "path",   "read_only", "shared",     "cache",      "io_engine",
-    "discard", "serial", "queues",    "queue_size", "rate_limit", "transport"};
+constexpr std::array<std::string_view, 13> kDiskKeys = {
+    "id",     "path",   "read_only", "shared",     "cache",      "io_engine",  "discard",
+    "serial", "queues", "queue_size", "rate_limit", "poll_max_us", "transport"};
 constexpr std::array<std::string_view, 11> kNetKeys = {
     "id",    "tap",        "tap_fd",   "mac",           "mtu",          "queues",
     "queue_size", "offloads", "rx_rate_limit", "tx_rate_limit", "transport"};
@@ -427,6 +427,7 @@ Result<void> parse_disk(const json& object, const std::string& pointer, const st
   if (auto result = reader.read_u16("queues", disk.queues); !result) return result;
   if (auto result = reader.read_u16("queue_size", disk.queue_size); !result) return result;
   if (auto result = read_rate_limit(reader, "rate_limit", kDiskRateKeys, disk.rate_limit); !result) return result;
+  if (auto result = reader.read_u32("poll_max_us", disk.poll_max_us); !result) return result;
   return read_transport(reader, disk.transport);
 }
 
@@ -742,6 +743,7 @@ std::string write_spec_json(const VmSpec& spec) {
         {"rate_limit",
          {{"bytes_per_second", disk.rate_limit.bytes_per_second},
           {"ops_per_second", disk.rate_limit.ops_per_second}}},
+        {"poll_max_us", disk.poll_max_us},
         {"transport", to_string(disk.transport)},
     });
   }

@@ -49,6 +49,9 @@ inline constexpr size_t kMaxDeviceIdLength = 32;
 inline constexpr uint16_t kMaxDeviceQueues = 64;  // queues (disks) or queue pairs (NICs)
 inline constexpr uint16_t kMaxQueueSize = 1024;
 inline constexpr size_t kMaxDiskSerialBytes = 20;  // virtio-blk GET_ID (VIRTIO_BLK_ID_BYTES)
+// A queue thread that spins longer than 1 ms per episode keeps a whole CPU busy for a
+// disk that is, by then, better served by sleeping.
+inline constexpr uint32_t kMaxDiskPollUs = 1000;
 inline constexpr uint32_t kMinMtu = 68;            // IPv4's minimum (RFC 791)
 inline constexpr uint32_t kMaxMtu = 65535;
 inline constexpr size_t kMaxTapNameLength = 15;    // IFNAMSIZ - 1

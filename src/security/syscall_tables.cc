@@ -85,7 +85,9 @@ const RuleGroup& runtime_group() {
           SKIFF_SYSCALL(rt_sigprocmask, "glibc masks signals around thread exit and pthread_kill"),
           SKIFF_SYSCALL(rt_sigreturn, "return from the vCPU kick handler and any other handler"),
           SKIFF_SYSCALL(restart_syscall, "the kernel resumes a wait a signal interrupted"),
-          SKIFF_SYSCALL(clock_gettime, "steady_clock/system_clock when the vDSO falls back to the syscall"),
+          SKIFF_SYSCALL(clock_gettime,
+                        "steady_clock/system_clock when the vDSO falls back to the syscall; the thread CPU clock "
+                        "(never in the vDSO), read around each virtio-blk poll episode"),
           SKIFF_SYSCALL(gettid, "spdlog caches the thread id on the thread's first log line"),
           SKIFF_SYSCALL(getpid, "pthread_kill and raise: tgkill(getpid(), tid, signal)"),
           own_pid_rule(__NR_tgkill, "tgkill", 0,
@@ -170,6 +172,9 @@ const RuleGroup& blk_io_group() {
           SKIFF_SYSCALL(fallocate, "discard (PUNCH_HOLE) and write-zeroes (ZERO_RANGE) on image files"),
           SKIFF_IOCTL(BLKDISCARD, "discard on a block device (zvol, LVM, loop)"),
           SKIFF_IOCTL(BLKZEROOUT, "write-zeroes on a block device"),
+          SKIFF_SYSCALL(sched_getaffinity,
+                        "VirtioBlk::note_wakeup: no busy polling when the queue thread's CPUs are no more than "
+                        "the vCPUs"),
       }};
   return group;
 }

@@ -37,6 +37,7 @@ Result<std::vector<DeviceRequest>> build_disks(const VmSpec& spec, const GuestMe
     const std::string path = fmt::format("/disks/{}", i);
     auto blk = virtio::VirtioBlk::create(disk, memory);
     if (!blk) return std::unexpected(blk.error().with_context(fmt::format("{} (\"{}\")", path, disk.id)));
+    (*blk)->set_vcpu_count(spec.machine.vcpus);
     out.push_back({.device = std::move(*blk), .id = disk.id, .label = fmt::format("virtio-blk {}", disk.id),
                    .spec_path = path, .transport = disk.transport});
   }

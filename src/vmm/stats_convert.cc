@@ -30,6 +30,7 @@ DiskStats to_disk_stats(std::string id, const virtio::BlkStats& stats) {
   out.unsupported = stats.unsupported;
   out.throttled = stats.throttled;
   out.latency = DiskLatency{stats.timed_requests, stats.latency_total_ns, stats.latency_max_ns};
+  out.polling = DiskPolling{stats.poll_episodes, stats.poll_hits, stats.poll_contended, stats.poll_window_ns};
   return out;
 }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "virtio/blk/virtio_blk.h"
 
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -40,6 +42,20 @@ void drain_fd(int fd) {
   uint64_t count = 0;
   while (::read(fd, &count, sizeof(count)) > 0) {
   }
+}
+
+// The CPU time the calling thread has had. Not in the vDSO: a system call (allowed on the
+// blk_io thread by the runtime group), made twice per poll episode.
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec);
+}
+
+AdaptivePoll::Params poll_params(const DiskSpec& spec) {
+  AdaptivePoll::Params params;
+  params.max = std::chrono::microseconds(spec.poll_max_us);
+  return params;
 }
 
 }  // namespace
@@ -222,6 +238,10 @@ Result<void> VirtioBlk::activate(uint64_t acked_features, std::vector<Queue*> qu
     // The first pass asks needs_notification() even if it uses nothing: a restored queue may
     // carry used buffers whose interrupt the saved device had not raised yet.
     q.used_pending = true;
+    q.poll = AdaptivePoll(poll_params(spec_));
+    q.poll_setup_pending = true;
+    q.idle_known = false;
+    q.poll_window_ns.store(0, std::memory_order_relaxed);
     auto loop = EventLoop::create(fmt::format("skiff-{}-q{}", spec_.id, i),
                                   security::filtered_thread_starter(security::ThreadKind::blk_io, worker_seccomp()));
     if (!loop) {
@@ -268,6 +288,7 @@ std::optional<int> VirtioBlk::queue_notify_fd(uint16_t queue_index) const {
 // ---- Queue threads ---------------------------------------------------------------------------
 
 void VirtioBlk::on_notify(QueueState& q) {
+  note_wakeup(q);
   // Level-triggered: clear the counter first so a notification during the work wakes us again.
   drain_fd(q.notify.get());
   process_queue(q, true);
@@ -276,39 +297,87 @@ void VirtioBlk::on_notify(QueueState& q) {
 
 void VirtioBlk::on_timer(QueueState& q) {
   drain_fd(q.timer.get());
+  // The rate limiter's timer says nothing about when the guest or the disk answer.
+  q.idle_known = false;
   q.throttled = false;
   process_queue(q);
 }
 
 void VirtioBlk::on_completions(QueueState& q) {
+  note_wakeup(q);
   reap(q);
   // Completions free slots: requests left on the ring for want of one can start now.
   process_queue(q, true);
   poll_queue(q);
 }
 
+void VirtioBlk::note_wakeup(QueueState& q) {
+  if (q.poll_setup_pending) {
+    q.poll_setup_pending = false;
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    // A host with more CPUs than a cpu_set_t holds fails here (EINVAL): plenty, so poll.
+    if (q.poll.enabled() && sched_getaffinity(0, sizeof(cpus), &cpus) == 0 &&
+        static_cast<uint32_t>(CPU_COUNT(&cpus)) <= vcpu_count_) {
+      // Every CPU this thread may use may be wanted by a vCPU: a spinning thread would only
+      // delay the guest it waits for (e.g. the whole VMM under `taskset -c 1`).
+      q.poll.disable();
+      if (!poll_off_logged_.exchange(true)) {
+        spdlog::info("disk \"{}\": no busy polling: its I/O threads may run on {} CPU(s), no more than the "
+                     "VM's {} vCPU(s)",
+                     spec_.id, CPU_COUNT(&cpus), vcpu_count_);
+      }
+    }
+  }
+  if (!q.idle_known) return;
+  q.idle_known = false;
+  q.poll.on_wakeup(std::chrono::steady_clock::now() - q.idle_since);
+  q.poll_window_ns.store(static_cast<uint64_t>(q.poll.window().count()), std::memory_order_relaxed);
+}
+
 void VirtioBlk::poll_queue(QueueState& q) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  auto quiet_until = start + kPollWindow;
-  const auto limit = start + kPollLimit;
-  while (q.queue != nullptr && q.queue->active() && !q.throttled) {
-    bool work = false;
-    if (q.engine->has_completions()) {
-      reap(q);
-      work = true;
+  auto last_work = start;  // the handler that called us just did some
+  const auto window = q.poll.window();
+  if (window > AdaptivePoll::Duration::zero()) {
+    const auto cpu_start = thread_cpu_time();
+    auto quiet_until = start + window;
+    const auto limit = start + kPollLimit;
+    auto now = start;
+    while (q.queue != nullptr && q.queue->active() && !q.throttled) {
+      bool work = false;
+      if (q.engine->has_completions()) {
+        reap(q);
+        work = true;
+      }
+      if (!q.free_slots.empty() && (q.deferred || q.queue->has_available())) {
+        process_queue(q, true);
+        work = true;
+      }
+      now = Clock::now();
+      if (work) {
+        q.poll.on_poll_hit();
+        stats_.poll_hits.fetch_add(1, std::memory_order_relaxed);
+        last_work = now;
+        quiet_until = now + window;
+      }
+      if (now >= quiet_until || now >= limit) break;
+      __builtin_ia32_pause();
     }
-    if (!q.free_slots.empty() && (q.deferred || q.queue->has_available())) {
-      process_queue(q, true);
-      work = true;
+    // A thread that got markedly less CPU than the time it spent here was preempted:
+    // something else (a vCPU, most likely) wanted this CPU, and spinning delays it.
+    stats_.poll_episodes.fetch_add(1, std::memory_order_relaxed);
+    if (q.poll.on_episode(thread_cpu_time() - cpu_start, now - start)) {
+      stats_.poll_contended.fetch_add(1, std::memory_order_relaxed);
+      q.poll_window_ns.store(0, std::memory_order_relaxed);
     }
-    const auto now = Clock::now();
-    if (work) quiet_until = now + kPollWindow;
-    if (now >= quiet_until || now >= limit) break;
-    __builtin_ia32_pause();
   }
   // Before sleeping: notifications on, and whatever arrived meanwhile is served.
   process_queue(q);
+  // The next event tells the controller whether a longer window would have caught it.
+  q.idle_since = last_work;
+  q.idle_known = q.poll.enabled();
 }
 
 void VirtioBlk::process_queue(QueueState& q, bool keep_quiet) {
@@ -654,6 +723,12 @@ BlkStats VirtioBlk::stats() const {
   out.timed_requests = stats_.timed_requests.load();
   out.latency_total_ns = stats_.latency_total_ns.load();
   out.latency_max_ns = stats_.latency_max_ns.load();
+  out.poll_episodes = stats_.poll_episodes.load();
+  out.poll_hits = stats_.poll_hits.load();
+  out.poll_contended = stats_.poll_contended.load();
+  for (const auto& q : queues_) {
+    out.poll_window_ns = std::max(out.poll_window_ns, q->poll_window_ns.load(std::memory_order_relaxed));
+  }
   return out;
 }
 

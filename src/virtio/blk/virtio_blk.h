@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "common/adaptive_poll.h"
 #include "common/event_loop.h"
 #include "common/token_bucket.h"
 #include "common/unique_fd.h"
@@ -65,6 +66,12 @@ struct BlkStats {
   uint64_t timed_requests = 0;
   uint64_t latency_total_ns = 0;
   uint64_t latency_max_ns = 0;
+  // Busy polling of the queue threads (poll_queue). Host-side figures: not in the state
+  // blob, so they start from zero after a restore.
+  uint64_t poll_episodes = 0;   // poll windows run
+  uint64_t poll_hits = 0;       // times polling found work (a request or a completion)
+  uint64_t poll_contended = 0;  // episodes cut short because the thread was preempted
+  uint64_t poll_window_ns = 0;  // the longest current window among the queues
 };
 
 class VirtioBlk : public VirtioDevice {
@@ -128,6 +135,9 @@ class VirtioBlk : public VirtioDevice {
   const DiskInfo& disk_info() const { return info_; }
   // The limits requests are checked against (from the offered features until activation).
   const BlkLimits& limits() const { return limits_; }
+  // How many vCPUs the VM has (1 unless told). Before activate(): a queue thread whose
+  // CPUs are no more than this does not busy-poll (it could only take their time).
+  void set_vcpu_count(uint32_t vcpus) { vcpu_count_ = vcpus; }
 
  private:
   struct AlignedFree {
@@ -144,11 +154,9 @@ class VirtioBlk : public VirtioDevice {
     bool active = false;
     std::chrono::steady_clock::time_point started;  // submission, for the latency figures
   };
-  // Polling after activity (poll_queue), like QEMU's poll-max-ns (32 µs by default): long
-  // enough to catch a page-cache completion or the guest's next request, short enough to
-  // cost little CPU when the guest goes quiet. The limit bounds how long a busy queue keeps
-  // the thread from its event loop (a reset waits for it).
-  static constexpr std::chrono::microseconds kPollWindow{50};
+  // Polling after activity (poll_queue) lasts an adaptive window (AdaptivePoll, capped by
+  // the spec's poll_max_us) after the last work found. The limit bounds how long a busy
+  // queue keeps the thread from its event loop (a reset waits for it).
   static constexpr std::chrono::microseconds kPollLimit{1000};
 
   struct QueueState {
@@ -164,6 +172,12 @@ class VirtioBlk : public VirtioDevice {
     bool throttled = false;
     bool used_pending = false;  // add_used() since the last notification check
     std::vector<IoCompletion> completions;  // scratch
+    // Busy polling (queue thread only, but poll_window_ns, which stats() reads).
+    AdaptivePoll poll;
+    bool poll_setup_pending = false;  // the thread has not looked at its CPUs yet
+    bool idle_known = false;  // idle_since holds when the thread last found work
+    std::chrono::steady_clock::time_point idle_since;
+    std::atomic<uint64_t> poll_window_ns{0};
   };
 
   VirtioBlk(const DiskSpec& spec, const GuestMemory& memory, const DiskInfo& info,
@@ -178,11 +192,15 @@ class VirtioBlk : public VirtioDevice {
   // Drains the avail ring. With `keep_quiet` the driver's notifications stay off afterwards
   // (the caller polls), otherwise they are re-enabled and the ring checked once more.
   void process_queue(QueueState& q, bool keep_quiet = false);
-  // After activity: polls the avail ring and the engine's completions for kPollWindow after
-  // the last work found (at most kPollLimit in all), with the driver's notifications off, so
+  // After activity: polls the avail ring and the engine's completions for the adaptive window
+  // after the last work found (at most kPollLimit in all), with the driver's notifications off, so
   // a driver that submits again at once needs no notification (no VM exit) and a completion
   // that arrives in the window needs no wake-up of this thread.
   void poll_queue(QueueState& q);
+  // First thing in a handler that may poll: the first time after activation, polling is
+  // turned off if the thread's CPUs are no more than the vCPUs; then the controller hears
+  // how long the thread was idle before this event.
+  void note_wakeup(QueueState& q);
   // Parses and starts one request; false when the rate limiter paused the queue (the chain
   // is kept in q.deferred). With `charge_limiter` false the limiter is not asked (pause()
   // finishing a deferred request it could not give back).
@@ -215,6 +233,8 @@ class VirtioBlk : public VirtioDevice {
                       // before the threads start
   std::shared_ptr<VirtioInterrupt> interrupt_;
   std::vector<std::unique_ptr<QueueState>> queues_;
+  uint32_t vcpu_count_ = 1;
+  std::atomic<bool> poll_off_logged_{false};  // the "no polling: shared CPUs" line, once
   bool resetting_ = false;  // reset() is completing requests: no interrupts
   bool paused_ = false;     // pause() stopped the threads (activation_mutex_)
 
@@ -224,7 +244,7 @@ class VirtioBlk : public VirtioDevice {
   struct AtomicStats {
     std::atomic<uint64_t> reads{0}, writes{0}, read_bytes{0}, write_bytes{0}, flushes{0},
         discards{0}, write_zeroes{0}, errors{0}, unsupported{0}, throttled{0}, timed_requests{0},
-        latency_total_ns{0}, latency_max_ns{0};
+        latency_total_ns{0}, latency_max_ns{0}, poll_episodes{0}, poll_hits{0}, poll_contended{0};
   };
   AtomicStats stats_;
   RateLimitedLog guest_log_;

@@ -27,6 +27,7 @@ class FakeBackend : public ApiBackend {
     disk.reads = 5;
     disk.read_bytes = 5 * 4096;
     disk.latency = DiskLatency{5, 5'000'000, 2'000'000};
+    disk.polling = DiskPolling{7, 4, 1, 16'000};
     stats_.disks = {disk};
     NetStats net;
     net.id = "eth0";

@@ -32,6 +32,10 @@ TEST(ApiMetrics, FullStatsParseAsPrometheusText) {
   EXPECT_EQ(samples->at("skiff_disk_request_duration_seconds_sum{disk=\"root\"}"), 0.005);
   EXPECT_EQ(samples->at("skiff_disk_request_duration_seconds_count{disk=\"root\"}"), 5);
   EXPECT_EQ(samples->at("skiff_disk_request_duration_max_seconds{disk=\"root\"}"), 0.002);
+  EXPECT_EQ(samples->at("skiff_disk_poll_episodes_total{disk=\"root\"}"), 7);
+  EXPECT_EQ(samples->at("skiff_disk_poll_hits_total{disk=\"root\"}"), 4);
+  EXPECT_EQ(samples->at("skiff_disk_poll_contended_total{disk=\"root\"}"), 1);
+  EXPECT_EQ(samples->at("skiff_disk_poll_window_seconds{disk=\"root\"}"), 16e-6);
   EXPECT_EQ(samples->at("skiff_net_rx_packets_total{net=\"eth0\"}"), 3);
   EXPECT_EQ(samples->at("skiff_net_tx_dropped_total{net=\"eth0\"}"), 0);
   EXPECT_EQ(samples->at("skiff_balloon_target_bytes"), 64.0 * 1024 * 1024);
@@ -82,6 +86,8 @@ TEST(ApiJson, StatsDocument) {
   EXPECT_EQ(json["disks"][0]["id"], "root");
   EXPECT_EQ(json["disks"][0]["read_bytes"], 5 * 4096);
   EXPECT_EQ(json["disks"][0]["latency"]["max_ns"], 2'000'000);
+  EXPECT_EQ(json["disks"][0]["polling"]["hits"], 4);
+  EXPECT_EQ(json["disks"][0]["polling"]["window_ns"], 16'000);
   EXPECT_EQ(json["nets"][0]["rx_bytes"], 180);
   EXPECT_EQ(json["balloon"]["actual_mib"], 32);
   EXPECT_EQ(json["balloon"]["guest_stats"]["free_memory"], 1 << 20);

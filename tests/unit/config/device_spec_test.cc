@@ -46,6 +46,7 @@ TEST(DiskSpec, DefaultsAndRelativePath) {
   EXPECT_EQ(disk.queues, 1);
   EXPECT_EQ(disk.queue_size, 256);
   EXPECT_FALSE(disk.rate_limit.limited());
+  EXPECT_EQ(disk.poll_max_us, 32u);
   EXPECT_EQ(disk.transport, VirtioTransport::kPci);
 }
 
@@ -55,7 +56,7 @@ TEST(DiskSpec, EveryField) {
       "cache": "unsafe", "io_engine": "sync", "discard": "ignore", "serial": "WEB01-DATA",
       "queues": 4, "queue_size": 128,
       "rate_limit": {"bytes_per_second": 104857600, "ops_per_second": 5000},
-      "transport": "mmio"}])"),
+      "poll_max_us": 100, "transport": "mmio"}])"),
                          kBase);
   ASSERT_TRUE(spec) << spec.error().message();
   const DiskSpec& disk = spec->disks[0];
@@ -69,7 +70,17 @@ TEST(DiskSpec, EveryField) {
   EXPECT_EQ(disk.queues, 4);
   EXPECT_EQ(disk.queue_size, 128);
   EXPECT_EQ(disk.rate_limit, (RateLimitSpec{104857600, 5000}));
+  EXPECT_EQ(disk.poll_max_us, 100u);
   EXPECT_EQ(disk.transport, VirtioTransport::kMmio);
+}
+
+TEST(DiskSpec, PollMaxZeroAndUpperBoundAreAccepted) {
+  auto spec = parse_spec(spec_with_top(R"("disks": [{"id": "a", "path": "a", "poll_max_us": 0},
+                                                    {"id": "b", "path": "b", "poll_max_us": 1000}])"),
+                         kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  EXPECT_EQ(spec->disks[0].poll_max_us, 0u);
+  EXPECT_EQ(spec->disks[1].poll_max_us, 1000u);
 }
 
 TEST(NetSpec, DefaultsAndEveryField) {
@@ -145,6 +156,7 @@ TEST(DeviceSpec, RoundTripsThroughJson) {
   b.queues = 2;
   b.queue_size = 64;
   b.rate_limit = {1, 2};
+  b.poll_max_us = 0;
   b.transport = VirtioTransport::kMmio;
   NetSpec& n0 = spec.nets.emplace_back();
   n0.id = "n0";
@@ -236,6 +248,16 @@ std::vector<RejectCase> reject_cases() {
        "/disks/0/rate_limit/iops: ", "unknown key"},
       {"DiskRateWrongType", disk(R"("id": "a", "path": "a", "rate_limit": 5)"), "/disks/0/rate_limit: ",
        "expected an object or null"},
+      {"DiskPollMaxTooBig", disk(R"("id": "a", "path": "a", "poll_max_us": 1001)"), "/disks/0/poll_max_us: ",
+       "between 0 (no polling) and 1000"},
+      {"DiskPollMaxNegative", disk(R"("id": "a", "path": "a", "poll_max_us": -1)"), "/disks/0/poll_max_us: ",
+       "expected an unsigned integer"},
+      {"DiskPollMaxHuge", disk(R"("id": "a", "path": "a", "poll_max_us": 5000000000)"),
+       "/disks/0/poll_max_us: ", "must be at most 4294967295"},
+      {"DiskPollMaxString", disk(R"("id": "a", "path": "a", "poll_max_us": "32")"), "/disks/0/poll_max_us: ",
+       "expected an unsigned integer"},
+      {"DiskPollMaxFraction", disk(R"("id": "a", "path": "a", "poll_max_us": 2.5)"), "/disks/0/poll_max_us: ",
+       "expected an unsigned integer"},
       {"DiskTransportUnknown", disk(R"("id": "a", "path": "a", "transport": "ccw")"), "/disks/0/transport: ",
        R"(use "pci" or "mmio")"},
 

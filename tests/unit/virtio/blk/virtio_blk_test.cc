@@ -396,6 +396,42 @@ TEST_F(VirtioBlkFakeTest, RateLimitPausesAndResumes) {
   device->reset();
 }
 
+// Requests one after another, each notified on its own: the wake-ups that would grow a
+// poll window. Returns the device's stats afterwards.
+BlkStats serve_one_by_one(VirtqueueFake& fake, VirtioBlk& device, int count) {
+  for (int i = 0; i < count; ++i) {
+    fake.chain().readable(blk_header(kBlkTypeFlush, 0)).writable(1).add();
+    device.notify_queue(0);
+    EXPECT_TRUE(wait_for_used(fake, static_cast<uint16_t>(i + 1), &device, 0, 5000)) << i;
+  }
+  return device.stats();
+}
+
+TEST_F(VirtioBlkFakeTest, PollMaxZeroNeverPolls) {
+  DiskSpec spec = disk_spec("/fake");
+  spec.poll_max_us = 0;
+  auto device = make_and_activate(spec);
+  ASSERT_TRUE(device);
+  const BlkStats stats = serve_one_by_one(fake_, *device, 50);
+  EXPECT_EQ(stats.flushes, 50u);
+  EXPECT_EQ(stats.poll_episodes, 0u);
+  EXPECT_EQ(stats.poll_window_ns, 0u);
+  device->reset();
+}
+
+TEST_F(VirtioBlkFakeTest, NoPollingWhenTheThreadHasNoMoreCpusThanTheVcpus) {
+  auto device = make(disk_spec("/fake"));
+  ASSERT_TRUE(device);
+  // More vCPUs than any CPU set this test runs on: every CPU may be a vCPU's.
+  device->set_vcpu_count(1u << 20);
+  ASSERT_TRUE(device->activate(device->device_features(), {&fake_.queue()}, interrupt_));
+  const BlkStats stats = serve_one_by_one(fake_, *device, 50);
+  EXPECT_EQ(stats.flushes, 50u);
+  EXPECT_EQ(stats.poll_episodes, 0u);
+  EXPECT_EQ(stats.poll_window_ns, 0u);
+  device->reset();
+}
+
 TEST_F(VirtioBlkFakeTest, MultiQueueServesEachQueueOnItsOwnThread) {
   DiskSpec spec = disk_spec("/fake", "mq");
   spec.queues = 2;
