@@ -92,6 +92,7 @@ struct Options {
   std::string qemu_machine = "pc";
   std::string qemu_cpu = "host,-arch-capabilities";
   std::vector<std::string> only;
+  std::string cpus;  // --cpus: where every VMM runs; empty: anywhere
   std::vector<std::string> tests;
   uint64_t count_small = 200000;
   uint64_t count_mtu = 100000;
@@ -149,6 +150,8 @@ struct Measurement {
   uint64_t tap_frames = 0;
   uint64_t tap_dropped = 0;
   double sender_cpu_s = 0;  // the benchmark's own sender thread (tap->guest)
+  double cpu_s = 0;         // host CPU time of all the VMM's threads (vCPU included) between the markers
+  double cpu_us_per_frame = 0;
   std::map<std::string, ThreadStat> threads;
   std::string console;
   std::string stderr_text;
@@ -497,6 +500,8 @@ Measurement run_vmm(const std::string& program, const std::vector<std::string>& 
   if (tsc_hz > 0) m.tsc_s = static_cast<double>(field_u64(fields, "tsc-cycles")) / tsc_hz;
   m.frames_per_s = static_cast<double>(m.frames) / m.wall_s;
   m.mib_per_s = static_cast<double>(m.bytes) / m.wall_s / (1024.0 * 1024.0);
+  for (const auto& [name, t] : m.threads) m.cpu_s += t.cpu_s;
+  if (m.frames > 0) m.cpu_us_per_frame = m.cpu_s * 1e6 / static_cast<double>(m.frames);
   m.ok = true;
   return m;
 }
@@ -540,8 +545,11 @@ void print_report(const Options& options, const std::vector<Test>& tests, const 
                   const Results& results, const std::string& host, double tsc_hz) {
   fmt::print("\nvirtio-net on tap {} ({}), guest ring-3 polling loop, 1 vCPU, queue size 256, no vhost\n",
              options.tap, options.own_netns ? "in a network namespace of its own" : "in the current namespace");
-  fmt::print("host: {}; TSC {:.1f} MHz; QEMU -M {}; {} run(s) per cell (median)\n\n", host, tsc_hz / 1e6,
+  fmt::print("host: {}; TSC {:.1f} MHz; QEMU -M {}; {} run(s) per cell (median)\n", host, tsc_hz / 1e6,
              options.qemu_machine, options.runs);
+  fmt::print("placement: {}\n\n", child_cpus().empty() ? std::string("unpinned (a spare CPU for the VMM's threads)")
+                                                        : fmt::format("every VMM confined to CPU(s) {} (vCPU included)",
+                                                                      child_cpus()));
   std::vector<std::string> header = {"test"};
   for (const auto& v : vmms) header.push_back(vmm_label(v));
   header.push_back("skiff/QEMU");
@@ -551,6 +559,15 @@ void print_report(const Options& options, const std::vector<Test>& tests, const 
     for (const auto& v : vmms) row.push_back(figure_text(results.at(test.key).at(v).median(test), test));
     auto r = ratio(results, test);
     row.push_back(r ? fmt::format("{:.2f}", *r) : "-");
+    fmt::print("| {} |\n", fmt::join(row, " | "));
+  }
+  for (const Test& test : tests) {
+    std::vector<std::string> row = {fmt::format("{}: host CPU us/frame", test.key)};
+    for (const auto& v : vmms) {
+      auto m = results.at(test.key).at(v).median(test);
+      row.push_back(m && m->cpu_us_per_frame > 0 ? fmt::format("{:.2f}", m->cpu_us_per_frame) : "-");
+    }
+    row.push_back("");
     fmt::print("| {} |\n", fmt::join(row, " | "));
   }
   fmt::print("\nmedian runs: guest notify writes per frame; frames the tap counted (and dropped: full ring); "
@@ -606,7 +623,9 @@ nlohmann::json measurement_json(const Measurement& m) {
             {"gso_frames", m.gso_frames},
             {"tap_frames", m.tap_frames},
             {"tap_dropped", m.tap_dropped},
-            {"process_seconds", m.total_run_s}});
+            {"process_seconds", m.total_run_s},
+            {"cpu_seconds", m.cpu_s},
+            {"cpu_us_per_frame", m.cpu_us_per_frame}});
   if (m.tsc_s > 0) j["guest_tsc_seconds"] = m.tsc_s;
   if (m.sender_cpu_s > 0) j["sender_cpu_seconds"] = m.sender_cpu_s;
   for (const auto& [name, t] : m.threads) {
@@ -626,7 +645,7 @@ nlohmann::json to_json(const Options& options, const std::vector<Test>& tests, c
   j["options"] = {{"tap", options.tap},           {"own_netns", options.own_netns},
                   {"qemu_machine", options.qemu_machine}, {"runs", options.runs},
                   {"window_small", options.window_small}, {"window_tso", options.window_tso},
-                  {"memory_mib", options.memory_mib}};
+                  {"memory_mib", options.memory_mib},   {"cpus", options.cpus}};
   for (const Test& test : tests) {
     nlohmann::json t = {{"direction", test.receive ? "tap->guest" : "guest->tap"},
                         {"frame_bytes", test.frame_bytes},
@@ -653,6 +672,10 @@ void keep_log(const Options& options, const std::string& name, const Measurement
 }
 
 int run(Options options) {
+  if (auto placed = set_child_cpus(options.cpus); !placed) {
+    fmt::print(stderr, "skiff_bench_net: {}\n", placed.error());
+    return 2;
+  }
   options.guest = std::filesystem::absolute(options.guest).string();
   if (!options.keep_logs.empty()) options.keep_logs = std::filesystem::absolute(options.keep_logs).string();
   std::vector<std::string> vmms;
@@ -775,6 +798,8 @@ int main(int argc, char** argv) {
   app.add_option("--window-tso", options.window_tso, "tap->guest: frames the sender keeps ahead (TSO)")
       ->check(CLI::Range(1u, 4096u))
       ->capture_default_str();
+  app.add_option("--cpus", options.cpus,
+                 "confine every VMM (all its threads) to these CPUs, e.g. 1 (the one-CPU placement)");
   app.add_option("--runs", options.runs, "runs per VMM and test (median reported)")
       ->check(CLI::Range(1u, 100u))
       ->capture_default_str();
