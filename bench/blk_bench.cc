@@ -62,6 +62,8 @@ struct Options {
   std::string qemu_cpu = "host,-arch-capabilities";
   std::vector<std::string> only;
   std::string cpus;  // --cpus: where every VMM and fio run; empty: anywhere
+  std::string qemu_blk_opts;   // extra ",key=value" options of QEMU's virtio-blk-pci device
+  std::string skiff_disk_json;  // a JSON object merged into skiff's disk section
   uint64_t count_qd1 = 10000;
   uint64_t count_qd32 = 50000;
   uint64_t count_seq = 8000;  // 1 GiB: four passes over the default file
@@ -185,6 +187,7 @@ std::expected<std::string, std::string> write_skiff_spec(const Options& options,
                                         {"io_engine", engine},
                                         {"transport", "pci"}}})},
   };
+  if (!options.skiff_disk_json.empty()) spec["disks"][0].update(nlohmann::json::parse(options.skiff_disk_json));
   std::string path = fmt::format("{}/skiff-{}-{}.json", dir, engine, test.key);
   std::ofstream out(path);
   out << spec.dump(2) << "\n";
@@ -213,8 +216,9 @@ std::vector<std::string> qemu_argv(const std::string& program, const Options& op
           "-append", guest_cmdline(test),
           "-drive", fmt::format("file={},if=none,id=bench,format=raw,cache={},aio={}", options.file,
                                 options.cache == "none" ? "none" : "writeback", options.qemu_aio),
-          "-device", iothread ? "virtio-blk-pci,drive=bench,disable-legacy=on,iothread=io0"
-                              : "virtio-blk-pci,drive=bench,disable-legacy=on"};
+          "-device", fmt::format("virtio-blk-pci,drive=bench,disable-legacy=on{}{}",
+                                 iothread ? ",iothread=io0" : "",
+                                 options.qemu_blk_opts.empty() ? "" : "," + options.qemu_blk_opts)};
   if (iothread) argv.insert(argv.end(), {"-object", "iothread,id=io0"});
   return argv;
 }
@@ -698,6 +702,14 @@ int main(int argc, char** argv) {
   app.add_option("--qemu-cpu", options.qemu_cpu, "QEMU -cpu")->capture_default_str();
   app.add_option("--only", options.only, "configurations to run: skiff-io_uring, skiff-sync, qemu, qemu-iothread, fio")
       ->check(CLI::IsMember({"skiff-io_uring", "skiff-sync", "qemu", "qemu-iothread", "fio"}));
+  app.add_option("--qemu-blk-opts", options.qemu_blk_opts,
+                 "extra options of QEMU's virtio-blk-pci device, e.g. request-merging=off");
+  app.add_option("--skiff-disk-json", options.skiff_disk_json,
+                 "a JSON object merged into skiff's disk section, e.g. '{\"poll_max_us\": 0}'")
+      ->check([](const std::string& text) {
+        auto parsed = nlohmann::json::parse(text, nullptr, false);
+        return parsed.is_object() ? std::string() : std::string("not a JSON object");
+      });
   app.add_option("--cpus", options.cpus,
                  "confine every VMM (all its threads) and fio to these CPUs, e.g. 1 (the one-CPU placement)");
   app.add_option("--count-qd1", options.count_qd1, "requests in the QD1 random-read run")->capture_default_str();
