@@ -68,6 +68,15 @@ TEST_F(GuestBoot, PvhElfBootsAndReportsCmdlineAndMemoryMap) {
   EXPECT_EQ(run.report.lines_starting("initrd none").size(), 1u) << run.report.console;
 }
 
+// skiff.quick=1 (the start-up benchmark's exiting guest): no report, only the action line.
+TEST_F(GuestBoot, QuickGuestPrintsOnlyItsActionAndExits) {
+  auto run = run_guest(guest_spec(SKIFF_TEST_GUEST_ELF, "console=ttyS0 skiff.quick=1 skiff.exit=5", 1, 64));
+  ASSERT_FALSE(run.timed_out) << run.report.console;
+  EXPECT_EQ(run.exit.reason, StopReason::kDebugExit) << run.exit.detail << "\n" << run.report.console;
+  EXPECT_EQ(run.exit.exit_code, 5);
+  EXPECT_EQ(run.report.console, "SKIFF-GUEST action=exit code=5\n");
+}
+
 TEST_F(GuestBoot, BzImageBootsWithInitrdIntact) {
   // An odd-sized initrd of random bytes: the guest hashes its first and last 4 KiB.
   std::vector<uint8_t> initrd(300 * 1024 + 123);
