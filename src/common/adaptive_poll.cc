@@ -20,7 +20,10 @@ void AdaptivePoll::disable() {
   window_ = Duration::zero();
 }
 
-void AdaptivePoll::on_poll_hit() { ++counters_.hits; }
+void AdaptivePoll::on_poll_hit() {
+  ++counters_.hits;
+  late_streak_ = 0;
+}
 
 void AdaptivePoll::on_wakeup(Duration idle) {
   if (disabled_) return;
@@ -28,15 +31,21 @@ void AdaptivePoll::on_wakeup(Duration idle) {
     --holdoff_;
     return;
   }
-  if (idle <= window_) return;  // the event raced the end of the window
+  if (idle <= window_) {  // the event raced the end of the window
+    late_streak_ = 0;
+    return;
+  }
   if (idle > params_.max) {
     if (window_ == Duration::zero()) return;
+    if (++late_streak_ < params_.late_wakeups_to_shrink) return;
+    late_streak_ = 0;
     window_ = params_.shrink <= 1 ? Duration::zero() : window_ / params_.shrink;
     // Windows too short to catch anything are not worth the spinning.
     if (window_ < params_.initial) window_ = Duration::zero();
     ++counters_.shrinks;
     return;
   }
+  late_streak_ = 0;
   if (window_ >= params_.max) return;
   window_ = window_ == Duration::zero() ? params_.initial : std::min(window_ * params_.grow, params_.max);
   ++counters_.grows;

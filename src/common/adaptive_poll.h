@@ -28,6 +28,12 @@ class AdaptivePoll {
     uint32_t grow = 2;
     // Shrinking divides the window by `shrink`; 0 (or 1) drops it to zero at once.
     uint32_t shrink = 0;
+    // Late wake-ups in a row (with no work found by polling and no timely event between
+    // them) before the window shrinks. A device whose completions take longer than the cap
+    // still gains from polling when the guest's next request comes right after each
+    // completion: late wake-up, hit, late wake-up, hit... must keep the window (virtio-blk
+    // at queue depth 1 on a disk with ~100 µs reads). 0 or 1: every late wake-up shrinks.
+    uint32_t late_wakeups_to_shrink = 2;
     // Wake-ups after a preempted episode during which the window stays at zero.
     uint32_t contention_holdoff = 1024;
     // A poll episode in which the thread ran for less than this share of the wall time
@@ -57,7 +63,7 @@ class AdaptivePoll {
   // Until the controller is rebuilt, the window stays zero.
   void disable();
 
-  // Polling found work. The window is right as it is: keep it.
+  // Polling found work. The window is right as it is: keep it (and forget late wake-ups).
   void on_poll_hit();
 
   // The thread blocked and an event woke it; `idle` is the time from the last work it
@@ -75,6 +81,7 @@ class AdaptivePoll {
   Params params_;
   Duration window_{0};
   uint32_t holdoff_ = 0;  // wake-ups left before the window may grow again
+  uint32_t late_streak_ = 0;  // late wake-ups since the last hit or timely event
   bool disabled_ = false;
   Counters counters_;
 };

@@ -367,10 +367,19 @@ void prime_lazy_libc_state() {
 
 }  // namespace
 
+void prepare_thread_filters(SeccompMode mode) {
+  if (mode == SeccompMode::off) return;
+  prime_lazy_libc_state();
+  if (mode == SeccompMode::enforce) {
+    install_sigsys_handler();
+  } else {
+    (void)seccomp_api_get();
+  }
+}
+
 Result<void> install_thread_filter(ThreadKind kind, SeccompMode mode) {
   if (mode == SeccompMode::off) return {};
-  prime_lazy_libc_state();
-  if (mode == SeccompMode::enforce) install_sigsys_handler();
+  prepare_thread_filters(mode);
 
   auto filter = build_filter(kind, mode);
   if (!filter) return std::unexpected(filter.error());

@@ -59,6 +59,13 @@ std::string_view to_string(ThreadKind kind);
 // violation is reported instead of silently killing. `off` does nothing.
 Result<void> install_thread_filter(ThreadKind kind, SeccompMode mode);
 
+// Process-wide, idempotent: everything install_thread_filter() does only once per process
+// (libc's lazily loaded state, libseccomp's probing of the kernel, in enforce mode the SIGSYS
+// handler), ~1.7 ms on our hosts. Vm::create runs it on a thread of its own beside the VM's
+// construction, so that the first filtered thread, on the way to the first KVM_RUN, finds it
+// done (or waits for the rest of it). `off` does nothing.
+void prepare_thread_filters(SeccompMode mode);
+
 // Process-wide, idempotent: the SIGSYS handler that reports a violation and kills the
 // process. install_thread_filter() calls it; calling it early (in main) resolves the
 // syscall names before any thread runs.

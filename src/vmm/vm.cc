@@ -671,6 +671,13 @@ std::optional<VmExit> Vm::Impl::wait_for(std::chrono::milliseconds timeout) {
 // ---- Vm ----------------------------------------------------------------------------------
 
 Result<std::unique_ptr<Vm>> Vm::create(const VmSpec& spec, VmOptions options) {
+  // The once-per-process part of seccomp (libc's lazy state, libseccomp's kernel probing,
+  // the SIGSYS handler) runs beside the VM's construction instead of in the first filtered
+  // thread, which is on the way to the first KVM_RUN. Joined on every return.
+  std::jthread prepare_filters;
+  if (options.seccomp != SeccompMode::off) {
+    prepare_filters = std::jthread([mode = options.seccomp] { security::prepare_thread_filters(mode); });
+  }
   if (auto valid = validate_spec(spec); !valid) return std::unexpected(valid.error());
   auto kvm = KvmSystem::open(options.kvm_path);
   if (!kvm) return std::unexpected(kvm.error());

@@ -18,6 +18,7 @@ AdaptivePoll::Params params(microseconds max, uint32_t shrink = 0) {
   p.shrink = shrink;
   p.contention_holdoff = 3;
   p.min_cpu_percent = 75;
+  p.late_wakeups_to_shrink = 1;  // the rules one at a time; the streak has its own tests
   return p;
 }
 
@@ -169,7 +170,47 @@ TEST(AdaptivePoll, DefaultsAreQemuLike) {
   poll.on_wakeup(microseconds(10));
   EXPECT_EQ(poll.window(), microseconds(4));
   poll.on_wakeup(milliseconds(1));
+  poll.on_wakeup(milliseconds(1));
   EXPECT_EQ(poll.window(), Duration::zero());
+}
+
+// Queue depth 1 on a disk slower than the cap: each completion wakes the thread late, and
+// polling then catches the guest's next request. That pattern keeps the window.
+TEST(AdaptivePoll, LateCompletionsBetweenHitsKeepTheWindow) {
+  AdaptivePoll::Params p = params(microseconds(32));
+  p.late_wakeups_to_shrink = 2;
+  AdaptivePoll poll(p);
+  for (int i = 0; i < 4; ++i) poll.on_wakeup(microseconds(30));
+  ASSERT_EQ(poll.window(), microseconds(32));
+  for (int i = 0; i < 100; ++i) {
+    poll.on_wakeup(microseconds(100));  // the read completes after the window
+    poll.on_poll_hit();                 // the next request, caught by polling
+  }
+  EXPECT_EQ(poll.window(), microseconds(32));
+  EXPECT_EQ(poll.counters().shrinks, 0u);
+}
+
+TEST(AdaptivePoll, LateWakeupsInARowShrink) {
+  AdaptivePoll::Params p = params(microseconds(32));
+  p.late_wakeups_to_shrink = 2;
+  AdaptivePoll poll(p);
+  for (int i = 0; i < 4; ++i) poll.on_wakeup(microseconds(30));
+  poll.on_wakeup(milliseconds(5));
+  EXPECT_EQ(poll.window(), microseconds(32)) << "one late wake-up is not a trend";
+  poll.on_wakeup(milliseconds(5));
+  EXPECT_EQ(poll.window(), Duration::zero()) << "the guest went quiet";
+  EXPECT_EQ(poll.counters().shrinks, 1u);
+}
+
+TEST(AdaptivePoll, ATimelyEventBreaksTheStreak) {
+  AdaptivePoll::Params p = params(microseconds(32));
+  p.late_wakeups_to_shrink = 2;
+  AdaptivePoll poll(p);
+  for (int i = 0; i < 4; ++i) poll.on_wakeup(microseconds(30));
+  poll.on_wakeup(milliseconds(5));
+  poll.on_wakeup(microseconds(20));  // within the window
+  poll.on_wakeup(milliseconds(5));
+  EXPECT_EQ(poll.window(), microseconds(32));
 }
 
 }  // namespace

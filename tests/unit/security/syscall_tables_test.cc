@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Checks on the tables themselves; loading them is seccomp_filter_test.cc's job.
+#include <sched.h>
+#include <signal.h>
+
 #include <gtest/gtest.h>
 
 #if defined(SKIFF_HAVE_SECCOMP)
@@ -114,6 +117,27 @@ TEST(SyscallTables, EveryKindHasTheRuntimeAndOnlyCreatorsCanClone) {
   EXPECT_TRUE(allows(ThreadKind::blk_io, __NR_io_uring_enter));
   EXPECT_FALSE(allows(ThreadKind::blk_io, __NR_io_uring_setup));
   EXPECT_FALSE(allows(ThreadKind::net_io, __NR_preadv));
+}
+
+// Only main may fork, and only a plain fork (clone with SIGCHLD and nothing else: no
+// shared memory, no namespaces) for the background KVM teardown at exit; every other clone
+// rule of every kind is for threads.
+TEST(SyscallTables, OnlyMainForksAndOnlyPlainly) {
+  for (ThreadKind kind : all_thread_kinds()) {
+    bool plain_fork = false;
+    for (const SyscallRule& rule : thread_rules(kind)) {
+      if (rule.number != __NR_clone || rule.action != RuleAction::allow) continue;
+      ASSERT_TRUE(rule.condition.has_value()) << to_string(kind) << ": clone with any flags";
+      EXPECT_EQ(rule.condition->arg_index, 0u);
+      EXPECT_EQ(rule.condition->mask, ~uint64_t{0});
+      if (rule.condition->value == SIGCHLD) {
+        plain_fork = true;
+      } else {
+        EXPECT_NE(rule.condition->value & CLONE_THREAD, 0u) << to_string(kind) << ": clone that is not a thread";
+      }
+    }
+    EXPECT_EQ(plain_fork, kind == ThreadKind::main) << to_string(kind);
+  }
 }
 
 // A thread inherits its creator's filter; its own is stacked on top. Each kind's filter
