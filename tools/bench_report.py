@@ -15,6 +15,7 @@ import sys
 
 BEGIN = "<!-- bench-results:begin (tools/bench.sh --update-docs writes this part) -->"
 END = "<!-- bench-results:end -->"
+NET_TARGET = 1.5
 
 
 def load(path):
@@ -182,6 +183,15 @@ def net_section(placements):
                 cpus_per.append(num(median.get("cpu_us_per_frame"), 2))
             out.append(f"| {key} ({test.get('unit')}) | {cells[0]} | {cells[1]} | "
                        f"{num(test.get('skiff_over_qemu'), 2)} | {cpus_per[0]} | {cpus_per[1]} |")
+        out.append("")
+        # The target: 64-byte frames at 1.5 x QEMU's rate, both directions, every placement.
+        for key in ("tx64", "rx64"):
+            r = data.get("tests", {}).get(key, {}).get("skiff_over_qemu")
+            if r is None:
+                out.append(f"- **n/a** {placement}: {key} skiff vs QEMU: not measured")
+            else:
+                result = "PASS" if r >= NET_TARGET else "MISS"
+                out.append(f"- **{result}** {placement}: {key} skiff vs QEMU: {r:.2f}x (target >= {NET_TARGET}x)")
         out.append("")
     return out, ok
 
