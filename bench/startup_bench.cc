@@ -581,40 +581,28 @@ std::vector<Verdict> verdicts(const VmmRuns* skiff, const VmmRuns* qemu) {
   const Metric& overhead = metrics()[3];
   const Metric& exit_metric = metrics()[2];
 
-  Verdict startup_verdict{"startup", std::nullopt, ""};
-  if (skiff == nullptr || qemu == nullptr) {
-    startup_verdict.text = "needs both skiff and QEMU runs";
-  } else {
-    Stats s = stats_of(skiff->runs, startup);
-    Stats q = stats_of(qemu->runs, startup);
-    if (s.count == 0 || q.count == 0) {
-      startup_verdict.text = fmt::format("no successful {} runs", s.count == 0 ? "skiff" : "QEMU");
-    } else {
-      double limit = q.median * kStartupTargetRatio;
-      startup_verdict.pass = s.median <= limit;
-      startup_verdict.text =
-          fmt::format("skiff {:.2f} ms vs QEMU {:.2f} ms: ratio {:.3f} (target <= {:.3f}, i.e. <= {:.2f} ms{})",
-                      s.median, q.median, s.median / q.median, kStartupTargetRatio, limit,
-                      *startup_verdict.pass ? "" : fmt::format(", {:.2f} ms over", s.median - limit));
+  // skiff's median time against QEMU's, at most `target` times it.
+  auto time_ratio = [&](const std::string& name, const Metric& metric, double target) {
+    Verdict verdict{name, std::nullopt, ""};
+    if (skiff == nullptr || qemu == nullptr) {
+      verdict.text = "needs both skiff and QEMU runs";
+      return verdict;
     }
-  }
-  out.push_back(startup_verdict);
-
-  Verdict exit_verdict{"exit", std::nullopt, ""};
-  if (skiff == nullptr || qemu == nullptr) {
-    exit_verdict.text = "needs both skiff and QEMU runs";
-  } else {
-    Stats s = stats_of(skiff->runs, exit_metric);
-    Stats q = stats_of(qemu->runs, exit_metric);
+    Stats s = stats_of(skiff->runs, metric);
+    Stats q = stats_of(qemu->runs, metric);
     if (s.count == 0 || q.count == 0) {
-      exit_verdict.text = fmt::format("no successful {} exit runs", s.count == 0 ? "skiff" : "QEMU");
-    } else {
-      exit_verdict.pass = s.median <= q.median * kExitTargetRatio;
-      exit_verdict.text = fmt::format("skiff {:.2f} ms vs QEMU {:.2f} ms from exec to exit: ratio {:.3f} (target <= {:.2f})",
-                                      s.median, q.median, s.median / q.median, kExitTargetRatio);
+      verdict.text = fmt::format("no successful {} runs", s.count == 0 ? "skiff" : "QEMU");
+      return verdict;
     }
-  }
-  out.push_back(exit_verdict);
+    double limit = q.median * target;
+    verdict.pass = s.median <= limit;
+    verdict.text = fmt::format("{}: skiff {:.2f} ms vs QEMU {:.2f} ms: ratio {:.3f} (target <= {:.3f}, i.e. <= {:.2f} ms{})",
+                               metric.label, s.median, q.median, s.median / q.median, target, limit,
+                               *verdict.pass ? "" : fmt::format(", {:.2f} ms over", s.median - limit));
+    return verdict;
+  };
+  out.push_back(time_ratio("startup", startup, kStartupTargetRatio));
+  out.push_back(time_ratio("exit", exit_metric, kExitTargetRatio));
 
   Verdict overhead_verdict{"overhead", std::nullopt, ""};
   if (skiff == nullptr) {

@@ -99,6 +99,23 @@ def startup_section(runs):
     return out, ok
 
 
+def median_cells(test, keys, rate_key, rate_digits, cpu_key, cpu_digits):
+    """The median run's rate and CPU figure of each configuration in `keys`, as table cells
+    ("failed" where every run failed, "-" where it did not run), and whether one failed."""
+    rates, cpus, failed = [], [], False
+    for key in keys:
+        result = test.get("results", {}).get(key, {})
+        median = result.get("median")
+        if median is None:
+            rates.append("failed" if result else "-")
+            cpus.append("-")
+            failed |= bool(result)
+            continue
+        rates.append(num(median.get(rate_key), rate_digits))
+        cpus.append(num(median.get(cpu_key), cpu_digits))
+    return rates, cpus, failed
+
+
 # ---- virtio-blk -----------------------------------------------------------------------------
 
 BLK_CONFIGS = [("skiff-io_uring", "skiff io_uring"), ("skiff-sync", "skiff sync"), ("qemu", "QEMU"),
@@ -127,17 +144,11 @@ def blk_section(placements):
             iops = test.get("unit") == "IOPS"
             row = [f"{key} ({test.get('unit')})"]
             cpu = [f"{key}: host CPU µs/request"]
-            for k, _ in present:
-                result = test.get("results", {}).get(k, {})
-                median = result.get("median")
-                if median is None:
-                    row.append("failed" if result else "-")
-                    cpu.append("-")
-                    if result:
-                        ok = False
-                    continue
-                row.append(num(median.get("iops") if iops else median.get("mib_per_s"), 0 if iops else 1))
-                cpu.append(num(median.get("cpu_us_per_request"), 1))
+            rates, cpus, failed = median_cells(test, [k for k, _ in present], "iops" if iops else "mib_per_s",
+                                               0 if iops else 1, "cpu_us_per_request", 1)
+            row += rates
+            cpu += cpus
+            ok &= not failed
             r = test.get("skiff_io_uring_over_qemu")
             row.append(num(r, 2) + (f" ({test.get('better_qemu')})" if r is not None else ""))
             row.append(num(test.get("skiff_io_uring_over_fio"), 2))
@@ -168,19 +179,9 @@ def net_section(placements):
         out.append("|---|---|---|---|---|---|")
         for key, test in data.get("tests", {}).items():
             mib = test.get("unit") == "MiB/s"
-            cells = []
-            cpus_per = []
-            for vmm in ("skiff", "qemu"):
-                result = test.get("results", {}).get(vmm, {})
-                median = result.get("median")
-                if median is None:
-                    cells.append("failed" if result else "-")
-                    cpus_per.append("-")
-                    if result:
-                        ok = False
-                    continue
-                cells.append(num(median.get("mib_per_s") if mib else median.get("frames_per_s"), 1 if mib else 0))
-                cpus_per.append(num(median.get("cpu_us_per_frame"), 2))
+            cells, cpus_per, failed = median_cells(test, ["skiff", "qemu"], "mib_per_s" if mib else "frames_per_s",
+                                                   1 if mib else 0, "cpu_us_per_frame", 2)
+            ok &= not failed
             out.append(f"| {key} ({test.get('unit')}) | {cells[0]} | {cells[1]} | "
                        f"{num(test.get('skiff_over_qemu'), 2)} | {cpus_per[0]} | {cpus_per[1]} |")
         out.append("")
