@@ -26,6 +26,8 @@ EXTRA = {
                   b' "serial": "0123456789012345678901", "queues": 0}]}',
     "edge_balloon_api_null": b'{"boot": {"kernel": "k", "initrd": "i", "cmdline": "a\\u0000b"}, "rng": null,'
                              b' "balloon": {"target_mib": 99999999}, "api": null}',
+    "edge_vsock": b'{"boot": {"kernel": "k"}, "vsock": {"guest_cid": 2, "socket": "v.sock", "transport": "mmio"},'
+                  b' "api": {"socket": "v.sock_1024"}}',
     "edge_deep": b"[" * 600 + b"]" * 600,
     "edge_numbers": b'{"boot": {"kernel": "k"}, "machine": {"memory_mib": 1e400, "vcpus": -1}}',
     "text_mac": b"52:54:00:12:34:56",

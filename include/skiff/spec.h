@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -145,6 +146,20 @@ struct ApiSpec {
   bool operator==(const ApiSpec&) const = default;
 };
 
+// virtio-vsock (hybrid vsock, the Firecracker/Cloud Hypervisor convention): host programs
+// reach the guest through the Unix socket `socket` ("CONNECT <port>\n"); the guest's
+// connections to the host (CID 2) port P reach the program listening on "<socket>_<P>".
+struct VsockSpec {
+  uint32_t guest_cid = 3;          // the guest's context ID: 3 .. 0xfffffffe
+  std::filesystem::path socket;    // made (0600) when the VM starts, removed at exit
+  VirtioTransport transport = VirtioTransport::kPci;
+  bool operator==(const VsockSpec&) const = default;
+};
+
+// The longest vsock socket path such that "<socket>_<port>" for any 32-bit port (an '_'
+// and up to 10 digits) still fits sockaddr_un's 107 usable bytes: 107 - 11 = 96.
+inline constexpr size_t kMaxVsockSocketPathBytes = 96;
+
 struct VmSpec {
   std::string name = "skiff";
   MachineSpec machine;
@@ -154,6 +169,7 @@ struct VmSpec {
   std::vector<DiskSpec> disks;
   std::vector<NetSpec> nets;
   std::optional<BalloonSpec> balloon;  // absent: no balloon device
+  std::optional<VsockSpec> vsock;      // absent: no vsock device
   std::optional<ApiSpec> api;          // absent: no API socket
 };
 

@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// The host-independent rules for "disks", "nets" and "balloon" (docs/config.md).
+// The host-independent rules for "disks", "nets", "balloon", "vsock" and "api"
+// (docs/config.md).
 #include <algorithm>
 #include <bit>
 #include <cctype>
+#include <limits>
+#include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -144,6 +148,8 @@ Result<void> check_balloon(const BalloonSpec& balloon, const MachineSpec& machin
 
 // sockaddr_un::sun_path holds 108 bytes on Linux, the terminating NUL included.
 constexpr size_t kMaxSocketPathBytes = 107;
+// "<socket>_<port>": an '_' and at most 10 digits (4294967295) after the vsock socket path.
+static_assert(kMaxVsockSocketPathBytes + 1 + 10 == kMaxSocketPathBytes);
 
 Result<void> check_api(const ApiSpec& api) {
   const std::string path = api.socket.string();
@@ -156,6 +162,64 @@ Result<void> check_api(const ApiSpec& api) {
   if (path.back() == '/' || !api.socket.has_filename()) {
     return config_error(fmt::format("/api/socket: \"{}\" names a directory; give a file name for the socket",
                                     printable(path)));
+  }
+  return {};
+}
+
+// The CIDs of <linux/vm_sockets.h> that cannot be a guest's address.
+std::optional<std::string_view> reserved_cid_name(uint32_t cid) {
+  switch (cid) {
+    case 0: return "VMADDR_CID_HYPERVISOR";
+    case 1: return "VMADDR_CID_LOCAL, the local loopback";
+    case 2: return "VMADDR_CID_HOST, the host";
+    case std::numeric_limits<uint32_t>::max(): return "VMADDR_CID_ANY";
+    default: return std::nullopt;
+  }
+}
+
+// True when `path` is `socket` followed by "_<decimal port>": the name the vsock device
+// connects to for a guest connection to that host port.
+bool is_host_port_socket(const std::string& path, const std::string& socket) {
+  if (path.size() <= socket.size() + 1 || !path.starts_with(socket) || path[socket.size()] != '_') return false;
+  return std::ranges::all_of(std::string_view(path).substr(socket.size() + 1),
+                             [](char c) { return c >= '0' && c <= '9'; });
+}
+
+Result<void> check_vsock(const VsockSpec& vsock, const std::optional<ApiSpec>& api) {
+  if (auto reserved = reserved_cid_name(vsock.guest_cid)) {
+    return config_error(fmt::format("/vsock/guest_cid: {} is reserved ({}); use 3 or above, up to {}", vsock.guest_cid,
+                                    *reserved, std::numeric_limits<uint32_t>::max() - 1));
+  }
+  const std::string path = vsock.socket.string();
+  if (path.empty()) return config_error("/vsock/socket: empty; give the path of the vsock Unix socket");
+  if (path.find('\0') != std::string::npos) {
+    return config_error("/vsock/socket: the path contains a NUL character");
+  }
+  // Guest connections to host port P go to "<socket>_<P>", which must fit sun_path too.
+  if (path.size() > kMaxVsockSocketPathBytes) {
+    return config_error(fmt::format(
+        "/vsock/socket: \"{}\" is {} bytes long, but at most {} are allowed: guest connections to host port P go "
+        "to \"<socket>_<P>\", and with a 10-digit port that must still fit a Unix socket path's {} bytes; use a "
+        "shorter path",
+        printable(path), path.size(), kMaxVsockSocketPathBytes, kMaxSocketPathBytes));
+  }
+  if (path.back() == '/' || !vsock.socket.has_filename()) {
+    return config_error(fmt::format("/vsock/socket: \"{}\" names a directory; give a file name for the socket",
+                                    printable(path)));
+  }
+  if (!api) return {};
+  const std::string api_path = api->socket.lexically_normal().string();
+  const std::string vsock_path = vsock.socket.lexically_normal().string();
+  if (api_path == vsock_path) {
+    return config_error(fmt::format("/vsock/socket: \"{}\" is also the API socket (/api/socket); give each its own path",
+                                    printable(path)));
+  }
+  // Otherwise a guest connecting to that host port would be put through to the control API.
+  if (is_host_port_socket(api_path, vsock_path)) {
+    return config_error(fmt::format(
+        "/vsock/socket: the API socket \"{}\" is where guest connections to host port {} would go; move the API "
+        "socket or the vsock socket so that the guest cannot reach the control API",
+        printable(api->socket.string()), api_path.substr(vsock_path.size() + 1)));
   }
   return {};
 }
@@ -173,6 +237,9 @@ Result<void> check_device_rules(const VmSpec& spec) {
   }
   if (spec.balloon) {
     if (auto result = check_balloon(*spec.balloon, spec.machine); !result) return result;
+  }
+  if (spec.vsock) {
+    if (auto result = check_vsock(*spec.vsock, spec.api); !result) return result;
   }
   if (spec.api) return check_api(*spec.api);
   return {};

@@ -196,6 +196,40 @@ Result<void> check_disks(const std::vector<DiskSpec>& disks) {
   return {};
 }
 
+// The vsock device makes its socket when the VM starts (a stale one replaced, a live one
+// refused) and removes it at exit, so skiff must be able to create and remove files in the
+// socket's directory. Only looks: nothing is created here.
+Result<void> check_vsock_directory(const VsockSpec& vsock) {
+  std::filesystem::path dir = vsock.socket.parent_path();
+  if (dir.empty()) dir = ".";
+  const std::string socket = printable(vsock.socket.string());
+  const std::string shown = printable(dir.string());
+  struct stat status {};
+  if (::stat(dir.c_str(), &status) != 0) {
+    const int error = errno;
+    if (error == ENOENT) {
+      return config_error(fmt::format(
+          "/vsock/socket \"{}\": the directory \"{}\" does not exist; create it (e.g. mkdir -p {})", socket, shown,
+          shown));
+    }
+    return config_error(fmt::format("/vsock/socket \"{}\": directory \"{}\": {}; check the path and its permissions",
+                                    socket, shown, std::strerror(error)));
+  }
+  if (!S_ISDIR(status.st_mode)) {
+    return config_error(fmt::format(
+        "/vsock/socket \"{}\": \"{}\" is not a directory; put the socket in an existing directory", socket, shown));
+  }
+  // access() asks with the real uid, the one skiff creates files as (it is not setuid).
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    const int error = errno;
+    return config_error(fmt::format(
+        "/vsock/socket \"{}\": skiff cannot create the socket in \"{}\": {}; make the directory writable by the "
+        "user skiff runs as (e.g. chmod u+wx {}) or choose another directory",
+        socket, shown, std::strerror(error), shown));
+  }
+  return {};
+}
+
 }  // namespace
 
 // The socket itself is made (or a stale one replaced) when the API starts; its directory
@@ -237,6 +271,9 @@ Result<void> check_host_rules(const VmSpec& spec) {
     }
   }
   if (auto result = check_disks(spec.disks); !result) return result;
+  if (spec.vsock) {
+    if (auto result = check_vsock_directory(*spec.vsock); !result) return result;
+  }
   if (spec.api) {
     if (auto result = check_api_directory(*spec.api); !result) return result;
   }

@@ -28,8 +28,8 @@ namespace {
 // keys, and spec_to_json writes them in the documented order.
 using json = nlohmann::ordered_json;
 
-constexpr std::array<std::string_view, 9> kTopKeys = {"name",  "machine", "boot",    "serial", "rng",
-                                                      "disks", "nets",    "balloon", "api"};
+constexpr std::array<std::string_view, 10> kTopKeys = {"name",  "machine", "boot",    "serial", "rng",
+                                                       "disks", "nets",    "balloon", "vsock",  "api"};
 constexpr std::array<std::string_view, 9> kMachineKeys = {
     "vcpus",       "memory_mib",    "hugepages",     "prefault",    "lock_memory",
     "shared_memory", "vcpu_affinity", "numa_node", "mmio_cmdline"};
@@ -42,6 +42,7 @@ constexpr std::array<std::string_view, 11> kNetKeys = {
     "queue_size", "offloads", "rx_rate_limit", "tx_rate_limit", "transport"};
 constexpr std::array<std::string_view, 5> kBalloonKeys = {
     "target_mib", "deflate_on_oom", "stats_interval_s", "free_page_reporting", "transport"};
+constexpr std::array<std::string_view, 3> kVsockKeys = {"guest_cid", "socket", "transport"};
 constexpr std::array<std::string_view, 1> kApiKeys = {"socket"};
 constexpr std::array<std::string_view, 2> kDiskRateKeys = {"bytes_per_second", "ops_per_second"};
 constexpr std::array<std::string_view, 2> kNetRateKeys = {"bytes_per_second", "packets_per_second"};
@@ -480,6 +481,29 @@ Result<void> parse_balloon(const json& object, BalloonSpec& balloon) {
   return read_transport(reader, balloon.transport);
 }
 
+Result<void> parse_vsock(const json& object, const std::filesystem::path& base_dir, VsockSpec& vsock) {
+  ObjectReader reader(object, "/vsock");
+  if (auto result = reader.reject_unknown_keys(kVsockKeys); !result) return result;
+  // Required in JSON although VsockSpec has a default: the CID is the guest's address,
+  // which someone running several VMs should choose per VM rather than inherit.
+  if (reader.find("guest_cid") == nullptr || reader.find("guest_cid")->is_null()) {
+    return config_error("/vsock/guest_cid: missing; give the guest's context ID, 3 or above, e.g. 3");
+  }
+  if (auto result = reader.read_u32("guest_cid", vsock.guest_cid); !result) return result;
+  const json* socket = reader.find("socket");
+  if (socket == nullptr || socket->is_null()) {
+    return config_error(
+        "/vsock/socket: missing; give the path of the vsock Unix socket, e.g. \"/run/skiff/vm1.vsock\"");
+  }
+  // read_path's messages offer null and leaving the key out, which this key does not allow.
+  if (!socket->is_string()) return type_error(reader.pointer("socket"), "a string", *socket);
+  if (socket->get_ref<const std::string&>().empty()) {
+    return config_error("/vsock/socket: empty; give the path of the vsock Unix socket");
+  }
+  if (auto result = reader.read_path("socket", base_dir, vsock.socket); !result) return result;
+  return read_transport(reader, vsock.transport);
+}
+
 Result<void> parse_api(const json& object, const std::filesystem::path& base_dir, ApiSpec& api) {
   ObjectReader reader(object, "/api");
   if (auto result = reader.reject_unknown_keys(kApiKeys); !result) return result;
@@ -680,6 +704,15 @@ Result<VmSpec> read_spec_json(std::string_view json_text, const std::filesystem:
     if (auto result = parse_balloon(**balloon, *spec.balloon); !result) return std::unexpected(result.error());
   }
 
+  const json* vsock_value = top.find("vsock");
+  auto vsock = vsock_value != nullptr && vsock_value->is_null() ? Result<const json*>(nullptr)
+                                                                : optional_object(top, "vsock");
+  if (!vsock) return std::unexpected(vsock.error());
+  if (*vsock != nullptr) {
+    spec.vsock.emplace();
+    if (auto result = parse_vsock(**vsock, base_dir, *spec.vsock); !result) return std::unexpected(result.error());
+  }
+
   const json* api_value = top.find("api");
   auto api = api_value != nullptr && api_value->is_null() ? Result<const json*>(nullptr) : optional_object(top, "api");
   if (!api) return std::unexpected(api.error());
@@ -774,6 +807,10 @@ std::string write_spec_json(const VmSpec& spec) {
                                             {"free_page_reporting", spec.balloon->free_page_reporting},
                                             {"transport", to_string(spec.balloon->transport)}}
                                      : json(nullptr);
+  document["vsock"] = spec.vsock ? json{{"guest_cid", spec.vsock->guest_cid},
+                                        {"socket", spec.vsock->socket.string()},
+                                        {"transport", to_string(spec.vsock->transport)}}
+                                 : json(nullptr);
   document["api"] = spec.api ? json{{"socket", spec.api->socket.string()}} : json(nullptr);
   // Non-UTF-8 bytes (possible in paths built in code) are replaced rather than thrown on.
   return document.dump(2, ' ', false, json::error_handler_t::replace) + "\n";

@@ -7,9 +7,10 @@
 //                     (read_spec_json), and writing a spec back (write_spec_json)
 //   spec_rules.cc     limits below and the host-independent rules for name, machine, boot
 //                     and serial (check_spec_rules, which also runs check_device_rules)
-//   device_rules.cc   host-independent rules for disks, nets, balloon and api
+//   device_rules.cc   host-independent rules for disks, nets, balloon, vsock and api
 //   host_rules.cc     what this host must offer: CPUs and NUMA nodes, readable kernel,
-//                     initrd and disks, writable serial file, the API socket's directory
+//                     initrd and disks, writable serial file, the API socket's directory,
+//                     the vsock socket's writable directory
 //   spec_overrides.cc the command line's overrides of spec fields (skiff run/test flags)
 //
 // The host-independent rules run on every parsed spec and again in validate_spec, so
@@ -56,7 +57,8 @@ inline constexpr uint32_t kMinMtu = 68;            // IPv4's minimum (RFC 791)
 inline constexpr uint32_t kMaxMtu = 65535;
 inline constexpr size_t kMaxTapNameLength = 15;    // IFNAMSIZ - 1
 
-// Disks, NICs and the balloon: ids, queue shapes, serials, tap names, MACs, MTUs.
+// Disks, NICs, the balloon, vsock and the API socket: ids, queue shapes, serials, tap names,
+// MACs, MTUs, guest CIDs, socket paths.
 Result<void> check_device_rules(const VmSpec& spec);
 
 // Every host-independent rule: ranges, cross-field rules, affinity shape, cmdline
@@ -65,7 +67,7 @@ Result<void> check_spec_rules(const VmSpec& spec);
 
 // Every rule that looks at this host (host_rules.cc): host CPUs and NUMA nodes named by the
 // spec exist, the kernel, initrd and disks can be opened, the serial file can be written,
-// the API socket's directory exists.
+// the API socket's directory exists, the vsock socket's directory is writable.
 Result<void> check_host_rules(const VmSpec& spec);
 
 // Parses a Linux CPU or node list as found in sysfs ("0-3,8,10-11\n"). nullopt when the

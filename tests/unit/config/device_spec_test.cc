@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// "disks", "nets" and "balloon": parsing, defaults, every rule, round trips, and the host
-// checks of disk paths.
+// "disks", "nets", "balloon", "vsock" and "api": parsing, defaults, every rule, round trips,
+// and the host checks of disk paths (the vsock socket's directory: spec_validator_test.cc).
 #include <sys/stat.h>
 
 #include <string>
@@ -140,6 +140,104 @@ TEST(ApiSpec, SocketPathResolvedAgainstTheSpec) {
   auto none = parse_spec(spec_with_top(R"("api": null)"), kBase);
   ASSERT_TRUE(none);
   EXPECT_FALSE(none->api);
+}
+
+TEST(VsockSpec, EveryField) {
+  auto spec = parse_spec(
+      spec_with_top(R"("vsock": {"guest_cid": 42, "socket": "/run/skiff/web01.vsock", "transport": "mmio"})"), kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  ASSERT_TRUE(spec->vsock);
+  EXPECT_EQ(*spec->vsock, (VsockSpec{42, "/run/skiff/web01.vsock", VirtioTransport::kMmio}));
+}
+
+TEST(VsockSpec, DefaultsAndRelativeSocket) {
+  auto spec = parse_spec(spec_with_top(R"("vsock": {"guest_cid": 3, "socket": "web01.vsock"})"), kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  ASSERT_TRUE(spec->vsock);
+  EXPECT_EQ(spec->vsock->guest_cid, 3u);
+  EXPECT_EQ(spec->vsock->socket, kBase / "web01.vsock");  // like /api/socket
+  EXPECT_EQ(spec->vsock->transport, VirtioTransport::kPci);
+}
+
+TEST(VsockSpec, NullOrAbsentMeansNoDevice) {
+  auto none = parse_spec(spec_with_top(R"("vsock": null)"), kBase);
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_FALSE(none->vsock);
+  auto absent = parse_spec(spec_with_top(R"("name": "web01")"), kBase);
+  ASSERT_TRUE(absent) << absent.error().message();
+  EXPECT_FALSE(absent->vsock);
+}
+
+TEST(VsockSpec, AcceptsTheCidBoundaries) {
+  for (uint32_t cid : {3u, 0xfffffffeu}) {
+    auto spec = parse_spec(spec_with_top(fmt::format(R"("vsock": {{"guest_cid": {}, "socket": "/run/v"}})", cid)),
+                           kBase);
+    ASSERT_TRUE(spec) << cid << ": " << spec.error().message();
+    EXPECT_EQ(spec->vsock->guest_cid, cid);
+  }
+}
+
+TEST(VsockSpec, AcceptsTheLongestSocketPath) {
+  // 96 bytes: "<socket>_4294967295" is then 107, the most sun_path holds.
+  std::string path = "/" + std::string(kMaxVsockSocketPathBytes - 1, 'v');
+  ASSERT_EQ(path.size(), 96u);
+  auto spec = parse_spec(spec_with_top(fmt::format(R"("vsock": {{"guest_cid": 3, "socket": "{}"}})", path)), kBase);
+  ASSERT_TRUE(spec) << spec.error().message();
+  EXPECT_EQ(spec->vsock->socket, path);
+}
+
+TEST(VsockSpec, AcceptsAnApiSocketBesideIt) {
+  // Names that share the vsock socket's prefix but are not "<socket>_<port>".
+  for (std::string_view api : {"/run/skiff/vm.vsock_api", "/run/skiff/vm.vsock_", "/run/skiff/vm.vsock.api",
+                               "/run/skiff/vm.vsock_12a"}) {
+    auto spec = parse_spec(
+        spec_with_top(fmt::format(R"("vsock": {{"guest_cid": 3, "socket": "/run/skiff/vm.vsock"}},
+                                     "api": {{"socket": "{}"}})",
+                                  api)),
+        kBase);
+    EXPECT_TRUE(spec) << api << ": " << spec.error().message();
+  }
+}
+
+// Specs built in code reach the rules the JSON reader cannot: an empty or NUL-carrying path.
+TEST(VsockSpec, RulesApplyToSpecsBuiltInCode) {
+  VmSpec spec;
+  spec.boot.kernel = "/boot/vmlinuz";
+  spec.vsock = VsockSpec{};
+  auto empty = validate_spec(spec);
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().kind(), ErrorKind::kConfig);
+  EXPECT_THAT(empty.error().message(), StartsWith("/vsock/socket: empty"));
+  spec.vsock->socket = std::string("/run/a\0b", 8);
+  auto nul = validate_spec(spec);
+  ASSERT_FALSE(nul);
+  EXPECT_THAT(nul.error().message(), StartsWith("/vsock/socket: the path contains a NUL character"));
+  spec.vsock->socket = "/run/a.vsock";
+  spec.vsock->guest_cid = 2;
+  auto reserved = validate_spec(spec);
+  ASSERT_FALSE(reserved);
+  EXPECT_THAT(reserved.error().message(), StartsWith("/vsock/guest_cid: 2 is reserved"));
+}
+
+TEST(VsockSpec, RoundTripsThroughJson) {
+  VmSpec spec;
+  spec.boot.kernel = "/boot/vmlinuz";
+  spec.vsock = VsockSpec{0xfffffffe, "/run/skiff/a b.vsock", VirtioTransport::kMmio};
+  spec.api = ApiSpec{"/run/skiff/a.sock"};
+  std::string text = spec_to_json(spec);
+  auto again = parse_spec(text, "/elsewhere");
+  ASSERT_TRUE(again) << again.error().message() << "\n" << text;
+  EXPECT_EQ(again->vsock, spec.vsock);
+  EXPECT_EQ(spec_to_json(*again), text);
+  // Written between "balloon" and "api", as documented.
+  EXPECT_LT(text.find("\"balloon\""), text.find("\"vsock\""));
+  EXPECT_LT(text.find("\"vsock\""), text.find("\"api\""));
+  spec.vsock.reset();
+  std::string without = spec_to_json(spec);
+  EXPECT_THAT(without, HasSubstr("\"vsock\": null"));
+  auto none = parse_spec(without, "/elsewhere");
+  ASSERT_TRUE(none) << none.error().message();
+  EXPECT_FALSE(none->vsock);
 }
 
 TEST(DeviceSpec, RoundTripsThroughJson) {
@@ -289,6 +387,58 @@ std::vector<RejectCase> reject_cases() {
        "would take all of the guest's 256 MiB"},
       {"BalloonStatsTooLong", R"("balloon": {"stats_interval_s": 100000})", "/balloon/stats_interval_s: ",
        "out of range"},
+
+      {"VsockNotObject", R"("vsock": "/run/v.sock")", "/vsock: ", "expected an object, got string"},
+      {"VsockArray", R"("vsock": [])", "/vsock: ", "expected an object, got array"},
+      {"VsockUnknownKey", R"("vsock": {"guest_cid": 3, "socket": "/run/v", "cid": 3})", "/vsock/cid: ",
+       "unknown key (known keys: guest_cid, socket, transport)"},
+      {"VsockMisspelledKey", R"("vsock": {"guest_cid": 3, "sockets": "/run/v"})", "/vsock/sockets: ",
+       R"(did you mean "socket"?)"},
+      {"VsockNoCid", R"("vsock": {"socket": "/run/v"})", "/vsock/guest_cid: ", "missing"},
+      {"VsockCidNull", R"("vsock": {"guest_cid": null, "socket": "/run/v"})", "/vsock/guest_cid: ", "missing"},
+      {"VsockCidString", R"("vsock": {"guest_cid": "3", "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "expected an unsigned integer, got string"},
+      {"VsockCidNegative", R"("vsock": {"guest_cid": -3, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "expected an unsigned integer, got negative integer -3"},
+      {"VsockCidFraction", R"("vsock": {"guest_cid": 3.5, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "expected an unsigned integer"},
+      {"VsockCidAbove32Bits", R"("vsock": {"guest_cid": 4294967296, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "must be at most 4294967295"},
+      {"VsockCidHypervisor", R"("vsock": {"guest_cid": 0, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "0 is reserved (VMADDR_CID_HYPERVISOR); use 3 or above"},
+      {"VsockCidLocal", R"("vsock": {"guest_cid": 1, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "1 is reserved (VMADDR_CID_LOCAL"},
+      {"VsockCidHost", R"("vsock": {"guest_cid": 2, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "2 is reserved (VMADDR_CID_HOST, the host); use 3 or above"},
+      {"VsockCidAny", R"("vsock": {"guest_cid": 4294967295, "socket": "/run/v"})", "/vsock/guest_cid: ",
+       "4294967295 is reserved (VMADDR_CID_ANY); use 3 or above, up to 4294967294"},
+      {"VsockNoSocket", R"("vsock": {"guest_cid": 3})", "/vsock/socket: ", "missing"},
+      {"VsockSocketNull", R"("vsock": {"guest_cid": 3, "socket": null})", "/vsock/socket: ", "missing"},
+      {"VsockSocketWrongType", R"("vsock": {"guest_cid": 3, "socket": 5})", "/vsock/socket: ",
+       "expected a string, got integer 5"},
+      {"VsockSocketEmpty", R"("vsock": {"guest_cid": 3, "socket": ""})", "/vsock/socket: ", "empty"},
+      {"VsockSocketNul", R"("vsock": {"guest_cid": 3, "socket": "/run/a\u0000b"})", "/vsock/socket: ",
+       "NUL character"},
+      {"VsockSocketTooLong", R"("vsock": {"guest_cid": 3, "socket": "/)" + std::string(96, 'v') + R"("})",
+       "/vsock/socket: ", "is 97 bytes long, but at most 96 are allowed: guest connections to host port P go to"},
+      {"VsockSocketDirectory", R"("vsock": {"guest_cid": 3, "socket": "/run/skiff/"})", "/vsock/socket: ",
+       "names a directory"},
+      {"VsockTransportUnknown", R"("vsock": {"guest_cid": 3, "socket": "/run/v", "transport": "ccw"})",
+       "/vsock/transport: ", R"(use "pci" or "mmio")"},
+      {"VsockTransportWrongType", R"("vsock": {"guest_cid": 3, "socket": "/run/v", "transport": 1})",
+       "/vsock/transport: ", "expected a string"},
+      {"VsockSocketIsTheApiSocket",
+       R"("vsock": {"guest_cid": 3, "socket": "/run/skiff/vm.sock"}, "api": {"socket": "/run/skiff/vm.sock"})",
+       "/vsock/socket: ", "is also the API socket (/api/socket)"},
+      {"VsockSocketIsTheApiSocketSpelledOtherwise",
+       R"("vsock": {"guest_cid": 3, "socket": "/run/skiff/./vm.sock"}, "api": {"socket": "/run//skiff/vm.sock"})",
+       "/vsock/socket: ", "is also the API socket"},
+      {"VsockSocketIsTheApiSocketRelative",
+       R"("vsock": {"guest_cid": 3, "socket": "vm.sock"}, "api": {"socket": "/srv/vms/web01/vm.sock"})",
+       "/vsock/socket: ", "is also the API socket"},
+      {"VsockHostPortIsTheApiSocket",
+       R"("vsock": {"guest_cid": 3, "socket": "/run/vm.vsock"}, "api": {"socket": "/run/vm.vsock_1024"})",
+       "/vsock/socket: ", "is where guest connections to host port 1024 would go"},
 
       {"ApiNotObject", R"("api": "/run/x.sock")", "/api: ", "expected an object"},
       {"ApiUnknownKey", R"("api": {"socket": "/run/x.sock", "port": 80})", "/api/port: ", "unknown key"},

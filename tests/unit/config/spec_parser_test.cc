@@ -41,6 +41,7 @@ constexpr std::string_view kFullSpec = R"({
   "disks": [],
   "nets": [],
   "balloon": null,
+  "vsock": null,
   "api": null
 })";
 
@@ -120,7 +121,7 @@ TEST(SpecParser, AcceptsBoundaryValues) {
 
 TEST(SpecParser, AcceptsEmptyReservedKeys) {
   auto spec =
-      parse_spec(spec_with_top(R"("disks": [], "nets": [], "balloon": null, "api": null)"), kBase);
+      parse_spec(spec_with_top(R"("disks": [], "nets": [], "balloon": null, "vsock": null, "api": null)"), kBase);
   EXPECT_TRUE(spec) << spec.error().message();
   EXPECT_TRUE(parse_spec(spec_with_top(R"("disks": null, "nets": null)"), kBase));
 }
@@ -411,6 +412,8 @@ void expect_same_spec(const VmSpec& a, const VmSpec& b) {
   EXPECT_EQ(a.disks, b.disks);
   EXPECT_EQ(a.nets, b.nets);
   EXPECT_EQ(a.balloon, b.balloon);
+  EXPECT_EQ(a.vsock, b.vsock);
+  EXPECT_EQ(a.api, b.api);
 }
 
 void expect_round_trip(const VmSpec& spec) {

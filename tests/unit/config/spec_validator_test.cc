@@ -202,6 +202,47 @@ TEST_F(SpecValidator, SerialFileInReadOnlyDirectory) {
   expect_rejected_without_privilege("/serial/path ", "cannot create a file");
 }
 
+TEST_F(SpecValidator, VsockSocketInWritableDirectory) {
+  spec_.vsock = VsockSpec{3, dir_.path() / "vm.vsock", VirtioTransport::kPci};
+  auto result = validate_spec(spec_);
+  EXPECT_TRUE(result) << result.error().message();
+  // validate_spec only looks: the device makes the socket when the VM starts.
+  EXPECT_FALSE(std::filesystem::exists(spec_.vsock->socket));
+}
+
+TEST_F(SpecValidator, VsockSocketDirectoryMissing) {
+  auto missing = dir_.path() / "no-such-dir";
+  spec_.vsock = VsockSpec{3, missing / "vm.vsock", VirtioTransport::kPci};
+  expect_rejected(fmt::format("/vsock/socket \"{}\": ", spec_.vsock->socket.string()),
+                  fmt::format("the directory \"{}\" does not exist; create it (e.g. mkdir -p {})", missing.string(),
+                              missing.string()));
+}
+
+TEST_F(SpecValidator, VsockSocketDirectoryIsAFile) {
+  auto file = dir_.write("plain", "x");
+  spec_.vsock = VsockSpec{3, file / "vm.vsock", VirtioTransport::kPci};
+  expect_rejected("/vsock/socket ", fmt::format("\"{}\" is not a directory", file.string()));
+}
+
+TEST_F(SpecValidator, VsockSocketDirectoryUnreachable) {
+  // A file in the middle of the path: stat fails with ENOTDIR rather than ENOENT.
+  auto file = dir_.write("plain", "x");
+  spec_.vsock = VsockSpec{3, file / "sub" / "vm.vsock", VirtioTransport::kPci};
+  expect_rejected("/vsock/socket ", "Not a directory; check the path and its permissions");
+}
+
+TEST_F(SpecValidator, VsockSocketDirectoryNotWritable) {
+  auto sub = dir_.path() / "ro";
+  ASSERT_TRUE(std::filesystem::create_directory(sub));
+  ASSERT_EQ(::chmod(sub.c_str(), 0500), 0);
+  spec_.vsock = VsockSpec{3, sub / "vm.vsock", VirtioTransport::kPci};
+  // Root passes access(); as root the check runs in a child that has become nobody.
+  expect_rejected_without_privilege("/vsock/socket ", "skiff cannot create the socket in");
+  if (::geteuid() != 0) {
+    expect_rejected("/vsock/socket ", "Permission denied; make the directory writable");
+  }
+}
+
 TEST_F(SpecValidator, AffinityOnHostCpu0) {
   spec_.machine.vcpu_affinity = {{0}};
   auto result = validate_spec(spec_);
