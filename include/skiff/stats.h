@@ -86,6 +86,33 @@ struct BalloonStats {
   bool operator==(const BalloonStats&) const = default;
 };
 
+// One open virtio-vsock connection. Ports as the guest sees them: host_port is the
+// connection's port on CID 2.
+struct VsockConnectionStats {
+  uint32_t host_port = 0;
+  uint32_t guest_port = 0;
+  std::string initiator;  // "host" (a program's CONNECT) or "guest"
+  std::string state;      // "connecting", "established" or "closing"
+  uint64_t bytes_to_guest = 0;
+  uint64_t bytes_to_host = 0;
+  bool operator==(const VsockConnectionStats&) const = default;
+};
+
+// The virtio-vsock device: totals since the VM started, and its open connections.
+struct VsockStats {
+  uint32_t guest_cid = 0;
+  uint64_t host_connections = 0;   // host programs' connections the guest accepted
+  uint64_t guest_connections = 0;  // guest connections a host program accepted
+  uint64_t refused = 0;            // refused either way, timed out, or over the connection limit
+  uint64_t resets_sent = 0;        // RST packets to the guest
+  uint64_t resets_received = 0;    // RST packets from the guest
+  uint64_t bytes_to_guest = 0;
+  uint64_t bytes_to_host = 0;
+  uint64_t bad_packets = 0;        // malformed packets and protocol violations from the guest
+  std::vector<VsockConnectionStats> connections;
+  bool operator==(const VsockStats&) const = default;
+};
+
 struct VmStats {
   VmState state = VmState::created;
   double uptime_s = 0;  // seconds since the VM started; 0 before
@@ -93,6 +120,7 @@ struct VmStats {
   std::vector<DiskStats> disks;
   std::vector<NetStats> nets;
   std::optional<BalloonStats> balloon;  // absent when the VM has no balloon
+  std::optional<VsockStats> vsock;      // absent when the VM has no vsock device
   bool operator==(const VmStats&) const = default;
 };
 

@@ -60,6 +60,28 @@ json balloon_to_json(const BalloonStats& balloon) {
   return out;
 }
 
+json vsock_to_json(const VsockStats& vsock) {
+  json connections = json::array();
+  for (const VsockConnectionStats& c : vsock.connections) {
+    connections.push_back(json{{"host_port", c.host_port},
+                               {"guest_port", c.guest_port},
+                               {"initiator", c.initiator},
+                               {"state", c.state},
+                               {"bytes_to_guest", c.bytes_to_guest},
+                               {"bytes_to_host", c.bytes_to_host}});
+  }
+  return json{{"guest_cid", vsock.guest_cid},
+              {"host_connections", vsock.host_connections},
+              {"guest_connections", vsock.guest_connections},
+              {"refused", vsock.refused},
+              {"resets_sent", vsock.resets_sent},
+              {"resets_received", vsock.resets_received},
+              {"bytes_to_guest", vsock.bytes_to_guest},
+              {"bytes_to_host", vsock.bytes_to_host},
+              {"bad_packets", vsock.bad_packets},
+              {"connections", std::move(connections)}};
+}
+
 }  // namespace
 
 json stats_to_json(const VmStats& stats) {
@@ -75,6 +97,7 @@ json stats_to_json(const VmStats& stats) {
            {"disks", std::move(disks)},
            {"nets", std::move(nets)}};
   out["balloon"] = stats.balloon ? balloon_to_json(*stats.balloon) : json(nullptr);
+  out["vsock"] = stats.vsock ? vsock_to_json(*stats.vsock) : json(nullptr);
   return out;
 }
 

@@ -85,6 +85,21 @@ constexpr std::array<CounterField<NetStats>, 6> kNetCounters = {{
     {"skiff_net_tx_dropped_total", "Malformed guest frames and frames the tap refused.", &NetStats::tx_dropped},
 }};
 
+constexpr std::array<CounterField<VsockStats>, 8> kVsockCounters = {{
+    {"skiff_vsock_host_connections_total", "Host programs' connections the guest accepted.",
+     &VsockStats::host_connections},
+    {"skiff_vsock_guest_connections_total", "Guest connections a host program accepted.",
+     &VsockStats::guest_connections},
+    {"skiff_vsock_refused_total", "Connections refused either way, timed out, or over the limit.",
+     &VsockStats::refused},
+    {"skiff_vsock_resets_sent_total", "RST packets sent to the guest.", &VsockStats::resets_sent},
+    {"skiff_vsock_resets_received_total", "RST packets received from the guest.", &VsockStats::resets_received},
+    {"skiff_vsock_bytes_to_guest_total", "Bytes from host programs to the guest.", &VsockStats::bytes_to_guest},
+    {"skiff_vsock_bytes_to_host_total", "Bytes from the guest to host programs.", &VsockStats::bytes_to_host},
+    {"skiff_vsock_bad_packets_total", "Malformed packets and protocol violations from the guest.",
+     &VsockStats::bad_packets},
+}};
+
 constexpr double kNanosecondsPerSecond = 1e9;
 constexpr uint64_t kBytesPerMib = uint64_t{1} << 20;
 
@@ -176,6 +191,30 @@ std::string format_prometheus_metrics(const VmStats& stats) {
                  "The guest's latest memory statistics (memory figures in bytes, others counts).");
       for (const auto& [name, value] : balloon.guest_stats) {
         out.sample("skiff_balloon_guest_stat", label("name", name), value);
+      }
+    }
+  }
+  if (stats.vsock) {
+    const VsockStats& vsock = *stats.vsock;
+    for (const auto& counter : kVsockCounters) {
+      out.family(counter.name, "counter", counter.help);
+      out.sample(counter.name, "", vsock.*counter.field);
+    }
+    out.family("skiff_vsock_connections", "gauge", "Open vsock connections.");
+    out.sample("skiff_vsock_connections", "", static_cast<uint64_t>(vsock.connections.size()));
+    // Per connection: at most the device's connection limit (256) of each.
+    const auto connection_label = [](const VsockConnectionStats& c) {
+      return fmt::format("{},{},{}", label("host_port", fmt::format("{}", c.host_port)),
+                         label("guest_port", fmt::format("{}", c.guest_port)), label("initiator", c.initiator));
+    };
+    if (!vsock.connections.empty()) {
+      out.family("skiff_vsock_connection_bytes_to_guest_total", "counter", "Bytes to the guest on one connection.");
+      for (const VsockConnectionStats& c : vsock.connections) {
+        out.sample("skiff_vsock_connection_bytes_to_guest_total", connection_label(c), c.bytes_to_guest);
+      }
+      out.family("skiff_vsock_connection_bytes_to_host_total", "counter", "Bytes to the host on one connection.");
+      for (const VsockConnectionStats& c : vsock.connections) {
+        out.sample("skiff_vsock_connection_bytes_to_host_total", connection_label(c), c.bytes_to_host);
       }
     }
   }

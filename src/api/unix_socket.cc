@@ -18,15 +18,15 @@ namespace {
 
 constexpr int kListenBacklog = 8;
 
-Result<sockaddr_un> make_address(const std::filesystem::path& path) {
+Result<sockaddr_un> make_address(const std::filesystem::path& path, std::string_view label) {
   const std::string& text = path.native();
-  if (text.empty()) return config_error("api.socket: the path is empty");
+  if (text.empty()) return config_error(fmt::format("{}: the path is empty", label));
   if (text.size() > kMaxUnixSocketPathBytes) {
-    return config_error(fmt::format("api.socket \"{}\" is {} bytes long; a Unix socket path can have at most {}",
-                                    text, text.size(), kMaxUnixSocketPathBytes));
+    return config_error(fmt::format("{} \"{}\" is {} bytes long; a Unix socket path can have at most {}",
+                                    label, text, text.size(), kMaxUnixSocketPathBytes));
   }
   if (text.find('\0') != std::string::npos) {
-    return config_error(fmt::format("api.socket \"{}\" contains a NUL byte", text));
+    return config_error(fmt::format("{} \"{}\" contains a NUL byte", label, text));
   }
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
@@ -52,39 +52,40 @@ int connect_to(int fd, const sockaddr_un& address) {
 
 // Decides what to do with an existing file at the socket path: unlink it when it is a
 // socket left by a dead process, refuse otherwise.
-Result<void> clear_stale_socket(const std::filesystem::path& path, const sockaddr_un& address) {
+Result<void> clear_stale_socket(const std::filesystem::path& path, const sockaddr_un& address,
+                                std::string_view label) {
   struct stat info{};
   if (::lstat(path.c_str(), &info) != 0) {
     if (errno == ENOENT) return {};
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": stat", path.native()), errno));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": stat", label, path.native()), errno));
   }
   if (!S_ISSOCK(info.st_mode)) {
     return config_error(
-        fmt::format("api.socket \"{}\" exists and is not a socket; remove it or choose another path", path.native()));
+        fmt::format("{} \"{}\" exists and is not a socket; remove it or choose another path", label, path.native()));
   }
   auto probe = new_socket();
   if (!probe) return std::unexpected(probe.error());
   int error = connect_to(probe->get(), address);
   if (error == 0) {
-    return config_error(fmt::format("api.socket {} is in use by a running process", path.native()));
+    return config_error(fmt::format("{} {} is in use by a running process (another VM?); stop it or choose another path", label, path.native()));
   }
   if (error != ECONNREFUSED) {
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": probing the existing socket", path.native()), error));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": probing the existing socket", label, path.native()), error));
   }
   // Nobody listens: the process that bound it has gone (killed, crashed). Replace it.
-  spdlog::info("api.socket {}: replacing a stale socket", path.native());
+  spdlog::info("{} {}: replacing a stale socket", label, path.native());
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": removing the stale socket", path.native()), errno));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": removing the stale socket", label, path.native()), errno));
   }
   return {};
 }
 
 }  // namespace
 
-Result<UnixListener> listen_unix_socket(const std::filesystem::path& path) {
-  auto address = make_address(path);
+Result<UnixListener> listen_unix_socket(const std::filesystem::path& path, std::string_view label) {
+  auto address = make_address(path, label);
   if (!address) return std::unexpected(address.error());
-  if (auto cleared = clear_stale_socket(path, *address); !cleared) return std::unexpected(cleared.error());
+  if (auto cleared = clear_stale_socket(path, *address, label); !cleared) return std::unexpected(cleared.error());
 
   auto fd = new_socket();
   if (!fd) return std::unexpected(fd.error());
@@ -92,12 +93,12 @@ Result<UnixListener> listen_unix_socket(const std::filesystem::path& path) {
   // this makes the file 0600 from its first moment without touching the process-wide umask
   // (other threads may be creating files).
   if (::fchmod(fd->get(), S_IRUSR | S_IWUSR) != 0) {
-    return std::unexpected(errno_error("fchmod(api socket, 0600)", errno));
+    return std::unexpected(errno_error(fmt::format("{}: fchmod(0600)", label), errno));
   }
   // SAFETY: sockaddr_un is a sockaddr for AF_UNIX; the length is its full size.
   if (::bind(fd->get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(*address)) != 0) {
     int error = errno;
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": bind", path.native()), error));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": bind", label, path.native()), error));
   }
   UnixListener listener;
   listener.path = path;
@@ -105,19 +106,19 @@ Result<UnixListener> listen_unix_socket(const std::filesystem::path& path) {
   if (::stat(path.c_str(), &info) != 0) {
     int error = errno;
     ::unlink(path.c_str());
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": stat after bind", path.native()), error));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": stat after bind", label, path.native()), error));
   }
   listener.device = info.st_dev;
   listener.inode = info.st_ino;
   if ((info.st_mode & 0777) != 0600 && ::chmod(path.c_str(), 0600) != 0) {
     int error = errno;
     ::unlink(path.c_str());
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": chmod 0600", path.native()), error));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": chmod 0600", label, path.native()), error));
   }
   if (::listen(fd->get(), kListenBacklog) != 0) {
     int error = errno;
     ::unlink(path.c_str());
-    return std::unexpected(errno_error(fmt::format("api.socket \"{}\": listen", path.native()), error));
+    return std::unexpected(errno_error(fmt::format("{} \"{}\": listen", label, path.native()), error));
   }
   listener.fd = std::move(*fd);
   return listener;
@@ -129,12 +130,12 @@ void remove_unix_socket(const UnixListener& listener) {
   if (::lstat(listener.path.c_str(), &info) != 0) return;
   if (info.st_dev != listener.device || info.st_ino != listener.inode) return;
   if (::unlink(listener.path.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("api.socket {}: could not remove it: {}", listener.path.native(), std::strerror(errno));
+    spdlog::warn("{}: could not remove it: {}", listener.path.native(), std::strerror(errno));
   }
 }
 
 Result<UniqueFd> connect_unix_socket(const std::filesystem::path& path) {
-  auto address = make_address(path);
+  auto address = make_address(path, "api.socket");
   if (!address) return std::unexpected(address.error());
   auto fd = new_socket();
   if (!fd) return std::unexpected(fd.error());

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <string_view>
 
 #include "common/unique_fd.h"
 #include "skiff/error.h"
@@ -27,7 +28,8 @@ struct UnixListener {
 // exists: a socket something answers on is "in use by a running process" (error); a
 // socket nobody answers on (ECONNREFUSED: its process died) is unlinked and replaced;
 // anything that is not a socket is left alone (error).
-Result<UnixListener> listen_unix_socket(const std::filesystem::path& path);
+// `label` names the spec field in errors ("api.socket", "/vsock/socket").
+Result<UnixListener> listen_unix_socket(const std::filesystem::path& path, std::string_view label = "api.socket");
 
 // Removes the socket file if it is still the one `listener` created (a later skiff may
 // have replaced it after deciding ours was stale).

@@ -31,8 +31,8 @@ namespace {
 
 constexpr std::array kAllThreadKinds = {
     ThreadKind::main,    ThreadKind::vcpu,    ThreadKind::device_manager, ThreadKind::blk_io, ThreadKind::net_io,
-    ThreadKind::balloon, ThreadKind::rng,     ThreadKind::console,        ThreadKind::signals, ThreadKind::api,
-    ThreadKind::shutdown_timer,
+    ThreadKind::balloon, ThreadKind::rng,     ThreadKind::vsock,          ThreadKind::console, ThreadKind::signals,
+    ThreadKind::api,     ThreadKind::shutdown_timer,
 };
 
 // ---- What the SIGSYS handler may touch ---------------------------------------------------
@@ -94,6 +94,7 @@ const char* kind_name(ThreadKind kind) {
     case ThreadKind::net_io: return "net_io";
     case ThreadKind::balloon: return "balloon";
     case ThreadKind::rng: return "rng";
+    case ThreadKind::vsock: return "vsock";
     case ThreadKind::console: return "console";
     case ThreadKind::signals: return "signals";
     case ThreadKind::api: return "api";

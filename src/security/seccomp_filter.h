@@ -41,6 +41,7 @@ enum class ThreadKind {
   net_io,          // "skiff-<nic>-qN": one per virtio-net queue pair (EventLoop)
   balloon,         // "skiff-balloon": virtio-balloon queues and statistics timer (EventLoop)
   rng,             // "skiff-rng0": virtio-rng (EventLoop)
+  vsock,           // "skiff-vsock": virtio-vsock queues and its host Unix sockets (EventLoop)
   console,         // "skiff-console": stdin to the serial port
   signals,         // "skiff-signals": SIGINT/SIGTERM/SIGHUP of the skiff command
   api,             // "skiff-api": the control API's HTTP server

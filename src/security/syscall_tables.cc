@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <linux/seccomp.h>
@@ -214,6 +215,23 @@ const RuleGroup& rng_group() {
   return group;
 }
 
+const RuleGroup& vsock_group() {
+  static const RuleGroup group{
+      "vsock",
+      "virtio-vsock connections over Unix sockets (virtio/vsock/{virtio_vsock,vsock_muxer}.cc)",
+      {
+          SKIFF_SYSCALL(epoll_ctl, "VsockMuxer::update_polling: each connection's socket in the muxer's poll set"),
+          SKIFF_SYSCALL(accept4, "VsockMuxer::accept_host_connections: a host program connects to the socket"),
+          SKIFF_SYSCALL_IF(socket, 0, kLow32, AF_UNIX,
+                           "VsockMuxer::guest_request: a Unix socket for the guest's connection to <socket>_<port>"),
+          SKIFF_SYSCALL(connect, "VsockMuxer::guest_request connects it (non-blocking: at once or refused)"),
+          SKIFF_SYSCALL(recvfrom, "recv: a host program's CONNECT line (MSG_PEEK first) and its data for the guest"),
+          SKIFF_SYSCALL(sendto, "send: the guest's data and the \"OK <port>\" line to a host program"),
+          SKIFF_SYSCALL(shutdown, "the guest shut down one direction of a connection"),
+      }};
+  return group;
+}
+
 // ---- vCPU --------------------------------------------------------------------------------
 
 const RuleGroup& vcpu_group() {
@@ -342,7 +360,7 @@ std::vector<const RuleGroup*> thread_rule_groups(ThreadKind kind) {
       // Device workers are born here and inherit this filter: theirs must be in it.
       return {&runtime_group(),   &interrupts_group(), &device_activation_group(), &thread_creation_group(),
               &event_loop_group(), &blk_io_group(),    &net_io_group(),            &balloon_group(),
-              &rng_group()};
+              &rng_group(),        &vsock_group()};
     case ThreadKind::blk_io:
       return {&runtime_group(), &interrupts_group(), &event_loop_group(), &blk_io_group()};
     case ThreadKind::net_io:
@@ -351,6 +369,8 @@ std::vector<const RuleGroup*> thread_rule_groups(ThreadKind kind) {
       return {&runtime_group(), &interrupts_group(), &event_loop_group(), &balloon_group()};
     case ThreadKind::rng:
       return {&runtime_group(), &interrupts_group(), &event_loop_group(), &rng_group()};
+    case ThreadKind::vsock:
+      return {&runtime_group(), &interrupts_group(), &event_loop_group(), &vsock_group()};
     case ThreadKind::console:
       return {&runtime_group(), &interrupts_group(), &console_group()};
     case ThreadKind::signals:

@@ -8,6 +8,7 @@
 #include "virtio/blk/virtio_blk.h"
 #include "virtio/net/virtio_net.h"
 #include "virtio/rng/virtio_rng.h"
+#include "virtio/vsock/virtio_vsock.h"
 #include "vmm/balloon_status.h"
 #include "vmm/device_registry.h"
 
@@ -67,6 +68,17 @@ Result<std::vector<DeviceRequest>> build_balloon(const VmSpec& spec, const Guest
   return out;
 }
 
+Result<std::vector<DeviceRequest>> build_vsock(const VmSpec& spec, const GuestMemory&) {
+  std::vector<DeviceRequest> out;
+  if (!spec.vsock) return out;
+  // Binds the socket now: a path another VM answers on fails the VM before it starts.
+  auto vsock = virtio::vsock::VirtioVsock::create(spec.vsock->guest_cid, spec.vsock->socket);
+  if (!vsock) return std::unexpected(vsock.error());
+  out.push_back({.device = std::move(*vsock), .id = "vsock", .label = "virtio-vsock", .spec_path = "/vsock",
+                 .transport = spec.vsock->transport});
+  return out;
+}
+
 const DeviceKind kDeviceKinds[] = {
     {.name = "virtio-rng", .build = build_rng, .collect_stats = {}, .flush = {}},
     {.name = "virtio-blk",
@@ -91,6 +103,14 @@ const DeviceKind kDeviceKinds[] = {
          [](const virtio::VirtioDevice& device, const std::string&, VmStats& stats) {
            stats.balloon = to_balloon_stats(balloon_status(as<virtio::balloon::VirtioBalloon>(device)),
                                                  std::chrono::system_clock::now());
+         },
+     .flush = {}},
+    {.name = "virtio-vsock",
+     .build = build_vsock,
+     .collect_stats =
+         [](const virtio::VirtioDevice& device, const std::string&, VmStats& stats) {
+           const auto& vsock = as<virtio::vsock::VirtioVsock>(device);
+           stats.vsock = to_vsock_stats(vsock.guest_cid(), vsock.stats());
          },
      .flush = {}},
 };

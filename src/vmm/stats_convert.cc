@@ -46,6 +46,28 @@ NetStats to_net_stats(std::string id, const virtio::net::NetCounters& counters) 
   return out;
 }
 
+VsockStats to_vsock_stats(uint32_t guest_cid, const virtio::vsock::MuxerStats& stats) {
+  VsockStats out;
+  out.guest_cid = guest_cid;
+  out.host_connections = stats.host_connections;
+  out.guest_connections = stats.guest_connections;
+  out.refused = stats.refused;
+  out.resets_sent = stats.resets_sent;
+  out.resets_received = stats.resets_received;
+  out.bytes_to_guest = stats.bytes_to_guest;
+  out.bytes_to_host = stats.bytes_to_host;
+  out.bad_packets = stats.bad_packets;
+  for (const auto& connection : stats.connections) {
+    out.connections.push_back(VsockConnectionStats{.host_port = connection.host_port,
+                                                   .guest_port = connection.guest_port,
+                                                   .initiator = connection.host_initiated ? "host" : "guest",
+                                                   .state = connection.state,
+                                                   .bytes_to_guest = connection.bytes_to_guest,
+                                                   .bytes_to_host = connection.bytes_to_host});
+  }
+  return out;
+}
+
 BalloonStats to_balloon_stats(const BalloonStatus& status, std::chrono::system_clock::time_point now) {
   BalloonStats out;
   out.target_mib = status.target_mib();

@@ -366,7 +366,7 @@ TEST_F(ApiServerTest, LiveSocketIsRefused) {
   FakeBackend other;
   auto second = ApiServer::start(socket_, other);
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().message(), fmt::format("api.socket {} is in use by a running process", socket_.native()));
+  EXPECT_EQ(second.error().message(), fmt::format("api.socket {} is in use by a running process (another VM?); stop it or choose another path", socket_.native()));
   // The first server is untouched.
   EXPECT_EQ(request("GET", "/vm").status, 200);
 }

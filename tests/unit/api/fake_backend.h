@@ -40,6 +40,18 @@ class FakeBackend : public ApiBackend {
     balloon.guest_stats = {{"free_memory", 1 << 20}};
     balloon.guest_stats_sets = 1;
     stats_.balloon = balloon;
+    VsockStats vsock;
+    vsock.guest_cid = 3;
+    vsock.host_connections = 2;
+    vsock.refused = 1;
+    vsock.bytes_to_guest = 100;
+    vsock.connections = {VsockConnectionStats{.host_port = 1073741824,
+                                              .guest_port = 5000,
+                                              .initiator = "host",
+                                              .state = "established",
+                                              .bytes_to_guest = 100,
+                                              .bytes_to_host = 7}};
+    stats_.vsock = vsock;
   }
 
   VmState state() const override { return lifecycle.state(); }

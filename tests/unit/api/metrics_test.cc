@@ -41,6 +41,14 @@ TEST(ApiMetrics, FullStatsParseAsPrometheusText) {
   EXPECT_EQ(samples->at("skiff_balloon_target_bytes"), 64.0 * 1024 * 1024);
   EXPECT_EQ(samples->at("skiff_balloon_actual_bytes"), 32.0 * 1024 * 1024);
   EXPECT_EQ(samples->at("skiff_balloon_guest_stat{name=\"free_memory\"}"), 1 << 20);
+  EXPECT_EQ(samples->at("skiff_vsock_host_connections_total"), 2);
+  EXPECT_EQ(samples->at("skiff_vsock_refused_total"), 1);
+  EXPECT_EQ(samples->at("skiff_vsock_bytes_to_guest_total"), 100);
+  EXPECT_EQ(samples->at("skiff_vsock_connections"), 1);
+  EXPECT_EQ(samples->at(
+                "skiff_vsock_connection_bytes_to_host_total{host_port=\"1073741824\",guest_port=\"5000\",initiator="
+                "\"host\"}"),
+            7);
 }
 
 TEST(ApiMetrics, EmptyVmHasOnlyVmFamilies) {
@@ -52,6 +60,7 @@ TEST(ApiMetrics, EmptyVmHasOnlyVmFamilies) {
   EXPECT_EQ(samples->at("skiff_vm_state{state=\"created\"}"), 1);
   EXPECT_EQ(text.find("skiff_disk"), std::string::npos);
   EXPECT_EQ(text.find("skiff_balloon"), std::string::npos);
+  EXPECT_EQ(text.find("skiff_vsock"), std::string::npos);
 }
 
 TEST(ApiMetrics, HostileIdsStayInsideTheirLabel) {
@@ -92,8 +101,14 @@ TEST(ApiJson, StatsDocument) {
   EXPECT_EQ(json["balloon"]["actual_mib"], 32);
   EXPECT_EQ(json["balloon"]["guest_stats"]["free_memory"], 1 << 20);
   EXPECT_FALSE(json["balloon"].contains("guest_stats_age_s"));
+  EXPECT_EQ(json["vsock"]["guest_cid"], 3);
+  EXPECT_EQ(json["vsock"]["refused"], 1);
+  EXPECT_EQ(json["vsock"]["connections"][0]["initiator"], "host");
+  EXPECT_EQ(json["vsock"]["connections"][0]["host_port"], 1073741824);
+  EXPECT_EQ(json["vsock"]["connections"][0]["bytes_to_host"], 7);
   VmStats bare;
   EXPECT_TRUE(stats_to_json(bare)["balloon"].is_null());
+  EXPECT_TRUE(stats_to_json(bare)["vsock"].is_null());
   EXPECT_TRUE(stats_to_json(bare)["disks"].is_array());
 }
 

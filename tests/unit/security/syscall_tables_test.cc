@@ -3,6 +3,8 @@
 #include <sched.h>
 #include <signal.h>
 
+#include <sys/socket.h>
+
 #include <gtest/gtest.h>
 
 #if defined(SKIFF_HAVE_SECCOMP)
@@ -97,9 +99,20 @@ bool allows(ThreadKind kind, int number) {
 TEST(SyscallTables, NothingOpensFilesOrStartsProgramsAfterStart) {
   for (ThreadKind kind : all_thread_kinds()) {
     for (int number : {__NR_open, __NR_openat, __NR_openat2, __NR_execve, __NR_execveat, __NR_fork, __NR_vfork,
-                       __NR_socket, __NR_connect, __NR_ptrace, __NR_process_vm_writev, __NR_setuid, __NR_mount,
-                       __NR_init_module, __NR_bpf, __NR_unlinkat, __NR_rename, __NR_renameat2}) {
+                       __NR_ptrace, __NR_process_vm_writev, __NR_setuid, __NR_mount, __NR_init_module, __NR_bpf,
+                       __NR_unlinkat, __NR_rename, __NR_renameat2}) {
       EXPECT_FALSE(allows(kind, number)) << to_string(kind) << " allows syscall " << number;
+    }
+    // Only virtio-vsock makes sockets: Unix ones, for the guest's connections to
+    // "<socket>_<port>" (and the device manager, whose filter its worker inherits).
+    const bool vsock = kind == ThreadKind::vsock || kind == ThreadKind::device_manager;
+    EXPECT_EQ(allows(kind, __NR_connect), vsock) << to_string(kind);
+    EXPECT_EQ(allows(kind, __NR_socket), vsock) << to_string(kind);
+    for (const SyscallRule& rule : thread_rules(kind)) {
+      if (rule.number != __NR_socket) continue;
+      ASSERT_TRUE(rule.condition.has_value()) << to_string(kind) << ": socket() of any family";
+      EXPECT_EQ(rule.condition->arg_index, 0u);
+      EXPECT_EQ(rule.condition->value, static_cast<uint64_t>(AF_UNIX));
     }
     // Only the main thread removes a file: the API socket at teardown.
     EXPECT_EQ(allows(kind, __NR_unlink), kind == ThreadKind::main) << to_string(kind);
@@ -149,6 +162,7 @@ TEST(SyscallTables, ChildrenFitInsideTheFilterTheyInherit) {
   const std::pair<ThreadKind, ThreadKind> births[] = {
       {ThreadKind::device_manager, ThreadKind::blk_io},  {ThreadKind::device_manager, ThreadKind::net_io},
       {ThreadKind::device_manager, ThreadKind::balloon}, {ThreadKind::device_manager, ThreadKind::rng},
+      {ThreadKind::device_manager, ThreadKind::vsock},
       {ThreadKind::signals, ThreadKind::shutdown_timer}, {ThreadKind::api, ThreadKind::shutdown_timer},
       {ThreadKind::main, ThreadKind::shutdown_timer},
   };
