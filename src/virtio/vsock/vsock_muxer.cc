@@ -121,11 +121,11 @@ Result<std::unique_ptr<VsockMuxer>> VsockMuxer::create(uint32_t guest_cid, std::
 VsockMuxer::VsockMuxer(uint32_t guest_cid, std::filesystem::path socket_path, int listener, UniqueFd epoll)
     : guest_cid_(guest_cid), socket_path_(std::move(socket_path)), listener_(listener), epoll_(std::move(epoll)) {}
 
-VsockMuxer::~VsockMuxer() {
-  // The listener belongs to the device and outlives this muxer: leave the backlog to the next.
-  if (listener_ >= 0) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listener_, nullptr);
-  close_all();
-}
+// No epoll_ctl here or in close_connection(): closing an fd takes it out of every epoll set
+// (none of these fds is ever duplicated), and the main thread that tears the VM down may not
+// call epoll_ctl (docs/security.md). The listener belongs to the device; closing epoll_
+// drops its registration.
+VsockMuxer::~VsockMuxer() { close_all(); }
 
 // ---- Host side ----------------------------------------------------------------------------
 
@@ -665,8 +665,9 @@ void VsockMuxer::close_connection(uint64_t id) {
     auto key = by_key_.find(Key{gone->host_port, gone->guest_port});
     if (key != by_key_.end() && key->second == id) by_key_.erase(key);
   }
-  if (gone->registered) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, gone->fd.get(), nullptr);
-  // rx_ready_ may still name it: next_packet_for_guest() skips ids it cannot find.
+  // Closing the fd (gone's destructor) removes it from the epoll set. rx_ready_ may still
+  // name it, and so may events already returned by epoll_wait: both look ids up and skip
+  // the ones that are gone.
 }
 
 void VsockMuxer::close_all() {
