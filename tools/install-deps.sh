@@ -2,8 +2,9 @@
 # Installs everything skiff needs to build and test, from Debian 12 packages only.
 # Usage: tools/install-deps.sh [--tests]   (run as root)
 #   --tests  also installs what the whole test suite needs beyond building: QEMU, busybox
-#            and cpio for the real-Linux (tier 3) boots and the QEMU reference runs, clang 16
-#            with its libFuzzer runtime for the fuzz targets. (--tier3 is the old name.)
+#            and cpio for the real-Linux (tier 3) boots and the QEMU reference runs, socat for
+#            tier 3's virtio-vsock scenario (both ends of its connections), clang 16 with its
+#            libFuzzer runtime for the fuzz targets. (--tier3 is the old name.)
 set -euo pipefail
 
 want_tests=0
@@ -26,9 +27,10 @@ packages=(
   python3
 )
 if [ "$want_tests" -eq 1 ]; then
-  # tier 3 and the QEMU reference runs; libFuzzer targets (fuzz/) need clang >= 16; fio is
-  # the host ceiling in the blk benchmark (its smoke run is a test)
-  packages+=(qemu-system-x86 busybox-static cpio clang-16 libclang-rt-16-dev fio)
+  # tier 3 and the QEMU reference runs (socat: tier 3's virtio-vsock scenario); libFuzzer
+  # targets (fuzz/) need clang >= 16; fio is the host ceiling in the blk benchmark (its
+  # smoke run is a test)
+  packages+=(qemu-system-x86 busybox-static cpio socat clang-16 libclang-rt-16-dev fio)
 fi
 
 missing=()

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # /init of the INNER tier-3 guest: the initramfs that skiff boots with a Debian kernel.
 # Reports what the guest sees on the serial console, then does what the kernel command line
-# asks (tier3.action=poweroff|reboot|panic|pvpanic|hang|hwrng|blk|net|balloon|shell) and ends
+# asks (tier3.action=poweroff|reboot|panic|pvpanic|hang|hwrng|blk|net|balloon|vsock|shell) and ends
 # the VM.
 # The TIER3-* lines are the markers tools/tier3/scenarios.sh checks.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -200,6 +200,67 @@ if [ "$action" = balloon ]; then
   fi
   # The host samples skiff's resident memory meanwhile.
   sleep 4
+  action=poweroff
+fi
+# tier3.action=vsock: skiff's virtio-vsock on virtio-pci (guest CID 3), exercised with socat
+# (in the image that make-initramfs.sh --socat builds). Host → guest: a listener on port 5000
+# echoes one connection back and keeps a copy; scenarios.sh's host end sends 1 MiB through
+# skiff's Unix socket once the guest → host transfer is over. Guest → host: 1 MiB from
+# /dev/urandom to CID 2 port 5001, which skiff hands to the host's listener on
+# <socket>_5001. The guest prints the SHA-256 of what it sent and of what it received; the
+# host compares them with its own copies (scenarios.sh, vsock_post).
+if [ "$action" = vsock ]; then
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+           vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+    insmod "/lib/modules/tier3/$m.ko" || echo "TIER3-INSMOD-FAILED $m"
+  done
+  bound=
+  for _ in $(seq 1 20); do
+    for d in /sys/bus/virtio/devices/*; do
+      [ "$(basename "$(readlink "$d/driver" 2>/dev/null)")" = vmw_vsock_virtio_transport ] && bound=1
+    done
+    [ -n "$bound" ] && break
+    sleep 0.5
+  done
+  for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d/device" ] && echo "TIER3-VIRTIO-DEVICE ${d##*/} id=$(cat "$d/device") driver=$(basename "$(readlink "$d/driver" 2>/dev/null)")"
+  done
+  if ! command -v socat >/dev/null; then
+    echo "TIER3-VSOCK-NO-SOCAT (the inner image was built without make-initramfs.sh --socat)"
+  elif [ -z "$bound" ]; then
+    echo "TIER3-VSOCK-NO-DEVICE"
+  else
+    # Host → guest. One connection (no fork): socat ends when it is over. -t 60: after the
+    # host's end-of-file, wait for tee's last bytes to be echoed instead of socat's 0.5 s.
+    socat -t 60 VSOCK-LISTEN:5000,reuseaddr EXEC:'tee /tmp/h2g' 2>/tmp/h2g.err &
+    listener=$!
+    echo "TIER3-VSOCK-LISTENING port=5000"
+    # Guest → host.
+    dd if=/dev/urandom of=/tmp/g2h bs=65536 count=16 2>/dev/null
+    sum=$(sha256sum < /tmp/g2h | cut -d' ' -f1)
+    if socat -u FILE:/tmp/g2h VSOCK-CONNECT:2:5001 2>/tmp/g2h.err; then
+      echo "TIER3-VSOCK-G2H-SENT bytes=$(wc -c < /tmp/g2h) sha256=$sum"
+    else
+      echo "TIER3-VSOCK-G2H-FAILED $(tr '\n' ' ' < /tmp/g2h.err)"
+    fi
+    # The host connects once it has the guest's data (bounded: 90 s).
+    for _ in $(seq 1 180); do
+      kill -0 "$listener" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 "$listener" 2>/dev/null; then
+      echo "TIER3-VSOCK-H2G-TIMEOUT received=$( [ -f /tmp/h2g ] && wc -c < /tmp/h2g)"
+      kill "$listener"
+    fi
+    wait "$listener"
+    rc=$?
+    if [ -f /tmp/h2g ]; then
+      echo "TIER3-VSOCK-H2G-RECEIVED bytes=$(wc -c < /tmp/h2g) sha256=$(sha256sum < /tmp/h2g | cut -d' ' -f1) socat_rc=$rc"
+    else
+      echo "TIER3-VSOCK-H2G-NONE socat_rc=$rc $(tr '\n' ' ' < /tmp/h2g.err)"
+    fi
+  fi
+  grep virtio /proc/interrupts | sed 's/^/TIER3-IRQ /'
   action=poweroff
 fi
 echo "TIER3-ACTION $action"

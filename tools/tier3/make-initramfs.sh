@@ -2,29 +2,36 @@
 # SPDX-License-Identifier: Apache-2.0
 # Builds the two busybox-static initramfs images of the tier-3 tests.
 #
-#   make-initramfs.sh inner OUT.cpio.gz [--modules DIR] [--init FILE]
+#   make-initramfs.sh inner OUT.cpio.gz [--modules DIR] [--init FILE] [--socat BIN]
 #       The guest skiff boots: /init = tools/tier3/inner-init.sh, or FILE with --init (your
 #       own test script: see docs/kernel-ci.md). With --modules (the inner
 #       kernel's lib/modules/<version>), also the modules the inner /init loads: for the
 #       virtio scenarios virtio_ring, virtio, virtio_mmio, virtio_pci and its two helpers,
 #       virtio-rng; for the pvpanic scenario pvpanic and pvpanic-mmio; for virtio-blk
 #       virtio_blk; for virtio-net failover, net_failover and virtio_net; for virtio-balloon
-#       virtio_balloon.
+#       virtio_balloon; for virtio-vsock vsock, vmw_vsock_virtio_transport_common and
+#       vmw_vsock_virtio_transport. With --socat, also that socat (VSOCK-LISTEN and
+#       VSOCK-CONNECT for the virtio-vsock scenario) at /usr/bin/socat with the shared
+#       libraries ldd lists: about 4 MB more gzipped, so run.sh builds a second image with
+#       it for that scenario alone and the others keep booting the small one.
 #
 #   make-initramfs.sh outer OUT.cpio[.gz] --skiff BIN --modules DIR \
 #       --inner-kernel VMLINUZ --inner-initrd INNER.cpio.gz [--generic-kernel VMLINUZ] \
 #       [--inner-extra "WORDS"] [--workarounds "WORDS"|none] [--inner-memory 256M] [--panic-rc N]
-#       [--hang-timeout S]
+#       [--hang-timeout S] [--socat BIN --vsock-initrd INNER-VSOCK.cpio.gz]
 #       The VM QEMU boots: busybox, the KVM modules of the outer kernel (DIR is its
 #       lib/modules/<version>) plus loop and tun (virtio-blk's 4 KiB-sector loop device,
 #       virtio-net's tap), skiff with its shared libraries, util-linux's losetup with its
 #       libraries when this host has it (busybox's cannot set a sector size), the inner kernel(s) and
-#       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh.
+#       initramfs, tools/tier3/scenarios.sh, and /init = tools/tier3/outer-init.sh. With
+#       --socat and --vsock-initrd (the virtio-vsock scenario), also socat with its libraries
+#       at /tier3/socat (the host end of the vsock connections) and the inner image that
+#       carries the guest's socat.
 #       OUT ending in .gz is gzip-compressed, anything else is a plain cpio (faster for
 #       QEMU's TCG to unpack).
 #
-# Needs busybox-static, cpio and gzip. Run as root so /dev/console can be created
-# (without it the kernel's built-in initramfs provides one).
+# Needs busybox-static, cpio and gzip (and socat for --socat). Run as root so /dev/console
+# can be created (without it the kernel's built-in initramfs provides one).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +43,7 @@ out=$2
 shift 2
 
 skiff='' modules='' init_script='' inner_kernel='' inner_initrd='' generic_kernel='' inner_extra=''
-inner_memory=256M panic_rc=72 hang_timeout=45 workarounds=
+inner_memory=256M panic_rc=72 hang_timeout=45 workarounds='' socat='' vsock_initrd=''
 while [ $# -gt 0 ]; do
   case "$1" in
     --skiff) skiff=$2; shift 2 ;;
@@ -50,6 +57,8 @@ while [ $# -gt 0 ]; do
     --inner-memory) inner_memory=$2; shift 2 ;;
     --panic-rc) panic_rc=$2; shift 2 ;;
     --hang-timeout) hang_timeout=$2; shift 2 ;;
+    --socat) socat=$2; shift 2 ;;
+    --vsock-initrd) vsock_initrd=$2; shift 2 ;;
     *) die "unknown option '$1'" ;;
   esac
 done
@@ -61,6 +70,9 @@ if ldd "$busybox" >/dev/null 2>&1; then
   die "$busybox is dynamically linked; install busybox-static"
 fi
 command -v cpio >/dev/null || die "cpio not found (apt-get install cpio)"
+if [ -n "$socat" ]; then
+  [ -x "$socat" ] || die "--socat BIN: '$socat' is not an executable (apt-get install socat, or tools/install-deps.sh --tests)"
+fi
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/skiff-tier3-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
@@ -86,6 +98,15 @@ copy_at_path() {
   local src=$1
   mkdir -p "$stage/$(dirname "$src")"
   cp -L "$src" "$stage/$src"
+}
+
+# The shared libraries ldd lists for BIN, and the dynamic loader, at their own paths (those
+# already in the stage are kept).
+copy_libs() {
+  local lib
+  while read -r lib; do
+    [ -e "$stage/$lib" ] || copy_at_path "$lib"
+  done < <(ldd "$1" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
 }
 
 # Copies a kernel module, decompressing .ko.xz/.ko.zst/.ko.gz (Debian 12 ships plain .ko;
@@ -122,9 +143,16 @@ case "$kind" in
       [ -d "$modules" ] || die "--modules DIR: $modules is not a directory"
       # In dependency order (each .ko's modinfo depends=): inner-init.sh loads them so.
       for m in virtio_ring virtio virtio_mmio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-               virtio-rng pvpanic pvpanic-mmio virtio_blk failover net_failover virtio_net virtio_balloon; do
+               virtio-rng pvpanic pvpanic-mmio virtio_blk failover net_failover virtio_net virtio_balloon \
+               vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
         copy_module "$m"
       done
+    fi
+    # The virtio-vsock scenario's guest program: socat, dynamically linked (Debian has no
+    # static build), so with its libraries; the guest's /init runs it from /usr/bin.
+    if [ -n "$socat" ]; then
+      install -D -m 0755 "$socat" "$stage/usr/bin/socat"
+      copy_libs "$socat"
     fi
     if [ -n "$init_script" ]; then
       [ -f "$init_script" ] || die "--init FILE: $init_script not found"
@@ -166,10 +194,18 @@ case "$kind" in
     util_losetup=$(command -v losetup || true)
     if [ -n "$util_losetup" ] && "$util_losetup" --help 2>&1 | grep -- --sector-size >/dev/null; then
       install -m 0755 "$util_losetup" "$stage/tier3/losetup"
-      while read -r lib; do
-        [ -e "$stage/$lib" ] || copy_at_path "$lib"
-      done < <(ldd "$util_losetup" | awk '/=> \// { print $3 } /^\t\/.*ld-linux/ { print $1 }')
+      copy_libs "$util_losetup"
       losetup_path=/tier3/losetup
+    fi
+    # The virtio-vsock scenario: socat as the host end of the connections, and the inner
+    # image that carries the guest's socat. Without them that scenario fails on "socat".
+    socat_path='' vsock_initrd_path=''
+    if [ -n "$socat" ] && [ -n "$vsock_initrd" ]; then
+      [ -f "$vsock_initrd" ] || die "--vsock-initrd: $vsock_initrd not found"
+      install -m 0755 "$socat" "$stage/tier3/socat"
+      copy_libs "$socat"
+      cp "$vsock_initrd" "$stage/tier3/inner-vsock.cpio.gz"
+      socat_path=/tier3/socat vsock_initrd_path=/tier3/inner-vsock.cpio.gz
     fi
     cp "$inner_kernel" "$stage/tier3/vmlinuz"
     cp "$inner_initrd" "$stage/tier3/inner.cpio.gz"
@@ -186,6 +222,8 @@ case "$kind" in
       echo "INNER_INITRD=/tier3/inner.cpio.gz"
       echo "GENERIC_KERNEL=$generic_path"
       echo "LOSETUP=$losetup_path"
+      echo "SOCAT=$socat_path"
+      echo "INNER_INITRD_VSOCK=$vsock_initrd_path"
       printf 'INNER_EXTRA=%q\n' "$inner_extra"
       # Empty: scenarios.sh's default workarounds apply.
       printf 'WORKAROUNDS=%q\n' "$workarounds"

@@ -13,7 +13,8 @@
 #   --cache DIR            kernel download cache (default: <dir of skiff>/tier3-cache)
 #   --work DIR             initramfs images and logs (default: <dir of skiff>/tier3-work)
 #   --scenarios LIST       comma-separated: boot1,boot2,reboot,panic,pvpanic,timeout,generic,
-#                          virtio-mmio,virtio-pci,virtio-pci-intx,virtio-blk,virtio-net,virtio-balloon
+#                          virtio-mmio,virtio-pci,virtio-pci-intx,virtio-blk,virtio-net,virtio-balloon,
+#                          virtio-vsock
 #                          (default: boot1,boot2,reboot,panic)
 #   --mode auto|nested|direct   (default auto: direct only with real VT-x/AMD-V)
 #   --timeout SECONDS      wall limit of the whole run (default 1200)
@@ -29,7 +30,9 @@
 # Environment: QEMU=<binary> instead of qemu-system-x86_64; TIER3_TSC_KHZ=<kHz>|none for
 #   the outer kernel's tsc_early_khz= (default: the host's "cpu MHz" with a constant TSC).
 # Exit: 0 every scenario passed, 1 something failed, 77 skipped (no QEMU for the nested
-# mode, or the kernel package could not be downloaded), 2 usage.
+# mode, or the kernel package could not be downloaded), 2 usage. virtio-vsock needs socat
+# (tools/install-deps.sh --tests): without it that scenario fails with missing=socat and
+# the others still run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -131,6 +134,20 @@ log "kernel: $cloud_vmlinuz${generic_vmlinuz:+ and $generic_vmlinuz}"
 
 # The inner initramfs carries the cloud kernel's virtio modules (=m in Debian's kernels).
 "$here/make-initramfs.sh" inner "$work/inner.cpio.gz" --modules "$cloud_modules"
+# virtio-vsock's guest runs socat (with its shared libraries, ~4 MB gzipped): a second inner
+# image, so that the other scenarios keep booting the small one. socat is also the host end.
+socat_bin=
+vsock_initrd=
+rm -f "$work/inner-vsock.cpio.gz"
+if [[ ",$scenarios," == *",virtio-vsock,"* ]]; then
+  socat_bin=$(command -v socat || true)
+  if [ -n "$socat_bin" ]; then
+    vsock_initrd=$work/inner-vsock.cpio.gz
+    "$here/make-initramfs.sh" inner "$vsock_initrd" --modules "$cloud_modules" --socat "$socat_bin"
+  else
+    log "ERROR: socat is not installed (apt-get install socat, or tools/install-deps.sh --tests): the virtio-vsock scenario will fail (missing=socat)"
+  fi
+fi
 
 console_log=$work/console.log
 : > "$console_log"
@@ -143,7 +160,7 @@ if [ "$mode" = nested ]; then
   "$here/make-initramfs.sh" outer "$work/outer.cpio" --skiff "$skiff" --modules "$cloud_modules" \
     --inner-kernel "$cloud_vmlinuz" --inner-initrd "$work/inner.cpio.gz" \
     ${generic_vmlinuz:+--generic-kernel "$generic_vmlinuz"} --inner-extra "$inner_extra" \
-    --workarounds "$workarounds"
+    --workarounds "$workarounds" ${vsock_initrd:+--socat "$socat_bin" --vsock-initrd "$vsock_initrd"}
   # The outer kernel calibrates its TSC against QEMU's PIT. Under TCG on a busy 2-core host
   # that fails ("tsc: Unable to calibrate against PIT", "No reference (HPET/PMTIMER)
   # available": microvm has neither) and the outer kernel then hangs before /init (0 of 3
@@ -266,6 +283,7 @@ else
   if [ -n "$seccomp" ]; then export SKIFF_SECCOMP=$seccomp; fi
   SKIFF=$skiff INNER_KERNEL=$cloud_vmlinuz INNER_INITRD=$work/inner.cpio.gz \
     GENERIC_KERNEL=$generic_vmlinuz INNER_EXTRA=$inner_extra WORKAROUNDS=$workarounds SCENARIO_TIMEOUT=$scenario_timeout \
+    SOCAT=$socat_bin INNER_INITRD_VSOCK=$vsock_initrd \
     LOG_DIR=$work/logs \
     timeout -s TERM -k 10 "$total_timeout" sh "$here/scenarios.sh" "${scenario_list[@]}" \
     2>&1 | tee "$console_log" || run_rc=$?

@@ -8,7 +8,8 @@
 #   - directly on a host with real VT-x/AMD-V, called by tools/tier3/run.sh.
 #
 # Usage: scenarios.sh SCENARIO...   (boot1 boot2 reboot panic pvpanic timeout generic virtio-mmio
-#                                    virtio-pci virtio-pci-intx virtio-blk virtio-net virtio-balloon)
+#                                    virtio-pci virtio-pci-intx virtio-blk virtio-net virtio-balloon
+#                                    virtio-vsock)
 # Environment:
 #   SKIFF            skiff binary                                   (required)
 #   INNER_KERNEL     cloud kernel bzImage for the inner guest       (required)
@@ -19,7 +20,8 @@
 #   WORKAROUNDS      inner kernel command-line words that work around known skiff bugs;
 #                    none today (the IOAPIC timer routing bug that needed `noapic` is fixed)
 #   SCENARIO_TIMEOUT seconds before skiff stops a run itself (`skiff run --timeout`, exit
-#                    124), default 240; a `timeout` 30 s later kills a skiff that hangs
+#                    124), default 240; a `timeout` 30 s later sends SIGTERM to a skiff that
+#                    hangs, and SIGKILL 20 s after that (exit 137)
 #   HANG_TIMEOUT     skiff's --timeout in the `timeout` scenario (a guest that hangs after
 #                    reaching /init), default 45
 #   LOG_DIR          where each run's console log goes, default /tmp/tier3-logs
@@ -28,6 +30,11 @@
 #   LOSETUP          a losetup that has -b/--sector-size (util-linux), for virtio-blk's
 #                    4 KiB-sector loop device; default: `losetup` on PATH if it has -b
 #   DISK_DIR         where virtio-blk's images go, default LOG_DIR (tmpfs in the outer VM)
+#   SOCAT            socat on this side, the host end of virtio-vsock's connections
+#                    (default: `socat` on PATH)
+#   INNER_INITRD_VSOCK  the inner initramfs with the guest's socat (make-initramfs.sh inner
+#                    --socat) for virtio-vsock; without it or SOCAT that scenario fails
+#                    with missing=socat
 #
 # Output: each run's console and skiff's log lines prefixed with "[name] ", then one line
 #   TIER3-RESULT name=<scenario> rc=<code> seconds=<wall> expect_rc=<code> status=PASS|FAIL
@@ -59,6 +66,11 @@ if [ -z "${LOSETUP:-}" ] && command -v losetup >/dev/null 2>&1 &&
   LOSETUP=losetup
 fi
 LOSETUP=${LOSETUP:-}
+if [ -z "${SOCAT:-}" ] && command -v socat >/dev/null 2>&1; then
+  SOCAT=$(command -v socat)
+fi
+SOCAT=${SOCAT:-}
+INNER_INITRD_VSOCK=${INNER_INITRD_VSOCK:-}
 
 # Seconds since boot with centiseconds, from /proc/uptime (busybox date has no %N).
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -67,6 +79,8 @@ passed=0
 failed=0
 spec_file=
 run_timeout=
+# run_initrd=FILE: the inner initramfs of one scenario, instead of INNER_INITRD.
+run_initrd=
 # Per-scenario hooks (function names), run around every attempt: pre_run before skiff starts
 # (fresh disk images), post_run after it ended, its output added to the log before the
 # markers are checked (host-side checks of what the guest did).
@@ -111,9 +125,11 @@ attempt() {
   # stdin from /dev/null: skiff must not take the outer console as interactive input.
   # awk streams the output live (prefixed) and keeps an unprefixed copy for the checks.
   # skiff's --timeout ends a stuck guest (exit 124); the outer `timeout` only catches a
-  # skiff that does not end itself.
+  # skiff that does not end itself, and -k kills one that does not end on SIGTERM either
+  # (seen once: a skiff hung in its teardown), so that the post_run hook and the next
+  # scenarios still run instead of the outer VM's silence watchdog ending them all.
   {
-    launch timeout -s TERM $((limit + 30)) "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "$INNER_INITRD" \
+    launch timeout -s TERM -k 20 $((limit + 30)) "$SKIFF" run ${spec_file:+"$spec_file"} --kernel "$kernel" --initrd "${run_initrd:-$INNER_INITRD}" \
       --cmdline "$cmdline" --vcpus "$vcpus" --memory "$INNER_MEMORY" --timeout "$limit" </dev/null 2>&1
     echo "$?" > "$LOG_DIR/$name.rc"
   } | awk -v prefix="[$name] " -v logfile="$log" '{ sub(/\r$/, ""); print prefix $0; print $0 >> logfile; fflush() }'
@@ -290,6 +306,94 @@ balloon_post() {
     }' "$balloon_rss"
 }
 
+# virtio-vsock: skiff's Unix socket in a short directory of its own (sun_path holds 107
+# bytes; LOG_DIR may be long in the direct mode). Before skiff starts, a background job (its
+# output in files of its own: pre_run's output is captured only until it returns) listens on
+# <socket>_5001 for the guest's 1 MiB and then, the guest's listener on port 5000 being up by
+# then, connects to <socket>, sends "CONNECT 5000" and 1 MiB of its own, and keeps what comes
+# back: the "OK <port>" line and the echo. One connection each way, no polling: nothing
+# forks in a loop beside the inner guest (see the balloon sampler).
+vsock_dir=
+vsock_job=
+vsock_mib_bytes=1048576
+vsock_pre() {
+  vsock_dir=$(mktemp -d /tmp/tier3-vsock.XXXXXX)
+  vsock_sock=$vsock_dir/vm.vsock
+  head -c "$vsock_mib_bytes" /dev/urandom > "$vsock_dir/h2g.sent"
+  printf '{"boot": {"kernel": "%s"}, "serial": {"input": false}, "vsock": {"guest_cid": 3, "socket": "%s"}}\n' \
+    "$INNER_KERNEL" "$vsock_sock" > "$spec_file"
+  echo "TIER3-VSOCK-HOST socket=$vsock_sock h2g_sha256=$(sha256sum < "$vsock_dir/h2g.sent" | cut -d' ' -f1)"
+  (
+    d=$vsock_dir
+    timeout 200 "$SOCAT" -u UNIX-LISTEN:"${vsock_sock}_5001" CREATE:"$d/g2h.received" \
+      > "$d/g2h.out" 2>&1 &
+    echo "$!" > "$d/pids"
+    wait "$!"
+    echo "$?" > "$d/g2h.rc"
+    # The first line on the socket is skiff's "OK <host port>", then the guest's echo. The
+    # data follows the CONNECT line at once (skiff keeps it until the guest accepts).
+    # -t 60: after our end-of-file, wait for the rest of the echo (socat's default is 0.5 s).
+    { printf 'CONNECT 5000\n'; cat "$d/h2g.sent"; } |
+      timeout 120 "$SOCAT" -t 60 - UNIX-CONNECT:"$vsock_sock" > "$d/h2g.echo" 2> "$d/h2g.out" &
+    echo "$!" >> "$d/pids"
+    wait "$!"
+    echo "$?" > "$d/h2g.rc"
+  ) < /dev/null > /dev/null 2>&1 &
+  vsock_job=$!
+}
+# vsock_file NAME: a file of the host job on one line, "none" when it is not there.
+vsock_file() {
+  if [ -f "$vsock_dir/$1" ]; then tr '\n' ' ' < "$vsock_dir/$1"; else echo none; fi
+}
+vsock_post() {
+  d=$vsock_dir
+  # Still running when skiff is gone: the guest never connected (or never accepted). Stop
+  # the job's socat processes (their pids in $d/pids; the job then goes on to the next and
+  # reaps them), then the job itself.
+  if kill -0 "$vsock_job" 2>/dev/null; then
+    echo "TIER3-VSOCK-HOST-JOB still running after skiff ended: stopping it"
+    for _ in 1 2 3; do
+      while read -r pid; do
+        kill "$pid" 2>/dev/null
+      done < "$d/pids"
+      kill -0 "$vsock_job" 2>/dev/null || break
+      sleep 1
+    done
+    kill "$vsock_job" 2>/dev/null
+  fi
+  wait "$vsock_job" 2>/dev/null
+  # Guest → host: what arrived on <socket>_5001 against the size and SHA-256 the guest printed.
+  guest=$(sed -n 's/^TIER3-VSOCK-G2H-SENT bytes=\([0-9]*\) sha256=\([0-9a-f]*\).*/\1 \2/p' "$log" | tail -n1)
+  if [ -f "$d/g2h.received" ]; then
+    got="$(wc -c < "$d/g2h.received" | tr -d ' ') $(sha256sum < "$d/g2h.received" | cut -d' ' -f1)"
+  else
+    got="none"
+  fi
+  echo "TIER3-VSOCK-HOST-G2H listener_rc=$(vsock_file g2h.rc) received=\"$got\" guest_sent=\"${guest:-none}\" $(vsock_file g2h.out)"
+  [ -n "$guest" ] && [ "$got" = "$guest" ] && [ "${guest%% *}" = "$vsock_mib_bytes" ] &&
+    echo "TIER3-VSOCK-HOST-G2H-MATCH bytes=${guest%% *}"
+  # Host → guest: skiff's OK line, then the echo, byte for byte; and what the guest says
+  # it received.
+  sent=$(sha256sum < "$d/h2g.sent" | cut -d' ' -f1)
+  ok_line=
+  [ -s "$d/h2g.echo" ] && ok_line=$(head -n1 "$d/h2g.echo")
+  echo "TIER3-VSOCK-HOST-H2G client_rc=$(vsock_file h2g.rc) first_line=\"$ok_line\" echo_file_bytes=$([ -f "$d/h2g.echo" ] && wc -c < "$d/h2g.echo" | tr -d ' ') $(vsock_file h2g.out)"
+  case "$ok_line" in
+    "OK "[0-9]*)
+      echo "TIER3-VSOCK-HOST-H2G-OK ${ok_line#OK }"
+      tail -c +$((${#ok_line} + 2)) "$d/h2g.echo" > "$d/h2g.echoed"
+      echoed="$(wc -c < "$d/h2g.echoed" | tr -d ' ') $(sha256sum < "$d/h2g.echoed" | cut -d' ' -f1)"
+      echo "TIER3-VSOCK-HOST-H2G-ECHO \"$echoed\" sent=\"$vsock_mib_bytes $sent\""
+      if [ "$echoed" = "$vsock_mib_bytes $sent" ] && cmp -s "$d/h2g.sent" "$d/h2g.echoed"; then
+        echo "TIER3-VSOCK-HOST-H2G-ECHO-MATCH bytes=$vsock_mib_bytes"
+      fi ;;
+  esac
+  guest=$(sed -n 's/^TIER3-VSOCK-H2G-RECEIVED bytes=\([0-9]*\) sha256=\([0-9a-f]*\).*/\1 \2/p' "$log" | tail -n1)
+  [ "$guest" = "$vsock_mib_bytes $sent" ] && echo "TIER3-VSOCK-HOST-H2G-MATCH bytes=$vsock_mib_bytes"
+  rm -rf "$vsock_dir"
+  return 0
+}
+
 for scenario in "$@"; do
   case "$scenario" in
     virtio-mmio)
@@ -368,6 +472,24 @@ for scenario in "$@"; do
         "TIER3-BALLOON-HOST-RSS-DROP ok" "TIER3-ACTION poweroff"
       INNER_EXTRA=$saved_extra
       pre_run='' post_run='' spec_file='' ;;
+    virtio-vsock)
+      # A virtio-vsock on virtio-pci (guest CID 3, skiff's hybrid-vsock Unix socket): 1 MiB
+      # each way through socat on both sides (vsock_pre, inner-init.sh's vsock action),
+      # compared byte for byte (vsock_post).
+      if [ -z "$SOCAT" ] || [ -z "$INNER_INITRD_VSOCK" ] || [ ! -f "$INNER_INITRD_VSOCK" ]; then
+        echo "TIER3-VSOCK socat is missing (install it: tools/install-deps.sh --tests); SOCAT='$SOCAT' INNER_INITRD_VSOCK='$INNER_INITRD_VSOCK'"
+        echo "TIER3-RESULT name=virtio-vsock rc=? seconds=0 expect_rc=0 status=FAIL missing=socat"
+        failed=$((failed + 1))
+        continue
+      fi
+      spec_file=$LOG_DIR/vsock.json
+      pre_run=vsock_pre post_run=vsock_post run_initrd=$INNER_INITRD_VSOCK
+      run_one virtio-vsock "$INNER_KERNEL" 1 vsock 0 \
+        "TIER3-INNER-UP" "id=0x0013 driver=vmw_vsock_virtio_transport" \
+        "TIER3-VSOCK-G2H-SENT bytes=$vsock_mib_bytes" "TIER3-VSOCK-HOST-G2H-MATCH" \
+        "TIER3-VSOCK-HOST-H2G-OK" "TIER3-VSOCK-HOST-H2G-ECHO-MATCH" "TIER3-VSOCK-HOST-H2G-MATCH" \
+        "TIER3-ACTION poweroff"
+      pre_run='' post_run='' run_initrd='' spec_file='' ;;
     boot1)
       run_one boot1 "$INNER_KERNEL" 1 poweroff 0 \
         "TIER3-INNER-UP" "TIER3-NPROC 1" "TIER3-CPUINFO 1" "TIER3-ACTION poweroff" ;;
