@@ -46,6 +46,7 @@ enum {
   kMmioVersionModern = 2,
   kDeviceIdNet = 1,      // §5.1, driven by virtio_net.c
   kDeviceIdBalloon = 5,  // §5.5, driven by balloon.c
+  kDeviceIdVsock = 19,   // §5.10, driven by vsock.c
   kDeviceIdBlock = 2,    // §5.2, driven by virtio_blk.c
   kDeviceIdEntropy = 4,  // §5.4
   // §2.1 device status bits
@@ -463,6 +464,7 @@ static void probe_device(const MmioDevice* device, u32 poll_limit) {
   if (id == kDeviceIdBlock) virtio_blk_mmio_drive(base, poll_limit);
   if (id == kDeviceIdNet) virtio_net_mmio_drive(base, poll_limit);
   if (id == kDeviceIdBalloon) balloon_mmio_drive(base, poll_limit);
+  if (id == kDeviceIdVsock) vsock_mmio_drive(base, poll_limit);
 }
 
 u32 virtio_mmio_report(const char* cmdline) {
@@ -496,6 +498,7 @@ u32 virtio_mmio_report(const char* cmdline) {
   virtio_blk_configure(cmdline);
   virtio_net_configure(cmdline);
   balloon_configure(cmdline);
+  vsock_configure(cmdline);
   for (u32 i = 0; i < count; ++i) probe_device(&devices[i], (u32)poll_limit);
   return (u32)poll_limit;
 }

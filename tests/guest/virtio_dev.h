@@ -160,3 +160,9 @@ int vdev_take_used(VdevQueue* queue, u32* id, u32* length);
 void balloon_configure(const char* cmdline);
 void balloon_mmio_drive(u64 base, u32 poll_limit);
 void balloon_pci_drive(u32 slot, u32 poll_limit);
+
+// vsock.c: virtio-vsock (§5.10), only with skiff.virtio=1 and skiff.vsock=<tests> (README.md,
+// "virtio-vsock"); acts on the first socket device only.
+void vsock_configure(const char* cmdline);
+void vsock_mmio_drive(u64 base, u32 poll_limit);
+void vsock_pci_drive(u32 slot, u32 poll_limit);

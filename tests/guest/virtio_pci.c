@@ -64,6 +64,7 @@ enum {
   kVirtioBlkDeviceId = 0x1042,  // 0x1040 + device type 2
   kVirtioNetDeviceId = 0x1041,  // 0x1040 + device type 1
   kVirtioBalloonDeviceId = 0x1045,  // 0x1040 + device type 5
+  kVirtioVsockDeviceId = 0x1053,    // 0x1040 + device type 19
   kCapCommon = 1,
   kCapNotify = 2,
   kCapIsr = 3,
@@ -692,6 +693,7 @@ void virtio_pci_report(u32 poll_limit) {
   int blk_slot = -1;
   int net_slot = -1;
   int balloon_slot = -1;
+  int vsock_slot = -1;
   for (u32 slot = 0; slot < kSlots; ++slot) {
     u32 ids = pci_config_read32(slot, kCfgVendorDevice);
     u32 vendor = ids & 0xffff;
@@ -714,6 +716,7 @@ void virtio_pci_report(u32 poll_limit) {
     if (blk_slot < 0 && vendor == kVirtioVendorId && device == kVirtioBlkDeviceId) blk_slot = (int)slot;
     if (net_slot < 0 && vendor == kVirtioVendorId && device == kVirtioNetDeviceId) net_slot = (int)slot;
     if (balloon_slot < 0 && vendor == kVirtioVendorId && device == kVirtioBalloonDeviceId) balloon_slot = (int)slot;
+    if (vsock_slot < 0 && vendor == kVirtioVendorId && device == kVirtioVsockDeviceId) vsock_slot = (int)slot;
   }
   line_begin();
   put_str("pci-devices=");
@@ -723,4 +726,5 @@ void virtio_pci_report(u32 poll_limit) {
   if (blk_slot >= 0) virtio_blk_pci_drive((u32)blk_slot, poll_limit);  // only with skiff.blk=
   if (net_slot >= 0) virtio_net_pci_drive((u32)net_slot, poll_limit);  // only with skiff.net=
   if (balloon_slot >= 0) balloon_pci_drive((u32)balloon_slot, poll_limit);  // only with skiff.balloon=
+  if (vsock_slot >= 0) vsock_pci_drive((u32)vsock_slot, poll_limit);  // only with skiff.vsock=
 }
