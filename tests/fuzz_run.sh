@@ -5,7 +5,7 @@
 # Usage: fuzz_run.sh SOURCE_DIR WORK_DIR SECONDS_PER_TARGET
 set -euo pipefail
 source_dir=$1 work=$2 seconds=$3
-targets=(virtqueue blk_request net balloon pci_config kernel_loader spec state)
+targets=(virtqueue blk_request net balloon pci_config kernel_loader spec state vsock)
 clangxx=$(command -v clang++-16 || true)
 if [ -z "$clangxx" ]; then
   echo "SKIP: clang++-16 not installed (tools/install-deps.sh installs clang-16 and libclang-rt-16-dev)"

@@ -76,7 +76,6 @@ struct VsockMuxer::Connection {
   bool need_request = false;
   bool need_response = false;
   bool need_credit_update = false;
-  bool need_credit_request = false;
   uint32_t need_shutdown = 0;  // flags of an OP_SHUTDOWN to send
   bool credit_requested = false;  // asked once since the guest last gave credit
   bool queued = false;            // in rx_ready_
@@ -176,6 +175,8 @@ void VsockMuxer::accept_host_connections(Clock::time_point now) {
 }
 
 void VsockMuxer::on_connection_event(Connection& connection, uint32_t events, Clock::time_point now) {
+  // flush_to_host() may reset (and free) the connection: look it up again by id after it.
+  const uint64_t id = connection.id;
   if (connection.state == State::kAwaitingLine) {
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_connect_line(connection, now);
     return;
@@ -194,7 +195,7 @@ void VsockMuxer::on_connection_event(Connection& connection, uint32_t events, Cl
   }
   if (events & EPOLLOUT) {
     flush_to_host(connection);
-    if (find_id(connection.id) == nullptr) return;  // the write failed: reset
+    if (find_id(id) == nullptr) return;  // the write failed, or a closing connection is done
   }
   if (events & (EPOLLIN | EPOLLHUP)) {
     connection.host_readable = true;
@@ -205,7 +206,7 @@ void VsockMuxer::on_connection_event(Connection& connection, uint32_t events, Cl
       connection.host_hup = true;
       if (connection.to_host_pending() > 0) {
         flush_to_host(connection);
-        if (find_id(connection.id) == nullptr) return;
+        if (find_id(id) == nullptr) return;
       }
     }
     mark_ready(connection);
@@ -334,6 +335,8 @@ void VsockMuxer::on_guest_packet(const PacketHeader& header, std::span<const uin
     if (header.op != kOpRst) queue_reset(header);  // §5.10.6.4: unknown connection
     return;
   }
+  // The handlers below may reset (and free) the connection: after them, look it up by id.
+  const uint64_t id = connection->id;
   // Every packet carries the guest's current credit.
   const uint32_t credit_before = guest_credit(*connection);
   connection->peer_buf_alloc = header.buf_alloc;
@@ -371,7 +374,7 @@ void VsockMuxer::on_guest_packet(const PacketHeader& header, std::span<const uin
     default:
       break;
   }
-  if (Connection* still = find_id(connection->id)) update_polling(*still);
+  if (Connection* still = find_id(id)) update_polling(*still);
 }
 
 void VsockMuxer::guest_request(const PacketHeader& header, Clock::time_point) {
@@ -453,9 +456,11 @@ void VsockMuxer::guest_data(Connection& connection, const PacketHeader& header, 
   }
   connection.rx_cnt += header.len;
   if (payload.empty()) return;
-  if (connection.to_host_pending() == 0 && connection.ok_line.empty()) {
-    // The common case: the socket takes it all now, nothing is kept.
-    connection.to_host.clear();
+  // Drop what the socket already took before keeping more, so the buffer holds only what is
+  // pending (at most kBufAlloc, by the credit check above), however long the stream.
+  if (connection.to_host_offset > 0) {
+    connection.to_host.erase(connection.to_host.begin(),
+                             connection.to_host.begin() + static_cast<std::ptrdiff_t>(connection.to_host_offset));
     connection.to_host_offset = 0;
   }
   connection.to_host.insert(connection.to_host.end(), payload.begin(), payload.end());
