@@ -245,6 +245,40 @@ int cmdline_value(const char* cmdline, const char* key, const char** value, usiz
   return found;
 }
 
+static int word_is(const char* text, usize length, const char* word) {
+  usize i = 0;
+  for (; i < length && word[i] != 0; ++i) {
+    if (text[i] != word[i]) return 0;
+  }
+  return i == length && word[i] == 0;
+}
+
+u32 cmdline_word_bits(const char* value, usize length, const CmdlineWord* words, u32 count, const char* what) {
+  u32 bits = 0;
+  usize start = 0;
+  while (start <= length) {
+    usize end = start;
+    while (end < length && value[end] != ',') ++end;
+    u32 known = 0;
+    for (u32 i = 0; i < count && !known; ++i) {
+      if (word_is(value + start, end - start, words[i].word)) {
+        bits |= words[i].bits;
+        known = 1;
+      }
+    }
+    if (!known) {
+      line_begin();
+      put_str("error bad-");
+      put_str(what);
+      put_str("-test index=");
+      put_dec(start);
+      line_end();
+    }
+    start = end + 1;
+  }
+  return bits;
+}
+
 int parse_u64(const char* text, usize length, u64* out) {
   u64 value = 0;
   u32 base = 10;

@@ -115,6 +115,13 @@ int token_has_key(const char* token, usize length, const char* key, const char**
                   usize* value_length);
 int cmdline_value(const char* cmdline, const char* key, const char** value, usize* value_length);
 int parse_u64(const char* text, usize length, u64* out);  // decimal or 0x hex, whole text
+// A comma-separated list of test names (skiff.net=arp,rx): the OR of the bits of the names
+// found in `words`. A name not in the table prints "error bad-<what>-test index=<offset>".
+typedef struct {
+  const char* word;
+  u32 bits;
+} CmdlineWord;
+u32 cmdline_word_bits(const char* value, usize length, const CmdlineWord* words, u32 count, const char* what);
 
 // acpi.c: CPU enumeration from the firmware tables.
 #define kMaxCpus 256

@@ -450,47 +450,20 @@ static void drive(BlkDevice* dev) {
 
 // ---- entry points -------------------------------------------------------------------------
 
-static int word_is(const char* text, usize length, const char* word) {
-  usize i = 0;
-  for (; i < length && word[i] != 0; ++i) {
-    if (text[i] != word[i]) return 0;
-  }
-  return i == length && word[i] == 0;
-}
-
 void virtio_blk_configure(const char* cmdline) {
   g_tests = 0;
   g_driven = 0;
   const char* value;
   usize length;
   if (!cmdline_value(cmdline, "skiff.blk", &value, &length)) return;
-  u32 tests = kTestEnabled;
-  usize start = 0;
-  while (start <= length) {
-    usize end = start;
-    while (end < length && value[end] != ',') ++end;
-    const char* word = value + start;
-    usize word_length = end - start;
-    if (word_is(word, word_length, "id") || word_is(word, word_length, "1")) {
-    } else if (word_is(word, word_length, "rw")) {
-      tests |= kTestWriteRead;
-    } else if (word_is(word, word_length, "oob")) {
-      tests |= kTestOutOfRange;
-    } else if (word_is(word, word_length, "discard")) {
-      tests |= kTestDiscard;
-    } else if (word_is(word, word_length, "zeroes")) {
-      tests |= kTestWriteZeroes;
-    } else if (word_is(word, word_length, "all")) {
-      tests |= kTestAll;
-    } else {
-      line_begin();
-      put_str("error bad-blk-test index=");
-      put_dec(start);
-      line_end();
-    }
-    start = end + 1;
-  }
-  g_tests = tests;
+  static const CmdlineWord kWords[] = {{"id", 0},
+                                       {"1", 0},
+                                       {"rw", kTestWriteRead},
+                                       {"oob", kTestOutOfRange},
+                                       {"discard", kTestDiscard},
+                                       {"zeroes", kTestWriteZeroes},
+                                       {"all", kTestAll}};
+  g_tests = kTestEnabled | cmdline_word_bits(value, length, kWords, ARRAY_SIZE(kWords), "blk");
 }
 
 void virtio_blk_mmio_drive(u64 base, u32 poll_limit) {

@@ -449,46 +449,15 @@ static void drive(NetDevice* dev) {
 
 // ---- entry points -------------------------------------------------------------------------
 
-static int word_is(const char* text, usize length, const char* word) {
-  usize i = 0;
-  for (; i < length && word[i] != 0; ++i) {
-    if (text[i] != word[i]) return 0;
-  }
-  return i == length && word[i] == 0;
-}
-
 void virtio_net_configure(const char* cmdline) {
   g_tests = 0;
   g_driven = 0;
   const char* value;
   usize length;
   if (!cmdline_value(cmdline, "skiff.net", &value, &length)) return;
-  static const struct {
-    const char* word;
-    u32 bits;
-  } kWords[] = {{"1", 0}, {"probe", 0}, {"arp", kTestArp}, {"rx", kTestRx},
+  static const CmdlineWord kWords[] = {{"1", 0}, {"probe", 0}, {"arp", kTestArp}, {"rx", kTestRx},
                 {"big", kTestBig}, {"mq", kTestMq}, {"mrg", kTestMrg}};
-  u32 tests = kTestEnabled;
-  usize start = 0;
-  while (start <= length) {
-    usize end = start;
-    while (end < length && value[end] != ',') ++end;
-    u32 known = 0;
-    for (u32 i = 0; i < ARRAY_SIZE(kWords) && !known; ++i) {
-      if (word_is(value + start, end - start, kWords[i].word)) {
-        tests |= kWords[i].bits;
-        known = 1;
-      }
-    }
-    if (!known) {
-      line_begin();
-      put_str("error bad-net-test index=");
-      put_dec(start);
-      line_end();
-    }
-    start = end + 1;
-  }
-  g_tests = tests;
+  g_tests = kTestEnabled | cmdline_word_bits(value, length, kWords, ARRAY_SIZE(kWords), "net");
 }
 
 void virtio_net_mmio_drive(u64 base, u32 poll_limit) {
