@@ -72,13 +72,6 @@ static void balloon_line_begin(void) {
   put_str("virtio-balloon");
 }
 
-static void put_field(const char* key, u64 value) {
-  put_char(' ');
-  put_str(key);
-  put_char('=');
-  put_dec(value);
-}
-
 static void balloon_error(const char* what, u64 value) {
   line_begin();
   put_str("error virtio-balloon ");

@@ -96,6 +96,8 @@ void put_hex(u64 value);  // "0x" + lowercase hex, no padding
 void put_hex_padded(u64 value);  // "0x" + 16 hex digits
 void put_hex_digits(u64 value, u32 digits);  // exactly `digits` (<= 16) hex digits, no "0x"
 void put_dec(u64 value);
+// " key=<decimal>": one field of a result line.
+void put_field(const char* key, u64 value);
 void line_begin(void);  // "SKIFF-GUEST "
 void line_end(void);    // "\n"
 

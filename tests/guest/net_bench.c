@@ -355,13 +355,6 @@ static void bench_error(const char* what, u64 value) {
   line_end();
 }
 
-static void put_field(const char* key, u64 value) {
-  put_char(' ');
-  put_str(key);
-  put_char('=');
-  put_dec(value);
-}
-
 static int text_is(const char* text, usize length, const char* word) {
   usize i = 0;
   for (; i < length && word[i] != 0; ++i) {

@@ -77,3 +77,10 @@ void put_dec(u64 value) {
 
 void line_begin(void) { put_str("SKIFF-GUEST "); }
 void line_end(void) { put_char('\n'); }
+
+void put_field(const char* key, u64 value) {
+  put_char(' ');
+  put_str(key);
+  put_char('=');
+  put_dec(value);
+}

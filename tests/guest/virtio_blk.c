@@ -141,13 +141,6 @@ static void blk_error(const char* what, u64 value) {
   line_end();
 }
 
-static void put_field(const char* key, u64 value) {
-  put_char(' ');
-  put_str(key);
-  put_char('=');
-  put_dec(value);
-}
-
 static void clear_queue(void) {
   volatile u8* bytes = (volatile u8*)&g_queue;
   for (usize i = 0; i < sizeof(g_queue); ++i) bytes[i] = 0;

@@ -121,13 +121,6 @@ static void net_error(const char* what, u64 value) {
   line_end();
 }
 
-static void put_field(const char* key, u64 value) {
-  put_char(' ');
-  put_str(key);
-  put_char('=');
-  put_dec(value);
-}
-
 // One queue (§4.1.5.1.3, §4.2.3.2): unused, at least kRxPosted descriptors, rings from its
 // slot, enabled. 0 after printing why not.
 static int setup_queue(NetDevice* dev, u32 slot, u16 index) {

@@ -149,13 +149,6 @@ static void vsock_error(const char* what, u64 value) {
   line_end();
 }
 
-static void put_field(const char* key, u64 value) {
-  put_char(' ');
-  put_str(key);
-  put_char('=');
-  put_dec(value);
-}
-
 static const char* op_name(u32 op) {
   static const char* const kNames[] = {"invalid",  "request", "response",      "rst",
                                        "shutdown", "rw",      "credit-update", "credit-request"};
