@@ -169,7 +169,6 @@ class VsockMuxer {
   std::map<Key, uint64_t> by_key_;
   std::deque<uint64_t> rx_ready_;  // connections with something for the guest, in order
   std::deque<PacketHeader> resets_;
-  bool listener_polled_ = false;
 
   mutable std::mutex stats_mutex_;  // the connection table, for stats()
   std::atomic<uint64_t> host_connections_{0}, guest_connections_{0}, refused_{0}, resets_sent_{0},
